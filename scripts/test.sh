@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install everything, then run the whole check: formatter, linter, type checker, layer
+# contracts and the test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+bin=.venv/bin
+echo "== ruff format --check"; "$bin/ruff" format --check src tests bench
+echo "== ruff check";          "$bin/ruff" check src tests bench
+echo "== mypy";                "$bin/mypy"
+echo "== import contracts";    "$bin/lint-imports"
+echo "== pytest";              "$bin/pytest" "$@"

@@ -1,0 +1,30 @@
+"""Usage sinks: where the engine reports each terminal request's token usage."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from msgspec import Struct
+
+from xrouter.domain.responses import Usage
+
+
+class UsageRecord(Struct, frozen=True):
+    request_id: str
+    model: str
+    usage: Usage
+    status: str
+
+
+class InMemoryUsageLedger:
+    """Keeps the latest usage records in a bounded deque (O(1), never blocks the request).
+    A durable sink (Redis, a billing queue) replaces it in a multi-instance deployment."""
+
+    def __init__(self, max_records: int = 10_000) -> None:
+        self.records: deque[UsageRecord] = deque(maxlen=max_records)
+
+    def record(self, request_id: str, model: str, usage: Usage, status: str) -> None:
+        self.records.append(UsageRecord(request_id, model, usage, status))
+
+    def for_request(self, request_id: str) -> list[UsageRecord]:
+        return [record for record in self.records if record.request_id == request_id]

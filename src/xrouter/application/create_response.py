@@ -1,0 +1,27 @@
+"""Use case: create a response (`POST /v1/responses`), streamed or not."""
+
+from __future__ import annotations
+
+from xrouter.application.engine import DisconnectSignal, Execution, ExecutionEngine
+from xrouter.domain.responses import Response, ResponseRequest
+
+
+class CreateResponse:
+    def __init__(self, engine: ExecutionEngine) -> None:
+        self._engine = engine
+
+    async def start(
+        self,
+        request: ResponseRequest,
+        *,
+        request_id: str | None = None,
+        disconnect: DisconnectSignal | None = None,
+    ) -> Execution:
+        """Admit the request and start generating. Read the execution's events (stream) or
+        its `result()` (non-stream). Raises GatewayError before generation starts."""
+        return await self._engine.start(request, request_id=request_id, disconnect=disconnect)
+
+    async def run(self, request: ResponseRequest, *, request_id: str | None = None) -> Response:
+        """The non-stream answer: the same event stream, folded into the final response."""
+        execution = await self._engine.start(request, request_id=request_id)
+        return await execution.result()

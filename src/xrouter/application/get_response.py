@@ -1,0 +1,68 @@
+"""Use cases on stored responses: retrieve, delete, list input items."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from xrouter.application.ports import ResponseStore
+from xrouter.domain.errors import InvalidRequest, NotFound
+from xrouter.domain.responses import DeletedResponse, InputItemList, Response, StoredResponse
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.")
+
+
+class GetResponse:
+    def __init__(self, store: ResponseStore) -> None:
+        self._store = store
+
+    async def _stored(self, response_id: str) -> StoredResponse:
+        stored = await self._store.get(response_id)
+        if stored is None:
+            raise _not_found(response_id)
+        return stored
+
+    async def get(self, response_id: str) -> Response:
+        return (await self._stored(response_id)).response
+
+    async def delete(self, response_id: str) -> DeletedResponse:
+        if not await self._store.delete(response_id):
+            raise _not_found(response_id)
+        return DeletedResponse(id=response_id)
+
+    async def input_items(
+        self,
+        response_id: str,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> InputItemList:
+        """A page of the request's input items, as `GET /v1/responses/{id}/input_items`."""
+        if not 1 <= limit <= 100:
+            raise InvalidRequest(
+                "`limit` must be between 1 and 100.", param="limit", code="invalid_value"
+            )
+        stored = await self._stored(response_id)
+        items = [msgspec.to_builtins(item) for item in stored.input_items]
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise InvalidRequest(
+                    f"No input item with id '{after}' in this response.",
+                    param="after",
+                    code="invalid_value",
+                )
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return InputItemList(
+            data=page,
+            first_id=page[0].get("id") if page else None,
+            last_id=page[-1].get("id") if page else None,
+            has_more=len(items) > limit,
+        )

@@ -1,0 +1,111 @@
+"""The ports the application needs, as Protocols. Adapters implement them; tests fake them.
+
+Nothing here imports a framework or an I/O library: that is the point of a port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from msgspec import Struct
+
+from xrouter.domain.lifecycle import LifecycleEvent
+from xrouter.domain.models import ModelInfo, ModelRoute
+from xrouter.domain.provider_events import ProviderEvent
+from xrouter.domain.responses import InputItem, ResponseRequest, StoredResponse, Usage
+
+
+class GenerationRequest(Struct, frozen=True):
+    """What a provider is asked to do: the routed request with its full input.
+
+    `items` is the whole conversation (turns from `previous_response_id` first, then this
+    request's input); `request` carries the options (tools, temperature, text format...).
+    """
+
+    route: ModelRoute
+    request: ResponseRequest
+    items: list[InputItem]
+    instructions: str | None
+
+
+class Provider(Protocol):
+    """One upstream (or the built-in local provider)."""
+
+    @property
+    def name(self) -> str:
+        """The provider prefix of public model ids: `local` in `local/echo`."""
+        ...
+
+    def knows_model(self, upstream_model: str) -> bool:
+        """Whether `provider/<upstream_model>` may be routed here."""
+        ...
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models this provider advertises on `GET /v1/models`."""
+        ...
+
+    def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        """Generate, yielding canonical deltas; raise ProviderError / ProviderTimeout on
+        failure. The engine may stop iterating early (then `aclose` is called)."""
+        ...
+
+
+class TokenCounter(Protocol):
+    async def count_input(self, instructions: str | None, items: Sequence[InputItem]) -> int:
+        """Tokens of the instructions plus every input item (text, arguments, outputs)."""
+        ...
+
+    async def count_text(self, text: str) -> int:
+        """Tokens of generated text, when the provider reports no usage."""
+        ...
+
+
+class ResponseStore(Protocol):
+    async def save(self, stored: StoredResponse) -> None: ...
+
+    async def get(self, response_id: str) -> StoredResponse | None: ...
+
+    async def delete(self, response_id: str) -> bool:
+        """True when something was deleted."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix time in seconds."""
+        ...
+
+    def monotonic_ns(self) -> int: ...
+
+
+class IdGenerator(Protocol):
+    def new_id(self, prefix: str) -> str:
+        """A fresh, unguessable id such as `resp_…`; `prefix` is given without the `_`."""
+        ...
+
+
+class LifecycleListener(Protocol):
+    """Receives every lifecycle step (formal/trace-schema.md). Called on the request path:
+    implementations must be quick and must not raise."""
+
+    enabled: bool
+
+    def on_event(self, event: LifecycleEvent) -> None: ...
+
+
+class UsageSink(Protocol):
+    """Where usage goes once a request is terminal (billing, quotas, dashboards).
+    Called on the request path: implementations queue, they do not block."""
+
+    def record(self, request_id: str, model: str, usage: Usage, status: str) -> None: ...
+
+
+class ModelCatalog(Protocol):
+    """Resolves public model ids to routes and lists the models on offer."""
+
+    async def resolve(self, model: str) -> tuple[ModelRoute, Provider]:
+        """Raise ModelNotFound when no provider serves `model`."""
+        ...
+
+    async def list_models(self) -> list[ModelInfo]: ...

@@ -1,0 +1,101 @@
+"""The error taxonomy. Each error knows its HTTP status and OpenAI envelope fields, so the
+HTTP layer maps any of them with one rule and never leaks internals.
+
+Messages say what was wrong and what to do: they are read by people debugging a client.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error that has a defined answer for the client."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+
+class InvalidRequest(GatewayError):
+    """The request is malformed or breaks a rule of the API (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist or is not served by this gateway. "
+            "GET /v1/models lists the models you can use.",
+            param="model",
+        )
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class Overloaded(GatewayError):
+    """Too many requests in flight; the client should retry after `retry_after` seconds."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+
+class ProviderError(GatewayError):
+    """The upstream provider failed (502). The message names the provider, never a secret."""
+
+    status = 502
+    type = "server_error"
+    code = "provider_error"
+
+
+class ProviderTimeout(GatewayError):
+    status = 504
+    type = "server_error"
+    code = "provider_timeout"
+
+
+class ClientDisconnected(GatewayError):
+    """The client went away before generation started; nobody reads this answer."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
+class InternalError(GatewayError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"

@@ -1,0 +1,117 @@
+"""The request lifecycle `ingest -> tokenize -> generate(stream) -> done | failed`.
+
+Each runtime step is named after the action of the TLA+ model in `formal/xrouter.tla` that it
+implements, so a recorded trace can be replayed against the model (formal/trace-schema.md).
+`Lifecycle` is the per-request state machine: it refuses a step the model does not allow, which
+turns a lifecycle bug into a loud error instead of a wrong answer on the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from msgspec import Struct
+
+
+class Stage(enum.StrEnum):
+    IDLE = "idle"
+    INGEST = "ingest"
+    TOKENIZE = "tokenize"
+    GENERATE = "generate"
+    DONE = "done"
+    FAILED = "failed"
+
+
+TERMINAL_STAGES = frozenset({Stage.DONE, Stage.FAILED})
+
+
+class Action(enum.StrEnum):
+    """Runtime steps, spelled as the TLA+ actions they correspond to."""
+
+    RECEIVE = "Receive"  # idle -> ingest: a request arrived
+    INGEST = "Ingest"  # ingest -> tokenize: validated and routed
+    REJECT = "Reject"  # ingest|tokenize -> failed: bad input, unknown model, overload
+    TOKENIZE = "Tokenize"  # tokenize -> generate: input counted
+    EMIT_CHUNK = "EmitChunk"  # generate -> generate: the provider produced output
+    FINISH = "Finish"  # generate -> done
+    PROVIDER_FAIL = "ProviderFail"  # generate -> failed, before or after the first chunk
+    TIME_OUT = "TimeOut"  # generate -> failed
+    DISCONNECT_EARLY = "DisconnectEarly"  # ingest|tokenize -> failed: the client went away
+    DISCONNECT_LATE = "DisconnectLate"  # generate -> generate: writes stop, generation goes on
+    RECORD_USAGE = "RecordUsage"  # done|failed -> same: usage recorded, exactly once
+
+
+class Reason(enum.StrEnum):
+    RECEIVED = "received"
+    ROUTED = "routed"
+    INVALID_REQUEST = "invalid_request"
+    TOKENIZED = "tokenized"
+    CHUNK = "chunk"
+    DONE = "done"
+    PROVIDER_ERROR = "provider_error"
+    TIMEOUT = "timeout"
+    CLIENT_DISCONNECT = "client_disconnect"
+    USAGE_RECORDED = "usage_recorded"
+
+
+# action -> (stages it may start from, stage it leads to; None keeps the stage)
+TRANSITIONS: dict[Action, tuple[frozenset[Stage], Stage | None]] = {
+    Action.RECEIVE: (frozenset({Stage.IDLE}), Stage.INGEST),
+    Action.INGEST: (frozenset({Stage.INGEST}), Stage.TOKENIZE),
+    Action.REJECT: (frozenset({Stage.INGEST, Stage.TOKENIZE}), Stage.FAILED),
+    Action.TOKENIZE: (frozenset({Stage.TOKENIZE}), Stage.GENERATE),
+    Action.EMIT_CHUNK: (frozenset({Stage.GENERATE}), None),
+    Action.FINISH: (frozenset({Stage.GENERATE}), Stage.DONE),
+    Action.PROVIDER_FAIL: (frozenset({Stage.GENERATE}), Stage.FAILED),
+    Action.TIME_OUT: (frozenset({Stage.GENERATE}), Stage.FAILED),
+    Action.DISCONNECT_EARLY: (frozenset({Stage.INGEST, Stage.TOKENIZE}), Stage.FAILED),
+    Action.DISCONNECT_LATE: (frozenset({Stage.GENERATE}), None),
+    Action.RECORD_USAGE: (TERMINAL_STAGES, None),
+}
+
+
+class LifecycleEvent(Struct, frozen=True):
+    """One step of one request, as the formal trace schema describes it."""
+
+    request_id: str
+    action: Action
+    from_stage: Stage
+    to_stage: Stage
+    reason: Reason
+    at_ns: int
+
+
+class IllegalTransition(RuntimeError):
+    """A step the lifecycle model forbids: always a bug in the gateway, never the client's."""
+
+
+class Lifecycle:
+    """The stage of one request, advanced only along the model's transitions."""
+
+    __slots__ = ("client_connected", "request_id", "stage", "usage_recorded")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.stage = Stage.IDLE
+        self.client_connected = True
+        self.usage_recorded = False
+
+    def step(self, action: Action) -> tuple[Stage, Stage]:
+        """Apply `action`; return (from, to). Raise IllegalTransition if it is not allowed."""
+        sources, target = TRANSITIONS[action]
+        if self.stage not in sources:
+            raise IllegalTransition(f"{action} is not allowed in stage {self.stage}")
+        if action is Action.RECORD_USAGE:
+            if self.usage_recorded:
+                raise IllegalTransition("usage is recorded exactly once")
+            self.usage_recorded = True
+        elif action is Action.DISCONNECT_LATE or action is Action.DISCONNECT_EARLY:
+            self.client_connected = False
+        before = self.stage
+        if target is not None:
+            self.stage = target
+        return before, self.stage
+
+    @property
+    def terminal(self) -> bool:
+        return self.stage in TERMINAL_STAGES

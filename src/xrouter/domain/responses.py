@@ -1,0 +1,269 @@
+"""Canonical Responses API types: the request, its items, usage and the response object.
+
+These are the wire shapes of the OpenAI Responses API (see shared/reference/RESPONSES_API.md),
+declared once as msgspec Structs so decoding validates and encoding is fast. Unknown fields are
+ignored on decode: real clients (Codex, the Agents SDK) send fields we do not model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+JSONObject = dict[str, Any]
+
+# --- request -------------------------------------------------------------------------------
+
+
+class InputItem(Struct, omit_defaults=True):
+    """One input item, any kind. Kept flat because `type` may be absent on messages.
+
+    The Agents SDK sends bare `{role, content}` messages, so a tagged union cannot decode them;
+    one permissive struct validates the field types and `normalize` checks per-kind rules.
+    """
+
+    type: str = "message"
+    id: str | None = None
+    status: str | None = None
+    # message
+    role: str | None = None
+    content: str | list[JSONObject] | None = None
+    phase: str | None = None
+    # function_call / function_call_output
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[JSONObject] | None = None
+    # reasoning
+    summary: list[JSONObject] | None = None
+    encrypted_content: str | None = None
+
+
+class FunctionTool(Struct, omit_defaults=False):
+    """A tool as echoed on the response: Open Responses wants every key present, nullable."""
+
+    name: str
+    type: Literal["function"] = "function"
+    description: str | None = None
+    parameters: JSONObject | None = None
+    strict: bool | None = None
+
+
+class ToolSpec(Struct):
+    """Any tool a client declares. Only `function` tools are used by providers here; other
+    kinds (web_search, namespace, mcp ...) are accepted and dropped, never a 400."""
+
+    type: str
+    name: str | None = None
+    description: str | None = None
+    parameters: JSONObject | None = None
+    strict: bool | None = None
+
+
+class ReasoningConfig(Struct, omit_defaults=False):
+    effort: str | None = None
+    summary: str | None = None
+
+
+class TextConfig(Struct, omit_defaults=False):
+    format: JSONObject = field(default_factory=lambda: {"type": "text"})
+    verbosity: str | None = "medium"
+
+
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+TopP = Annotated[float, Meta(ge=0, le=1)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+TopLogprobs = Annotated[int, Meta(ge=0, le=20)]
+
+
+class ResponseRequest(Struct, kw_only=True):
+    """Body of `POST /v1/responses`."""
+
+    model: str
+    input: str | list[InputItem]
+    instructions: str | None = None
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: str | JSONObject = "auto"
+    parallel_tool_calls: bool = True
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    top_logprobs: TopLogprobs | None = None
+    max_output_tokens: PositiveInt | None = None
+    max_tool_calls: PositiveInt | None = None
+    stream: bool = False
+    store: bool = True
+    background: bool = False
+    previous_response_id: str | None = None
+    conversation: str | JSONObject | None = None
+    metadata: dict[str, str] | None = None
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    include: list[str] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None
+
+
+# --- output items ---------------------------------------------------------------------------
+
+
+class OutputText(Struct, tag_field="type", tag="output_text"):
+    text: str
+    annotations: list[JSONObject] = field(default_factory=list)
+    logprobs: list[JSONObject] = field(default_factory=list)
+
+
+class Refusal(Struct, tag_field="type", tag="refusal"):
+    refusal: str
+
+
+class SummaryText(Struct, tag_field="type", tag="summary_text"):
+    text: str
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class MessageItem(Struct, tag_field="type", tag="message"):
+    id: str
+    status: ItemStatus
+    content: list[OutputText | Refusal]
+    role: Literal["assistant"] = "assistant"
+
+
+class FunctionCallItem(Struct, tag_field="type", tag="function_call"):
+    id: str
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+class ReasoningItem(Struct, tag_field="type", tag="reasoning"):
+    id: str
+    summary: list[SummaryText]
+    status: ItemStatus | None = None
+
+
+OutputItem = MessageItem | FunctionCallItem | ReasoningItem
+
+
+# --- usage and the response object ------------------------------------------------------------
+
+
+class InputTokensDetails(Struct):
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(Struct):
+    reasoning_tokens: int = 0
+
+
+class Usage(Struct):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_tokens_details: InputTokensDetails = field(default_factory=InputTokensDetails)
+    output_tokens_details: OutputTokensDetails = field(default_factory=OutputTokensDetails)
+
+
+class ResponseError(Struct):
+    code: str
+    message: str
+
+
+class IncompleteDetails(Struct):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
+
+
+class Response(Struct, kw_only=True):
+    """The response object: the non-stream body and the snapshot inside lifecycle events.
+
+    Every key is always present (nullable ones as null): Open Responses and the strict SDK
+    reject a snapshot with a missing key.
+    """
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    completed_at: int | None = None
+    status: ResponseStatus
+    model: str
+    output: list[OutputItem] = field(default_factory=list)
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    tools: list[FunctionTool] = field(default_factory=list)
+    tool_choice: str | JSONObject = "auto"
+    parallel_tool_calls: bool = True
+    text: TextConfig = field(default_factory=TextConfig)
+    reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_logprobs: int = 0
+    truncation: Literal["auto", "disabled"] = "disabled"
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    store: bool = True
+    background: bool = False
+    service_tier: str = "default"
+    metadata: dict[str, str] = field(default_factory=dict)
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    user: str | None = None
+    usage: Usage | None = None
+
+
+class DeletedResponse(Struct):
+    id: str
+    object: Literal["response.deleted"] = "response.deleted"
+    deleted: bool = True
+
+
+class InputItemList(Struct):
+    data: list[JSONObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+    object: Literal["list"] = "list"
+
+
+def output_text(response: Response) -> str:
+    """All `output_text` parts joined, as the SDK's `response.output_text` does."""
+    return "".join(
+        part.text
+        for item in response.output
+        if isinstance(item, MessageItem)
+        for part in item.content
+        if isinstance(part, OutputText)
+    )
+
+
+def to_builtins(obj: Any) -> Any:
+    """Plain dicts/lists of a struct tree, for storing and echoing items."""
+    return msgspec.to_builtins(obj)
+
+
+class StoredResponse(Struct, kw_only=True):
+    """What the response store keeps: the response and the input that produced it.
+
+    `input_items` are this request's own items (with ids, for `/input_items`); the earlier
+    turns are reached through `response.previous_response_id`, so a long conversation costs
+    linear, not quadratic, storage.
+    """
+
+    response: Response
+    input_items: list[InputItem]

@@ -1,0 +1,77 @@
+"""The `xrouter` console script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from xrouter import __version__
+from xrouter.entrypoints.config import ConfigError, Settings
+
+APP_FACTORY = "xrouter.entrypoints.http.app:create_app"
+
+
+def _parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xrouter", description="XRouter, an LLM gateway (OpenAI Responses API)."
+    )
+    parser.add_argument("--version", action="version", version=f"xrouter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument(
+        "--host", default=settings.host, help=f"bind address (XR_HOST, default {settings.host})"
+    )
+    serve.add_argument(
+        "--port", type=int, default=settings.port, help=f"port (XR_PORT, default {settings.port})"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=settings.workers,
+        help=f"worker processes (XR_WORKERS, default {settings.workers})",
+    )
+    return parser
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn  # imported here so `xrouter --version` stays instant
+
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"xrouter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    parser = _parser(settings)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        if args.workers < 1:
+            parser.error("--workers must be at least 1")
+        serve(settings, args.host, args.port, args.workers)
+        return 0
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

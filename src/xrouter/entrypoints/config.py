@@ -1,0 +1,115 @@
+"""Configuration from the environment. Every variable has the `XR_` prefix and a default that
+serves the built-in local provider with in-memory storage: no keys, no Redis, no network.
+
+docs/configuration.md lists every variable; `Settings` is the source it is written from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A variable has a value we cannot use; the message names it and says what is expected."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _prefixes(raw: str) -> tuple[str, ...]:
+    prefixes = tuple("/" + p.strip().strip("/") for p in raw.split(",") if p.strip())
+    if not prefixes:
+        raise ValueError("expected at least one prefix, such as /v1")
+    return prefixes
+
+
+def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def parse_positive(raw: str) -> T:
+        value = parse(raw)
+        if value <= 0:  # type: ignore[operator]
+            raise ValueError("expected a number greater than 0")
+        return value
+
+    return parse_positive
+
+
+def _var(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = _var("127.0.0.1", str, "Address `xrouter serve` binds to.")
+    port: int = _var(8000, int, "Port `xrouter serve` listens on.")
+    workers: int = _var(1, _positive(int), "Worker processes for `xrouter serve`.")
+    log_level: str = _var("INFO", str.upper, "Log level: DEBUG, INFO, WARNING, ERROR.")
+    api_prefixes: tuple[str, ...] = _var(
+        ("/v1", "/api/v1"), _prefixes, "Comma-separated path prefixes the API is served under."
+    )
+    max_body_bytes: int = _var(
+        10 * 1024 * 1024, _positive(int), "Largest request body accepted; larger gets 413."
+    )
+    max_inflight: int = _var(
+        256, _positive(int), "Requests admitted at once per worker; more get 429 + Retry-After."
+    )
+    provider_idle_timeout_s: float = _var(
+        120.0,
+        _positive(float),
+        "Longest wait for a provider's next event before the request fails with 504.",
+    )
+    shutdown_grace_s: float = _var(
+        10.0, float, "On shutdown, how long running generations may take to finish."
+    )
+    store_max_responses: int = _var(
+        10_000, _positive(int), "Responses the in-memory store keeps (oldest evicted first)."
+    )
+    local_slow_delay_s: float = _var(
+        0.2, float, "Delay before each chunk of the `local/slow` model."
+    )
+    docs_enabled: bool = _var(True, _bool, "Serve /openapi.json and the /docs page.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = env_name(f.name)
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not valid: {exc}.") from None
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    return "XR_" + field_name.upper()
+
+
+def documented_variables() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting; docs/configuration.md matches it."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        shown = (
+            ",".join(default)
+            if isinstance(default, tuple)
+            else str(default).lower()
+            if isinstance(default, bool)
+            else str(default)
+        )
+        rows.append((env_name(f.name), shown, f.metadata["doc"]))
+    return rows

@@ -1,0 +1,62 @@
+"""The composition root: one declarative container that builds everything from Settings.
+
+Tests override providers (a fake provider, a recording lifecycle listener) the usual
+dependency-injector way: `container.lifecycle_listener.override(...)`.
+"""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from xrouter.adapters.providers.local import LocalProvider
+from xrouter.adapters.storage.memory import InMemoryResponseStore
+from xrouter.adapters.system import RandomIds, SystemClock
+from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
+from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
+from xrouter.adapters.tokenizers.tiktoken_counter import TiktokenCounter
+from xrouter.application.create_response import CreateResponse
+from xrouter.application.engine import EngineSettings, ExecutionEngine
+from xrouter.application.get_response import GetResponse
+from xrouter.application.list_models import ListModels
+from xrouter.application.registry import ModelRegistry
+from xrouter.entrypoints.config import Settings
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Singleton(Settings.from_env)
+
+    clock = providers.Singleton(SystemClock)
+    ids = providers.Singleton(RandomIds)
+    token_counter = providers.Singleton(TiktokenCounter)
+    response_store = providers.Singleton(
+        InMemoryResponseStore, max_responses=settings.provided.store_max_responses
+    )
+    lifecycle_listener = providers.Singleton(NullLifecycleListener)
+    usage_sink = providers.Singleton(InMemoryUsageLedger)
+
+    local_provider = providers.Singleton(
+        LocalProvider, slow_delay_s=settings.provided.local_slow_delay_s
+    )
+    model_providers = providers.List(local_provider)
+    catalog = providers.Singleton(ModelRegistry, providers=model_providers)
+
+    engine_settings = providers.Singleton(
+        EngineSettings,
+        max_inflight=settings.provided.max_inflight,
+        provider_idle_timeout_s=settings.provided.provider_idle_timeout_s,
+    )
+    engine = providers.Singleton(
+        ExecutionEngine,
+        catalog=catalog,
+        counter=token_counter,
+        store=response_store,
+        clock=clock,
+        ids=ids,
+        lifecycle_listener=lifecycle_listener,
+        usage_sink=usage_sink,
+        settings=engine_settings,
+    )
+
+    create_response = providers.Singleton(CreateResponse, engine=engine)
+    get_response = providers.Singleton(GetResponse, store=response_store)
+    list_models = providers.Singleton(ListModels, catalog=catalog)

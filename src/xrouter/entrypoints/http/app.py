@@ -1,0 +1,90 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import get_args
+
+from litestar import Litestar, Router
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from xrouter import __version__
+from xrouter.domain.errors import GatewayError
+from xrouter.domain.events import StreamEvent
+from xrouter.entrypoints.config import Settings
+from xrouter.entrypoints.container import Container
+from xrouter.entrypoints.http.codec import Codec
+from xrouter.entrypoints.http.errors import (
+    handle_gateway_error,
+    handle_http_exception,
+    handle_internal_error,
+)
+from xrouter.entrypoints.http.request_id import request_id_middleware
+from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_probe_routes
+from xrouter.entrypoints.http.sse import SSEWriter
+
+log = logging.getLogger("xrouter")
+
+
+def create_app(container: Container | None = None) -> Litestar:
+    """Build the app from `container` (a fresh one from the environment by default)."""
+    container = container or Container()
+    settings: Settings = container.settings()
+    engine = container.engine()  # resolves the token counter etc. now, not on first request
+    use_cases = UseCases(
+        create_response=container.create_response(),
+        get_response=container.get_response(),
+        list_models=container.list_models(),
+    )
+    codec = Codec()
+    sse = SSEWriter(codec, get_args(StreamEvent))
+    state = {"ready": False}
+
+    routers = [
+        Router(path=prefix, route_handlers=build_api_routes(use_cases, codec, sse))
+        for prefix in settings.api_prefixes
+    ]
+
+    async def on_startup() -> None:
+        state["ready"] = True
+        # Objects built at startup live forever: keep the GC from rescanning them.
+        gc.collect()
+        gc.freeze()
+        log.info("xrouter %s ready; API under %s", __version__, ", ".join(settings.api_prefixes))
+
+    async def on_shutdown() -> None:
+        state["ready"] = False
+        await engine.aclose(settings.shutdown_grace_s)
+
+    openapi = (
+        OpenAPIConfig(
+            title="XRouter",
+            version=__version__,
+            description="An LLM gateway speaking the OpenAI Responses API.",
+            path="/",
+            render_plugins=[
+                JsonRenderPlugin(path="/openapi.json"),
+                SwaggerRenderPlugin(path="/docs"),
+            ],
+        )
+        if settings.docs_enabled
+        else None
+    )
+
+    return Litestar(
+        route_handlers=[*routers, *build_probe_routes(lambda: state["ready"])],
+        middleware=[request_id_middleware],
+        exception_handlers={
+            GatewayError: handle_gateway_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_internal_error,
+        },
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        openapi_config=openapi,
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )

@@ -1,0 +1,100 @@
+"""Every error leaves in the OpenAI envelope `{"error": {message, type, param, code}}`.
+
+Internal errors are logged with their stack trace and the request id; the client gets the
+request id and nothing else about the failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from xrouter.domain.errors import GatewayError
+from xrouter.entrypoints.http.request_id import request_id_of
+
+log = logging.getLogger("xrouter.http")
+
+AnyRequest = Request[Any, Any, Any]
+
+_TYPES_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+def envelope(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, dict[str, str | None]]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def gateway_error_response(error: GatewayError) -> Response[object]:
+    headers = {}
+    if error.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
+    return Response(
+        envelope(error.message, error.type, error.param, error.code),
+        status_code=error.status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def handle_gateway_error(_: AnyRequest, exc: GatewayError) -> Response[object]:
+    return gateway_error_response(exc)
+
+
+def handle_http_exception(request: AnyRequest, exc: HTTPException) -> Response[object]:
+    status = exc.status_code
+    if status == 404:
+        message = f"Unknown route: {request.method} {request.url.path}. See /docs for the API."
+        code: str | None = "unknown_route"
+    elif status == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+        code = "method_not_allowed"
+    elif status == 413:
+        message = (
+            "The request body is larger than this gateway accepts "
+            "(XR_MAX_BODY_BYTES). Send less input, or raise the limit."
+        )
+        code = "request_too_large"
+    elif status >= 500:
+        return handle_internal_error(request, exc)
+    else:
+        message = exc.detail
+        code = None
+    return Response(
+        envelope(message, _TYPES_BY_STATUS.get(status, "invalid_request_error"), None, code),
+        status_code=status,
+        headers=exc.headers or {},
+        media_type="application/json",
+    )
+
+
+def handle_internal_error(request: AnyRequest, exc: Exception) -> Response[object]:
+    request_id = request_id_of(request.scope)
+    log.error(
+        "internal error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
+    return Response(
+        envelope(
+            f"The gateway hit an internal error. Quote request id {request_id} when reporting it.",
+            "server_error",
+            None,
+            "internal_error",
+        ),
+        status_code=500,
+        media_type="application/json",
+    )

@@ -1,0 +1,134 @@
+"""HTTP routes. Handlers decode, call a use case, encode: no provider branches, no adapters.
+
+Route handlers are built by `build_api_routes` as closures over the use cases, so resolving
+dependencies happens once at startup and a request pays for none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request, Response, delete, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.response import Stream
+from litestar.types import Receive
+
+from xrouter.application.create_response import CreateResponse
+from xrouter.application.engine import DisconnectSignal
+from xrouter.application.get_response import GetResponse
+from xrouter.application.list_models import ListModels
+from xrouter.domain.errors import InvalidRequest
+from xrouter.entrypoints.http.codec import Codec
+from xrouter.entrypoints.http.request_id import request_id_of
+from xrouter.entrypoints.http.sse import SSEWriter
+
+JSON = "application/json"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+AnyRequest = Request[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UseCases:
+    create_response: CreateResponse
+    get_response: GetResponse
+    list_models: ListModels
+
+
+async def _watch_disconnect(receive: Receive, signal: DisconnectSignal) -> None:
+    """After the body is read, the next ASGI message is `http.disconnect`."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            signal.set()
+            return
+
+
+def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[HTTPRouteHandler]:
+    """The API routes, to mount under each configured prefix (`/v1`, `/api/v1`)."""
+
+    def json(value: object, status: int = 200) -> Response[bytes]:
+        return Response(codec.encode(value), status_code=status, media_type=JSON)
+
+    @post(
+        "/responses",
+        status_code=200,
+        summary="Create a model response",
+        description="OpenAI Responses API. JSON, or SSE with `stream: true`.",
+    )
+    async def create_response(request: AnyRequest) -> Response[Any]:
+        body = await request.body()
+        payload = codec.decode_response_request(body)
+        disconnect = DisconnectSignal()
+        watcher = asyncio.create_task(_watch_disconnect(request.receive, disconnect))
+        try:
+            execution = await use_cases.create_response.start(
+                payload, request_id=request_id_of(request.scope), disconnect=disconnect
+            )
+            if not payload.stream:
+                return json(await execution.result())
+            first = await execution.first_events()
+        finally:
+            watcher.cancel()
+        # The streaming response listens for the disconnect itself from here on.
+        return Stream(
+            sse.frames(execution, first), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+
+    @get("/responses/{response_id:str}", summary="Retrieve a stored response")
+    async def retrieve_response(response_id: str) -> Response[bytes]:
+        return json(await use_cases.get_response.get(response_id))
+
+    @delete("/responses/{response_id:str}", status_code=200, summary="Delete a stored response")
+    async def delete_response(response_id: str) -> Response[bytes]:
+        return json(await use_cases.get_response.delete(response_id))
+
+    @get("/responses/{response_id:str}/input_items", summary="List a response's input items")
+    async def list_input_items(request: AnyRequest, response_id: str) -> Response[bytes]:
+        query = request.query_params
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest(
+                "`order` must be 'asc' or 'desc'.", param="order", code="invalid_value"
+            )
+        limit = _int_param(query.get("limit", "20"), "limit")
+        page = await use_cases.get_response.input_items(
+            response_id,
+            after=query.get("after"),
+            limit=limit,
+            order="asc" if order == "asc" else "desc",
+        )
+        return json(page)
+
+    @get("/models", summary="List models")
+    async def list_models() -> Response[bytes]:
+        return json(await use_cases.list_models.execute())
+
+    return [create_response, retrieve_response, delete_response, list_input_items, list_models]
+
+
+def _int_param(raw: str, name: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"`{name}` must be an integer.", param=name, code="invalid_value"
+        ) from None
+
+
+def build_probe_routes(is_ready: Callable[[], bool]) -> list[HTTPRouteHandler]:
+    """Liveness and readiness, at the root (not under the API prefixes)."""
+
+    @get("/health", summary="Liveness: the process answers", include_in_schema=True)
+    async def health() -> Response[bytes]:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    @get("/ready", summary="Readiness: dependencies loaded, accepting requests")
+    async def ready() -> Response[bytes]:
+        if is_ready():
+            return Response(b'{"status":"ready"}', media_type=JSON)
+        return Response(b'{"status":"not_ready"}', status_code=503, media_type=JSON)
+
+    return [health, ready]

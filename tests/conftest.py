@@ -1,0 +1,105 @@
+"""Shared fixtures: the real app served by uvicorn on a loopback port, in a thread.
+
+Every app built here records its lifecycle traces (RecordingLifecycleListener), so the trace
+conformance checks of formal/ can replay them.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from dependency_injector import providers
+
+from xrouter.adapters.telemetry.lifecycle import RecordingLifecycleListener
+from xrouter.entrypoints.config import Settings
+from xrouter.entrypoints.container import Container
+from xrouter.entrypoints.http.app import create_app
+
+ALL_TRACES: list[RecordingLifecycleListener] = []
+
+
+def make_container(**overrides: Any) -> Container:
+    """A container on default settings (plus `overrides`) that records lifecycle traces."""
+    container = Container()
+    container.settings.override(providers.Object(replace(Settings(), **overrides)))
+    listener = RecordingLifecycleListener()
+    ALL_TRACES.append(listener)
+    container.lifecycle_listener.override(providers.Object(listener))
+    return container
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    host: str
+    port: int
+    container: Container
+
+    @property
+    def listener(self) -> RecordingLifecycleListener:
+        listener = self.container.lifecycle_listener()
+        assert isinstance(listener, RecordingLifecycleListener)
+        return listener
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=10, **kwargs)
+
+
+def _serve(container: Container) -> Iterator[LiveServer]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    host, port = sock.getsockname()
+    config = uvicorn.Config(
+        create_app(container),
+        loop="asyncio",
+        http="h11",
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://{host}:{port}", host, port, container)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LiveServer]:
+    """One shared server on default settings, for tests that do not change settings."""
+    yield from _serve(make_container())
+
+
+@pytest.fixture
+def serve_with() -> Iterator[Any]:
+    """Start a dedicated server with settings overrides: `serve_with(provider_idle_timeout_s=0.1)`.
+    Pass `container=` to serve a container you prepared (e.g. with a fake adapter)."""
+    stack: list[Iterator[LiveServer]] = []
+
+    def start(container: Container | None = None, **overrides: Any) -> LiveServer:
+        generator = _serve(container or make_container(**overrides))
+        stack.append(generator)
+        return next(generator)
+
+    yield start
+    for generator in stack:
+        for _ in generator:
+            pass
