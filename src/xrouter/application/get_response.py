@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-import msgspec
-
 from xrouter.application.ports import ResponseStore
 from xrouter.domain.errors import InvalidRequest, NotFound
-from xrouter.domain.responses import DeletedResponse, InputItemList, Response, StoredResponse
+from xrouter.domain.responses import (
+    DeletedResponse,
+    InputItemList,
+    Response,
+    StoredResponse,
+    item_to_dict,
+)
 
 
 def _not_found(response_id: str) -> NotFound:
@@ -47,7 +51,7 @@ class GetResponse:
                 "`limit` must be between 1 and 100.", param="limit", code="invalid_value"
             )
         stored = await self._stored(response_id)
-        items = [msgspec.to_builtins(item) for item in stored.input_items]
+        items = [item_to_dict(item) for item in stored.input_items]
         if order == "desc":
             items.reverse()
         if after is not None:

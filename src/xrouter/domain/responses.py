@@ -252,9 +252,9 @@ def output_text(response: Response) -> str:
     )
 
 
-def to_builtins(obj: Any) -> Any:
-    """Plain dicts/lists of a struct tree, for storing and echoing items."""
-    return msgspec.to_builtins(obj)
+def item_to_dict(item: InputItem) -> JSONObject:
+    """An input item as plain JSON, `type` always present (defaults are otherwise omitted)."""
+    return {"type": item.type, **msgspec.to_builtins(item)}
 
 
 class StoredResponse(Struct, kw_only=True):

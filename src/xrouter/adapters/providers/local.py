@@ -9,7 +9,8 @@ path of the lifecycle on purpose. Models (docs/local-provider.md):
   (several `call` phrases make parallel calls); `tool_choice` `required` or a named function
   forces a call with `{}` arguments.
 - `local/think`: as echo, preceded by a reasoning summary.
-- `local/slow`: as echo, waiting `slow_delay_s` before each chunk (timeouts, disconnects).
+- `local/slow`: as echo, the first chunk at once, then `slow_delay_s` before each further
+  chunk (mid-stream timeouts, disconnects during generate).
 - `local/error`: fails before its first chunk.
 - `local/error-mid-stream`: fails after two chunks.
 
@@ -81,8 +82,6 @@ class LocalProvider:
             for index, (name, arguments) in enumerate(tool_calls):
                 yield ToolCallDelta(index=index, call_id=f"call_local_{index}", name=name)
                 for fragment in _split(arguments, _ARGUMENT_FRAGMENTS):
-                    if delay:
-                        await asyncio.sleep(delay)
                     yield ToolCallDelta(index=index, arguments=fragment)
             yield Finish("tool_calls")
             return
@@ -98,7 +97,7 @@ class LocalProvider:
                     "The local provider failed mid-stream, as model 'local/error-mid-stream' "
                     "always does after two chunks."
                 )
-            if delay:
+            if delay and index > 0:
                 await asyncio.sleep(delay)
             yield TextDelta(word)
         if model == "error-mid-stream":

@@ -13,6 +13,7 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import Receive
 
@@ -78,15 +79,15 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
         )
 
     @get("/responses/{response_id:str}", summary="Retrieve a stored response")
-    async def retrieve_response(response_id: str) -> Response[bytes]:
+    async def retrieve_response(response_id: FromPath[str]) -> Response[bytes]:
         return json(await use_cases.get_response.get(response_id))
 
     @delete("/responses/{response_id:str}", status_code=200, summary="Delete a stored response")
-    async def delete_response(response_id: str) -> Response[bytes]:
+    async def delete_response(response_id: FromPath[str]) -> Response[bytes]:
         return json(await use_cases.get_response.delete(response_id))
 
     @get("/responses/{response_id:str}/input_items", summary="List a response's input items")
-    async def list_input_items(request: AnyRequest, response_id: str) -> Response[bytes]:
+    async def list_input_items(request: AnyRequest, response_id: FromPath[str]) -> Response[bytes]:
         query = request.query_params
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
