@@ -34,6 +34,20 @@ def _prefixes(raw: str) -> tuple[str, ...]:
     return prefixes
 
 
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return port
+
+
 def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
     def parse_positive(raw: str) -> T:
         value = parse(raw)
@@ -51,9 +65,9 @@ def _var(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = _var("127.0.0.1", str, "Address `xrouter serve` binds to.")
-    port: int = _var(8000, int, "Port `xrouter serve` listens on.")
+    port: int = _var(8000, _port, "Port `xrouter serve` listens on.")
     workers: int = _var(1, _positive(int), "Worker processes for `xrouter serve`.")
-    log_level: str = _var("INFO", str.upper, "Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_level: str = _var("INFO", _log_level, "Log level: DEBUG, INFO, WARNING, ERROR.")
     api_prefixes: tuple[str, ...] = _var(
         ("/v1", "/api/v1"), _prefixes, "Comma-separated path prefixes the API is served under."
     )
@@ -75,7 +89,7 @@ class Settings:
         10_000, _positive(int), "Responses the in-memory store keeps (oldest evicted first)."
     )
     local_slow_delay_s: float = _var(
-        0.2, float, "Delay before each chunk of the `local/slow` model."
+        0.2, float, "Pause before each chunk after the first of the `local/slow` model."
     )
     docs_enabled: bool = _var(True, _bool, "Serve /openapi.json and the /docs page.")
 
