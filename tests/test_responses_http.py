@@ -7,6 +7,7 @@ and client disconnects in each stage, with a real client that closes its socket.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -312,8 +313,14 @@ def test_models_health_ready_and_openapi(server: LiveServer) -> None:
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/ready").json() == {"status": "ready"}
         schema = client.get("/openapi.json").json()
-        assert "/v1/responses" in schema["paths"]
         assert client.get("/docs").status_code == 200
+    create = schema["paths"]["/v1/responses"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ResponseRequest"
+    }
+    assert "text/event-stream" in create["responses"]["200"]["content"]
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(schema)))
+    assert refs and refs <= set(schema["components"]["schemas"])
 
 
 def test_every_response_carries_a_request_id(server: LiveServer) -> None:

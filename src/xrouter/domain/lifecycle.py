@@ -88,13 +88,14 @@ class IllegalTransition(RuntimeError):
 class Lifecycle:
     """The stage of one request, advanced only along the model's transitions."""
 
-    __slots__ = ("client_connected", "request_id", "stage", "usage_recorded")
+    __slots__ = ("client_connected", "entered_generate", "request_id", "stage", "usage_recorded")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.stage = Stage.IDLE
         self.client_connected = True
         self.usage_recorded = False
+        self.entered_generate = False
 
     def step(self, action: Action) -> tuple[Stage, Stage]:
         """Apply `action`; return (from, to). Raise IllegalTransition if it is not allowed."""
@@ -104,12 +105,19 @@ class Lifecycle:
         if action is Action.RECORD_USAGE:
             if self.usage_recorded:
                 raise IllegalTransition("usage is recorded exactly once")
+            if not self.entered_generate:
+                # The model's RecordUsage needs enteredGenerate: nothing was generated.
+                raise IllegalTransition("usage is recorded only for a request that generated")
             self.usage_recorded = True
         elif action is Action.DISCONNECT_LATE or action is Action.DISCONNECT_EARLY:
+            if not self.client_connected:
+                raise IllegalTransition("the client has already gone")
             self.client_connected = False
         before = self.stage
         if target is not None:
             self.stage = target
+            if target is Stage.GENERATE:
+                self.entered_generate = True
         return before, self.stage
 
     @property

@@ -9,7 +9,7 @@ from typing import get_args
 from litestar import Litestar, Router
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from xrouter import __version__
 from xrouter.domain.errors import GatewayError
@@ -22,6 +22,7 @@ from xrouter.entrypoints.http.errors import (
     handle_http_exception,
     handle_internal_error,
 )
+from xrouter.entrypoints.http.openapi import WireTypesJsonPlugin
 from xrouter.entrypoints.http.request_id import request_id_middleware
 from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_probe_routes
 from xrouter.entrypoints.http.sse import SSEWriter
@@ -66,7 +67,7 @@ def create_app(container: Container | None = None) -> Litestar:
             description="An LLM gateway speaking the OpenAI Responses API.",
             path="/",
             render_plugins=[
-                JsonRenderPlugin(path="/openapi.json"),
+                WireTypesJsonPlugin(path="/openapi.json"),
                 SwaggerRenderPlugin(path="/docs"),
             ],
         )

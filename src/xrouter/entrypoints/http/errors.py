@@ -12,8 +12,10 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from msgspec import Struct
 
 from xrouter.domain.errors import GatewayError
+from xrouter.domain.events import ErrorBody
 from xrouter.entrypoints.http.request_id import request_id_of
 
 log = logging.getLogger("xrouter.http")
@@ -28,6 +30,12 @@ _TYPES_BY_STATUS = {
     413: "invalid_request_error",
     429: "rate_limit_exceeded",
 }
+
+
+class ErrorEnvelope(Struct):
+    """The OpenAI error envelope, for every error the gateway answers."""
+
+    error: ErrorBody
 
 
 def envelope(

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request, Response, delete, get, post
+from litestar import Request, delete, get, post
+from litestar import Response as HTTPResponse
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Stream
@@ -22,7 +23,10 @@ from xrouter.application.engine import DisconnectSignal
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.domain.errors import InvalidRequest
+from xrouter.domain.models import ModelList
+from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
 from xrouter.entrypoints.http.codec import Codec
+from xrouter.entrypoints.http.openapi import documented
 from xrouter.entrypoints.http.request_id import request_id_of
 from xrouter.entrypoints.http.sse import SSEWriter
 
@@ -50,16 +54,17 @@ async def _watch_disconnect(receive: Receive, signal: DisconnectSignal) -> None:
 def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[HTTPRouteHandler]:
     """The API routes, to mount under each configured prefix (`/v1`, `/api/v1`)."""
 
-    def json(value: object, status: int = 200) -> Response[bytes]:
-        return Response(codec.encode(value), status_code=status, media_type=JSON)
+    def json(value: object, status: int = 200) -> HTTPResponse[bytes]:
+        return HTTPResponse(codec.encode(value), status_code=status, media_type=JSON)
 
     @post(
         "/responses",
         status_code=200,
         summary="Create a model response",
         description="OpenAI Responses API. JSON, or SSE with `stream: true`.",
+        operation_class=documented(Response, ResponseRequest, streams=True),
     )
-    async def create_response(request: AnyRequest) -> Response[Any]:
+    async def create_response(request: AnyRequest) -> HTTPResponse[Any]:
         body = await request.body()
         payload = codec.decode_response_request(body)
         disconnect = DisconnectSignal()
@@ -78,16 +83,31 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
             sse.frames(execution, first), media_type="text/event-stream", headers=SSE_HEADERS
         )
 
-    @get("/responses/{response_id:str}", summary="Retrieve a stored response")
-    async def retrieve_response(response_id: FromPath[str]) -> Response[bytes]:
+    @get(
+        "/responses/{response_id:str}",
+        summary="Retrieve a stored response",
+        operation_class=documented(Response),
+    )
+    async def retrieve_response(response_id: FromPath[str]) -> HTTPResponse[bytes]:
         return json(await use_cases.get_response.get(response_id))
 
-    @delete("/responses/{response_id:str}", status_code=200, summary="Delete a stored response")
-    async def delete_response(response_id: FromPath[str]) -> Response[bytes]:
+    @delete(
+        "/responses/{response_id:str}",
+        status_code=200,
+        summary="Delete a stored response",
+        operation_class=documented(DeletedResponse),
+    )
+    async def delete_response(response_id: FromPath[str]) -> HTTPResponse[bytes]:
         return json(await use_cases.get_response.delete(response_id))
 
-    @get("/responses/{response_id:str}/input_items", summary="List a response's input items")
-    async def list_input_items(request: AnyRequest, response_id: FromPath[str]) -> Response[bytes]:
+    @get(
+        "/responses/{response_id:str}/input_items",
+        summary="List a response's input items",
+        operation_class=documented(InputItemList),
+    )
+    async def list_input_items(
+        request: AnyRequest, response_id: FromPath[str]
+    ) -> HTTPResponse[bytes]:
         query = request.query_params
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -103,8 +123,8 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
         )
         return json(page)
 
-    @get("/models", summary="List models")
-    async def list_models() -> Response[bytes]:
+    @get("/models", summary="List models", operation_class=documented(ModelList))
+    async def list_models() -> HTTPResponse[bytes]:
         return json(await use_cases.list_models.execute())
 
     return [create_response, retrieve_response, delete_response, list_input_items, list_models]
@@ -123,13 +143,13 @@ def build_probe_routes(is_ready: Callable[[], bool]) -> list[HTTPRouteHandler]:
     """Liveness and readiness, at the root (not under the API prefixes)."""
 
     @get("/health", summary="Liveness: the process answers", include_in_schema=True)
-    async def health() -> Response[bytes]:
-        return Response(b'{"status":"ok"}', media_type=JSON)
+    async def health() -> HTTPResponse[bytes]:
+        return HTTPResponse(b'{"status":"ok"}', media_type=JSON)
 
     @get("/ready", summary="Readiness: dependencies loaded, accepting requests")
-    async def ready() -> Response[bytes]:
+    async def ready() -> HTTPResponse[bytes]:
         if is_ready():
-            return Response(b'{"status":"ready"}', media_type=JSON)
-        return Response(b'{"status":"not_ready"}', status_code=503, media_type=JSON)
+            return HTTPResponse(b'{"status":"ready"}', media_type=JSON)
+        return HTTPResponse(b'{"status":"not_ready"}', status_code=503, media_type=JSON)
 
     return [health, ready]

@@ -1,0 +1,95 @@
+"""OpenAPI documentation of the API's bodies, generated from the msgspec wire types.
+
+Handlers read raw bodies (for precise 400s), so Litestar cannot infer their schemas; each
+route names its request and response types here instead, and the component schemas come from
+`msgspec.json.schema_components`, the same types that decode and encode the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    RequestBody,
+)
+
+from xrouter.domain.events import StreamEvent
+from xrouter.domain.models import ModelList
+from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
+from xrouter.entrypoints.http.errors import ErrorEnvelope
+
+_REF = "#/components/schemas/{name}"
+_TYPES: tuple[Any, ...] = (
+    ResponseRequest,
+    Response,
+    StreamEvent,
+    DeletedResponse,
+    InputItemList,
+    ModelList,
+    ErrorEnvelope,
+)
+
+
+class WireTypesJsonPlugin(JsonRenderPlugin):
+    """Serves /openapi.json with the msgspec wire types added as component schemas.
+
+    Litestar regenerates `components.schemas` from handler signatures, so the wire types are
+    merged into the rendered document instead (computed once, at startup).
+    """
+
+    def __init__(self, path: str = "/openapi.json") -> None:
+        super().__init__(path=path)
+        roots, self._schemas = msgspec.json.schema_components(_TYPES, ref_template=_REF)
+        self._schemas["StreamEvent"] = roots[_TYPES.index(StreamEvent)]
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        schemas = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(self._schemas)
+        return super().render(request, openapi_schema)
+
+
+def _ref(schema_type: type) -> Reference:
+    return Reference(ref=_REF.format(name=schema_type.__name__))
+
+
+def _error_response(description: str) -> OpenAPIResponse:
+    return OpenAPIResponse(
+        description=description,
+        content={"application/json": OpenAPIMediaType(schema=_ref(ErrorEnvelope))},
+    )
+
+
+def documented(
+    response: type, request: type | None = None, *, streams: bool = False
+) -> type[Operation]:
+    """An Operation class that documents `request` -> `response` (+ SSE when `streams`)."""
+
+    content = {"application/json": OpenAPIMediaType(schema=_ref(response))}
+    if streams:
+        content["text/event-stream"] = OpenAPIMediaType(
+            schema=Reference(ref=_REF.format(name="StreamEvent"))
+        )
+
+    @dataclass
+    class DocumentedOperation(Operation):
+        def __post_init__(self) -> None:
+            if request is not None:
+                self.request_body = RequestBody(
+                    content={"application/json": OpenAPIMediaType(schema=_ref(request))},
+                    required=True,
+                )
+            self.responses = {
+                "200": OpenAPIResponse(description="Success", content=content),
+                "4XX": _error_response("Invalid request, unknown model or resource, overload"),
+                "5XX": _error_response("Provider error (502), provider timeout (504), internal"),
+            }
+
+    return DocumentedOperation
