@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from xrouter.application.idle_timeout import IdleTimeout
 from xrouter.application.ports import (
     Clock,
     GenerationRequest,
@@ -116,9 +117,19 @@ class Execution:
 
     # --- producer side (the generation task) ---------------------------------------------------
 
-    async def _put(self, item: object) -> None:
-        if self._streaming and not self._detached:
+    async def _put(self, item: object, idle: IdleTimeout | None = None) -> None:
+        if not self._streaming or self._detached:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # A slow client is not a slow provider: stop the idle clock while we wait.
+            if idle is not None:
+                idle.paused = True
             await self._queue.put(item)
+            if idle is not None:
+                idle.paused = False
+                idle.touch()
 
     def _finish(self, response: Response | None, error: GatewayError | None) -> None:
         if self._result.done():
@@ -435,14 +446,12 @@ class ExecutionEngine:
         lifecycle: Lifecycle,
     ) -> None:
         """Provider deltas -> builder -> client, with an idle timeout on the provider only."""
-        loop = asyncio.get_running_loop()
-        idle = self._settings.provider_idle_timeout_s
         pending: list[StreamEvent] | None = builder.start()  # sent with the first output
         stream = provider.stream(call)
         try:
-            async with asyncio.timeout(loop.time() + idle) as deadline:
+            async with IdleTimeout(self._settings.provider_idle_timeout_s) as idle:
                 async for delta in stream:
-                    deadline.reschedule(None)  # a slow client is not a slow provider
+                    idle.touch()
                     chunks_before = builder.chunks
                     events = builder.feed(delta)
                     if builder.chunks != chunks_before:
@@ -450,12 +459,11 @@ class ExecutionEngine:
                     if pending is not None:
                         if builder.chunks == 0:
                             pending.extend(events)
-                        else:
-                            await execution._put(pending + events)
-                            pending = None
-                    elif events:
-                        await execution._put(events)
-                    deadline.reschedule(loop.time() + idle)
+                            continue
+                        events = pending + events
+                        pending = None
+                    if events:
+                        await execution._put(events, idle)
         finally:
             await _aclose(stream)
         if pending is not None:
