@@ -343,3 +343,31 @@ def test_http_errors_never_leak_internals(server: LiveServer) -> None:
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert "Traceback" not in response.text
+
+
+class _BrokenStore:
+    """A store whose reads fail with an internal detail that must not reach the client."""
+
+    async def save(self, stored: object) -> None:
+        return None
+
+    async def get(self, response_id: str) -> None:
+        raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
+
+    async def delete(self, response_id: str) -> bool:
+        raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
+
+
+def test_internal_error_is_a_500_envelope_without_internals(
+    serve_with: Callable[..., LiveServer],
+) -> None:
+    container = make_container()
+    container.response_store.override(providers.Object(_BrokenStore()))
+    server = serve_with(container=container)
+    with server.client() as client:
+        response = client.get("/v1/responses/resp_x", headers={"x-request-id": "boom-1"})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and error["code"] == "internal_error"
+    assert "boom-1" in error["message"]
+    assert "hunter2" not in response.text and "Traceback" not in response.text
