@@ -8,77 +8,24 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
-from tests.fakes import SlowCatalog, WordCounter
-from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
-from xrouter.application.registry import ModelRegistry
+from tests.helpers import (
+    raw_post,
+    read_until,
+    server_with_slow_stage,
+    sse_events,
+    trace,
+    usage_records,
+    wait_for,
+)
 from xrouter.domain.lifecycle import Action
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def sse_events(raw: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """(events, data lines that are not JSON) of an SSE body."""
-    events: list[dict[str, Any]] = []
-    others: list[str] = []
-    for block in raw.split("\n\n"):
-        data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
-        for line in data:
-            if line.startswith("{"):
-                events.append(json.loads(line))
-            else:
-                others.append(line)
-    return events, others
-
-
-def raw_post(server: LiveServer, body: dict[str, Any], request_id: str) -> socket.socket:
-    """Send a POST over a plain socket and return the socket, still open."""
-    payload = json.dumps(body).encode()
-    sock = socket.create_connection((server.host, server.port), timeout=5)
-    sock.sendall(
-        b"POST /v1/responses HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
-        + f"x-request-id: {request_id}\r\ncontent-length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
-    return sock
-
-
-def read_until(sock: socket.socket, marker: bytes) -> bytes:
-    received = b""
-    while marker not in received:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    return received
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
-def trace(server: LiveServer, request_id: str) -> list[Action]:
-    return [event.action for event in server.listener.traces().get(request_id, [])]
-
-
-def usage_records(server: LiveServer, request_id: str) -> list[Any]:
-    ledger = server.container.usage_sink()
-    assert isinstance(ledger, InMemoryUsageLedger)
-    return ledger.for_request(request_id)
-
 
 # --- success ------------------------------------------------------------------------------------
 
@@ -210,24 +157,11 @@ def test_overload_is_a_429_with_retry_after(serve_with: Callable[..., LiveServer
 # --- client disconnects -------------------------------------------------------------------------
 
 
-def _server_with_slow_stage(serve_with: Callable[..., LiveServer], stage: str) -> LiveServer:
-    container = make_container()
-    if stage == "ingest":
-        container.catalog.override(
-            providers.Singleton(
-                SlowCatalog, providers.Singleton(ModelRegistry, container.model_providers), 3.0
-            )
-        )
-    else:
-        container.token_counter.override(providers.Object(WordCounter(delay_s=3.0)))
-    return serve_with(container=container)
-
-
 @pytest.mark.parametrize("stage", ["ingest", "tokenize"])
 def test_disconnect_before_generate_fails_at_once(
     serve_with: Callable[..., LiveServer], stage: str
 ) -> None:
-    server = _server_with_slow_stage(serve_with, stage)
+    server = server_with_slow_stage(serve_with, stage)
     request_id = f"gone-in-{stage}"
     sock = raw_post(server, {"model": "local/echo", "input": "hello"}, request_id)
     time.sleep(0.2)  # the request is now in the slow stage

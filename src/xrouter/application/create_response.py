@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from xrouter.application.engine import DisconnectSignal, Execution, ExecutionEngine
 from xrouter.domain.responses import Response, ResponseRequest
 
@@ -16,10 +18,13 @@ class CreateResponse:
         *,
         request_id: str | None = None,
         disconnect: DisconnectSignal | None = None,
+        passthrough: dict[str, Any] | None = None,
     ) -> Execution:
         """Admit the request and start generating. Read the execution's events (stream) or
         its `result()` (non-stream). Raises GatewayError before generation starts."""
-        return await self._engine.start(request, request_id=request_id, disconnect=disconnect)
+        return await self._engine.start(
+            request, request_id=request_id, disconnect=disconnect, passthrough=passthrough
+        )
 
     async def run(self, request: ResponseRequest, *, request_id: str | None = None) -> Response:
         """The non-stream answer: the same event stream, folded into the final response."""

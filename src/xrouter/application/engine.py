@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -241,6 +242,7 @@ class ExecutionEngine:
         *,
         request_id: str | None = None,
         disconnect: DisconnectSignal | None = None,
+        passthrough: dict[str, Any] | None = None,
     ) -> Execution:
         """Ingest and tokenize `request`, then start generation in its own task.
 
@@ -259,7 +261,7 @@ class ExecutionEngine:
             )
         self._inflight += 1
         try:
-            prepared = await self._prepare(request, lifecycle, disconnect)
+            prepared = await self._prepare(request, lifecycle, disconnect, passthrough or {})
         except BaseException:
             self._inflight -= 1
             raise
@@ -270,9 +272,10 @@ class ExecutionEngine:
         request: ResponseRequest,
         lifecycle: Lifecycle,
         disconnect: DisconnectSignal | None,
+        passthrough: dict[str, Any],
     ) -> tuple[Provider, GenerationRequest, list[InputItem], int]:
         """ingest + tokenize, raced against the client leaving."""
-        work = self._ingest_and_tokenize(request, lifecycle)
+        work = self._ingest_and_tokenize(request, lifecycle, passthrough)
         if disconnect is None:
             return await work
         if disconnect.is_set():
@@ -296,7 +299,7 @@ class ExecutionEngine:
         return task.result()
 
     async def _ingest_and_tokenize(
-        self, request: ResponseRequest, lifecycle: Lifecycle
+        self, request: ResponseRequest, lifecycle: Lifecycle, passthrough: dict[str, Any]
     ) -> tuple[Provider, GenerationRequest, list[InputItem], int]:
         try:
             ingest.validate(request)
@@ -315,7 +318,11 @@ class ExecutionEngine:
             raise
         self._step(lifecycle, Action.TOKENIZE, Reason.TOKENIZED)
         call = GenerationRequest(
-            route=route, request=request, items=items, instructions=request.instructions
+            route=route,
+            request=request,
+            items=items,
+            instructions=request.instructions,
+            passthrough=passthrough,
         )
         return provider, call, own_items, input_tokens
 

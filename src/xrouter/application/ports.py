@@ -6,9 +6,9 @@ Nothing here imports a framework or an I/O library: that is the point of a port.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from msgspec import Struct
+from msgspec import Struct, field
 
 from xrouter.domain.lifecycle import LifecycleEvent
 from xrouter.domain.models import ModelInfo, ModelRoute
@@ -21,12 +21,15 @@ class GenerationRequest(Struct, frozen=True):
 
     `items` is the whole conversation (turns from `previous_response_id` first, then this
     request's input); `request` carries the options (tools, temperature, text format...).
+    `passthrough` holds client options the canonical request cannot express (Chat
+    Completions' `stop`, `seed`, `logit_bias`...), for providers that understand them.
     """
 
     route: ModelRoute
     request: ResponseRequest
     items: list[InputItem]
     instructions: str | None
+    passthrough: dict[str, Any] = field(default_factory=dict)
 
 
 class Provider(Protocol):

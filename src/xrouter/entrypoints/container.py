@@ -14,6 +14,7 @@ from xrouter.adapters.system import RandomIds, SystemClock
 from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
 from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
 from xrouter.adapters.tokenizers.tiktoken_counter import TiktokenCounter
+from xrouter.application.chat_completions import ChatCompletions
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import EngineSettings, ExecutionEngine
 from xrouter.application.get_response import GetResponse
@@ -58,5 +59,6 @@ class Container(containers.DeclarativeContainer):
     )
 
     create_response = providers.Singleton(CreateResponse, engine=engine)
+    chat_completions = providers.Singleton(ChatCompletions, create_response=create_response)
     get_response = providers.Singleton(GetResponse, store=response_store)
     list_models = providers.Singleton(ListModels, catalog=catalog)

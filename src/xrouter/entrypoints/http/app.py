@@ -37,6 +37,7 @@ def create_app(container: Container | None = None) -> Litestar:
     engine = container.engine()  # resolves the token counter etc. now, not on first request
     use_cases = UseCases(
         create_response=container.create_response(),
+        chat_completions=container.chat_completions(),
         get_response=container.get_response(),
         list_models=container.list_models(),
     )

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from xrouter.domain.chat import ChatRequest
 from xrouter.domain.errors import InvalidRequest
 from xrouter.domain.responses import ResponseRequest
 
@@ -22,12 +23,16 @@ class Codec:
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder()
         self._responses = msgspec.json.Decoder(ResponseRequest)
+        self._chat = msgspec.json.Decoder(ChatRequest)
 
     def encode(self, value: Any) -> bytes:
         return self._encoder.encode(value)
 
     def decode_response_request(self, body: bytes) -> ResponseRequest:
         return decode(self._responses, body)
+
+    def decode_chat_request(self, body: bytes) -> ChatRequest:
+        return decode(self._chat, body)
 
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:

@@ -21,6 +21,12 @@ from litestar.openapi.spec import (
     RequestBody,
 )
 
+from xrouter.domain.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    ChatStreamError,
+)
 from xrouter.domain.events import StreamEvent
 from xrouter.domain.models import ModelList
 from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
@@ -31,6 +37,10 @@ _TYPES: tuple[Any, ...] = (
     ResponseRequest,
     Response,
     StreamEvent,
+    ChatRequest,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatStreamError,
     DeletedResponse,
     InputItemList,
     ModelList,
@@ -49,6 +59,13 @@ class WireTypesJsonPlugin(JsonRenderPlugin):
         super().__init__(path=path)
         roots, self._schemas = msgspec.json.schema_components(_TYPES, ref_template=_REF)
         self._schemas["StreamEvent"] = roots[_TYPES.index(StreamEvent)]
+        # A union of untagged structs has no msgspec schema; the chunk-or-error is spelled out.
+        self._schemas["ChatStreamItem"] = {
+            "anyOf": [
+                {"$ref": _REF.format(name=t.__name__)}
+                for t in (ChatCompletionChunk, ChatStreamError)
+            ]
+        }
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         schemas = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
@@ -74,8 +91,9 @@ def documented(
 
     content = {"application/json": OpenAPIMediaType(schema=_ref(response))}
     if streams:
+        events = "ChatStreamItem" if response is ChatCompletion else "StreamEvent"
         content["text/event-stream"] = OpenAPIMediaType(
-            schema=Reference(ref=_REF.format(name="StreamEvent"))
+            schema=Reference(ref=_REF.format(name=events))
         )
 
     @dataclass

@@ -7,7 +7,8 @@ dependencies happens once at startup and a request pays for none of it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,12 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import Receive
 
+from xrouter.application.chat_completions import ChatCompletions
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import DisconnectSignal
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
+from xrouter.domain.chat import ChatCompletion, ChatRequest
 from xrouter.domain.errors import InvalidRequest
 from xrouter.domain.models import ModelList
 from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
@@ -38,6 +41,7 @@ AnyRequest = Request[Any, Any, Any]
 @dataclass(frozen=True, slots=True)
 class UseCases:
     create_response: CreateResponse
+    chat_completions: ChatCompletions
     get_response: GetResponse
     list_models: ListModels
 
@@ -49,6 +53,22 @@ async def _watch_disconnect(receive: Receive, signal: DisconnectSignal) -> None:
         if message["type"] == "http.disconnect":
             signal.set()
             return
+
+
+@asynccontextmanager
+async def _disconnect_watch(request: AnyRequest) -> AsyncIterator[DisconnectSignal]:
+    """A signal set when the client leaves, while the handler runs. A streaming response
+    listens for the disconnect itself once it starts, so the watch ends before it."""
+    signal = DisconnectSignal()
+    watcher = asyncio.create_task(_watch_disconnect(request.receive, signal))
+    try:
+        yield signal
+    finally:
+        watcher.cancel()
+
+
+def _event_stream(frames: AsyncIterator[bytes]) -> Stream:
+    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[HTTPRouteHandler]:
@@ -65,23 +85,33 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
         operation_class=documented(Response, ResponseRequest, streams=True),
     )
     async def create_response(request: AnyRequest) -> HTTPResponse[Any]:
-        body = await request.body()
-        payload = codec.decode_response_request(body)
-        disconnect = DisconnectSignal()
-        watcher = asyncio.create_task(_watch_disconnect(request.receive, disconnect))
-        try:
+        payload = codec.decode_response_request(await request.body())
+        async with _disconnect_watch(request) as disconnect:
             execution = await use_cases.create_response.start(
                 payload, request_id=request_id_of(request.scope), disconnect=disconnect
             )
             if not payload.stream:
                 return json(await execution.result())
             first = await execution.first_events()
-        finally:
-            watcher.cancel()
-        # The streaming response listens for the disconnect itself from here on.
-        return Stream(
-            sse.frames(execution, first), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        return _event_stream(sse.responses(execution, first))
+
+    @post(
+        "/chat/completions",
+        status_code=200,
+        summary="Create a chat completion",
+        description="OpenAI Chat Completions, served by the same flow as /responses.",
+        operation_class=documented(ChatCompletion, ChatRequest, streams=True),
+    )
+    async def create_chat_completion(request: AnyRequest) -> HTTPResponse[Any]:
+        payload = codec.decode_chat_request(await request.body())
+        async with _disconnect_watch(request) as disconnect:
+            execution = await use_cases.chat_completions.start(
+                payload, request_id=request_id_of(request.scope), disconnect=disconnect
+            )
+            if not payload.stream:
+                return json(await execution.completion())
+            first = await execution.first_chunks()
+        return _event_stream(sse.chat(execution, first))
 
     @get(
         "/responses/{response_id:str}",
@@ -127,7 +157,14 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
     async def list_models() -> HTTPResponse[bytes]:
         return json(await use_cases.list_models.execute())
 
-    return [create_response, retrieve_response, delete_response, list_input_items, list_models]
+    return [
+        create_response,
+        create_chat_completion,
+        retrieve_response,
+        delete_response,
+        list_input_items,
+        list_models,
+    ]
 
 
 def _int_param(raw: str, name: str) -> int:

@@ -1,0 +1,87 @@
+"""Helpers shared by the HTTP scenario tests: raw sockets, SSE parsing, trace lookups."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dependency_injector import providers
+
+from tests.conftest import LiveServer, make_container
+from tests.fakes import SlowCatalog, WordCounter
+from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
+from xrouter.application.registry import ModelRegistry
+from xrouter.domain.lifecycle import Action
+
+
+def sse_events(raw: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(events, data lines that are not JSON) of an SSE body."""
+    events: list[dict[str, Any]] = []
+    others: list[str] = []
+    for block in raw.split("\n\n"):
+        data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+        for line in data:
+            if line.startswith("{"):
+                events.append(json.loads(line))
+            else:
+                others.append(line)
+    return events, others
+
+
+def raw_post(
+    server: LiveServer, body: dict[str, Any], request_id: str, path: str = "/v1/responses"
+) -> socket.socket:
+    """Send a POST over a plain socket and return the socket, still open."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\n".encode()
+        + b"host: test\r\ncontent-type: application/json\r\n"
+        + f"x-request-id: {request_id}\r\ncontent-length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    received = b""
+    while marker not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def trace(server: LiveServer, request_id: str) -> list[Action]:
+    return [event.action for event in server.listener.traces().get(request_id, [])]
+
+
+def usage_records(server: LiveServer, request_id: str) -> list[Any]:
+    ledger = server.container.usage_sink()
+    assert isinstance(ledger, InMemoryUsageLedger)
+    return ledger.for_request(request_id)
+
+
+def server_with_slow_stage(serve_with: Callable[..., LiveServer], stage: str) -> LiveServer:
+    container = make_container()
+    if stage == "ingest":
+        container.catalog.override(
+            providers.Singleton(
+                SlowCatalog, providers.Singleton(ModelRegistry, container.model_providers), 3.0
+            )
+        )
+    else:
+        container.token_counter.override(providers.Object(WordCounter(delay_s=3.0)))
+    return serve_with(container=container)
