@@ -223,11 +223,12 @@ def test_retrieve_delete_and_input_items(server: LiveServer) -> None:
         ).json()
         listed = client.get(f"/v1/responses/{created['id']}/input_items").json()
         assert listed["object"] == "list"
-        assert [item["content"] for item in listed["data"]] == ["second", "first"]  # desc
+        texts = [item["content"][0]["text"] for item in listed["data"]]
+        assert texts == ["second", "first"]  # newest first by default
         ascending = client.get(
             f"/v1/responses/{created['id']}/input_items", params={"order": "asc", "limit": 1}
         ).json()
-        assert [item["content"] for item in ascending["data"]] == ["first"]
+        assert [item["content"][0]["text"] for item in ascending["data"]] == ["first"]
         assert ascending["has_more"] is True
         deleted = client.delete(f"/v1/responses/{created['id']}")
         assert deleted.json() == {

@@ -127,8 +127,10 @@ def _echo_text(text: TextConfig | None) -> TextConfig:
     fmt = dict(text.format)
     if fmt.get("type") == "json_schema":
         # Open Responses wants these keys on an echoed json_schema format, even when null.
-        for key in ("name", "description", "schema", "strict"):
+        for key in ("name", "description", "schema"):
             fmt.setdefault(key, None)
+        if fmt.get("strict") is None:
+            fmt["strict"] = False  # OpenAI's default; Open Responses wants a boolean
     return TextConfig(format=fmt, verbosity=text.verbosity or "medium")
 
 

@@ -253,8 +253,13 @@ def output_text(response: Response) -> str:
 
 
 def item_to_dict(item: InputItem) -> JSONObject:
-    """An input item as plain JSON, `type` always present (defaults are otherwise omitted)."""
-    return {"type": item.type, **msgspec.to_builtins(item)}
+    """An input item as the API lists it: `type` always present, and message text as a list
+    of parts (the SDK's strict models reject plain-string content there)."""
+    data: JSONObject = {"type": item.type, **msgspec.to_builtins(item)}
+    if item.type == "message" and isinstance(item.content, str):
+        part = "output_text" if item.role == "assistant" else "input_text"
+        data["content"] = [{"type": part, "text": item.content}]
+    return data
 
 
 class StoredResponse(Struct, kw_only=True):

@@ -10,6 +10,7 @@ from litestar import Litestar, Router
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import ASGIApp
 
 from xrouter import __version__
 from xrouter.domain.errors import GatewayError
@@ -22,7 +23,7 @@ from xrouter.entrypoints.http.errors import (
     handle_http_exception,
     handle_internal_error,
 )
-from xrouter.entrypoints.http.openapi import WireTypesJsonPlugin
+from xrouter.entrypoints.http.openapi import WireTypesJsonPlugin, openapi_document_route
 from xrouter.entrypoints.http.request_id import request_id_middleware
 from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_probe_routes
 from xrouter.entrypoints.http.sse import SSEWriter
@@ -30,8 +31,14 @@ from xrouter.entrypoints.http.sse import SSEWriter
 log = logging.getLogger("xrouter")
 
 
-def create_app(container: Container | None = None) -> Litestar:
-    """Build the app from `container` (a fresh one from the environment by default)."""
+def create_app(container: Container | None = None) -> ASGIApp:
+    """The ASGI app: Litestar wrapped in the request-id middleware, outermost so that even
+    routing errors (404, 405) carry `x-request-id`."""
+    return request_id_middleware(create_litestar(container))
+
+
+def create_litestar(container: Container | None = None) -> Litestar:
+    """Build the Litestar app from `container` (a fresh one from the environment by default)."""
     container = container or Container()
     settings: Settings = container.settings()
     engine = container.engine()  # resolves the token counter etc. now, not on first request
@@ -66,10 +73,12 @@ def create_app(container: Container | None = None) -> Litestar:
             title="XRouter",
             version=__version__,
             description="An LLM gateway speaking the OpenAI Responses API.",
-            path="/",
+            # Under /docs: mounted at "/", its catch-all would answer unknown root paths
+            # with an HTML 404 instead of the error envelope.
+            path="/docs",
             render_plugins=[
                 WireTypesJsonPlugin(path="/openapi.json"),
-                SwaggerRenderPlugin(path="/docs"),
+                SwaggerRenderPlugin(path="/"),
             ],
         )
         if settings.docs_enabled
@@ -77,8 +86,11 @@ def create_app(container: Container | None = None) -> Litestar:
     )
 
     return Litestar(
-        route_handlers=[*routers, *build_probe_routes(lambda: state["ready"])],
-        middleware=[request_id_middleware],
+        route_handlers=[
+            *routers,
+            *build_probe_routes(lambda: state["ready"]),
+            *([openapi_document_route()] if settings.docs_enabled else []),
+        ],
         exception_handlers={
             GatewayError: handle_gateway_error,
             HTTPException: handle_http_exception,

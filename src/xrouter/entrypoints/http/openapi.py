@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Request
+from litestar import Request, get
+from litestar import Response as HTTPResponse
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -111,3 +113,17 @@ def documented(
             }
 
     return DocumentedOperation
+
+
+def openapi_document_route() -> HTTPRouteHandler:
+    """`GET /openapi.json` at the root, the same document as `/docs/openapi.json`."""
+    plugin = WireTypesJsonPlugin()
+    rendered: list[bytes] = []  # the document never changes once the app is built
+
+    @get("/openapi.json", include_in_schema=False, media_type="application/json")
+    async def openapi_document(request: Request[Any, Any, Any]) -> HTTPResponse[bytes]:
+        if not rendered:
+            rendered.append(plugin.render(request, request.app.openapi_schema.to_schema()))
+        return HTTPResponse(rendered[0], media_type="application/json")
+
+    return openapi_document
