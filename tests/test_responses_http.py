@@ -16,6 +16,7 @@ import pytest
 from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
+from tests.fakes import ScriptedProvider
 from tests.helpers import (
     raw_post,
     read_until,
@@ -26,6 +27,7 @@ from tests.helpers import (
     wait_for,
 )
 from xrouter.domain.lifecycle import Action
+from xrouter.domain.provider_events import Finish, TextDelta
 
 # --- success ------------------------------------------------------------------------------------
 
@@ -306,3 +308,29 @@ def test_internal_error_is_a_500_envelope_without_internals(
     assert error["type"] == "server_error" and error["code"] == "internal_error"
     assert "boom-1" in error["message"]
     assert "hunter2" not in response.text and "Traceback" not in response.text
+
+
+def test_client_token_and_traceparent_reach_the_provider(
+    serve_with: Callable[..., LiveServer],
+) -> None:
+    fake = ScriptedProvider([TextDelta("ok"), Finish()])
+    container = make_container()
+    container.model_providers.override(providers.Object([fake]))
+    server = serve_with(container=container)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with server.client() as client:
+        for path, body in [
+            ("/v1/responses", {"model": "fake/model", "input": "x"}),
+            (
+                "/v1/chat/completions",
+                {"model": "fake/model", "messages": [{"role": "user", "content": "x"}]},
+            ),
+        ]:
+            response = client.post(
+                path,
+                json=body,
+                headers={"authorization": "Bearer sk-client", "traceparent": traceparent},
+            )
+            assert response.status_code == 200
+    assert [call.context.client_token for call in fake.calls] == ["sk-client", "sk-client"]
+    assert {call.context.traceparent for call in fake.calls} == {traceparent}

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from xrouter.application.chat_mapping import ChunkMapper, to_canonical, to_chat_completion
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import DisconnectSignal, Execution
+from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ChatStreamError
 
 ChatStreamItem = ChatCompletionChunk | ChatStreamError
@@ -50,10 +51,15 @@ class ChatCompletions:
         *,
         request_id: str | None = None,
         disconnect: DisconnectSignal | None = None,
+        context: CallContext | None = None,
     ) -> ChatExecution:
         request, passthrough = to_canonical(chat)
         execution = await self._create_response.start(
-            request, request_id=request_id, disconnect=disconnect, passthrough=passthrough
+            request,
+            request_id=request_id,
+            disconnect=disconnect,
+            passthrough=passthrough,
+            context=context,
         )
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         return ChatExecution(execution, include_usage)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from xrouter.application.engine import DisconnectSignal, Execution, ExecutionEngine
+from xrouter.application.ports import CallContext
 from xrouter.domain.responses import Response, ResponseRequest
 
 
@@ -19,11 +20,16 @@ class CreateResponse:
         request_id: str | None = None,
         disconnect: DisconnectSignal | None = None,
         passthrough: dict[str, Any] | None = None,
+        context: CallContext | None = None,
     ) -> Execution:
         """Admit the request and start generating. Read the execution's events (stream) or
         its `result()` (non-stream). Raises GatewayError before generation starts."""
         return await self._engine.start(
-            request, request_id=request_id, disconnect=disconnect, passthrough=passthrough
+            request,
+            request_id=request_id,
+            disconnect=disconnect,
+            passthrough=passthrough,
+            context=context,
         )
 
     async def run(self, request: ResponseRequest, *, request_id: str | None = None) -> Response:

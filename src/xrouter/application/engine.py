@@ -16,12 +16,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from xrouter.application.idle_timeout import IdleTimeout
 from xrouter.application.ports import (
+    CallContext,
     Clock,
     GenerationRequest,
     IdGenerator,
@@ -99,6 +100,12 @@ class DisconnectSignal:
 
 
 _END = object()  # closes an execution's event channel
+_NO_CONTEXT = CallContext()
+
+
+class _Extras(NamedTuple):
+    passthrough: dict[str, Any]
+    context: CallContext
 
 
 class Execution:
@@ -243,8 +250,12 @@ class ExecutionEngine:
         request_id: str | None = None,
         disconnect: DisconnectSignal | None = None,
         passthrough: dict[str, Any] | None = None,
+        context: CallContext | None = None,
     ) -> Execution:
         """Ingest and tokenize `request`, then start generation in its own task.
+
+        `passthrough` carries client options the canonical request cannot express;
+        `context` the client's token (BYOK) and trace context, for providers.
 
         Raises GatewayError (bad input, unknown model, overload, client gone) before any
         generation starts; the caller answers with a JSON error.
@@ -261,7 +272,8 @@ class ExecutionEngine:
             )
         self._inflight += 1
         try:
-            prepared = await self._prepare(request, lifecycle, disconnect, passthrough or {})
+            extras = _Extras(passthrough or {}, context or _NO_CONTEXT)
+            prepared = await self._prepare(request, lifecycle, disconnect, extras)
         except BaseException:
             self._inflight -= 1
             raise
@@ -272,10 +284,10 @@ class ExecutionEngine:
         request: ResponseRequest,
         lifecycle: Lifecycle,
         disconnect: DisconnectSignal | None,
-        passthrough: dict[str, Any],
+        extras: _Extras,
     ) -> tuple[Provider, GenerationRequest, list[InputItem], int]:
         """ingest + tokenize, raced against the client leaving."""
-        work = self._ingest_and_tokenize(request, lifecycle, passthrough)
+        work = self._ingest_and_tokenize(request, lifecycle, extras)
         if disconnect is None:
             return await work
         if disconnect.is_set():
@@ -299,7 +311,7 @@ class ExecutionEngine:
         return task.result()
 
     async def _ingest_and_tokenize(
-        self, request: ResponseRequest, lifecycle: Lifecycle, passthrough: dict[str, Any]
+        self, request: ResponseRequest, lifecycle: Lifecycle, extras: _Extras
     ) -> tuple[Provider, GenerationRequest, list[InputItem], int]:
         try:
             ingest.validate(request)
@@ -322,7 +334,8 @@ class ExecutionEngine:
             request=request,
             items=items,
             instructions=request.instructions,
-            passthrough=passthrough,
+            passthrough=extras.passthrough,
+            context=extras.context,
         )
         return provider, call, own_items, input_tokens
 

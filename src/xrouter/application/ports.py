@@ -16,6 +16,17 @@ from xrouter.domain.provider_events import ProviderEvent
 from xrouter.domain.responses import InputItem, ResponseRequest, StoredResponse, Usage
 
 
+class CallContext(Struct, frozen=True):
+    """Per-request facts from the client's transport that providers may need.
+
+    `client_token` is the client's bearer token, forwarded upstream only in BYOK mode;
+    `traceparent` is the W3C trace context to propagate to upstreams.
+    """
+
+    client_token: str | None = None
+    traceparent: str | None = None
+
+
 class GenerationRequest(Struct, frozen=True):
     """What a provider is asked to do: the routed request with its full input.
 
@@ -30,6 +41,7 @@ class GenerationRequest(Struct, frozen=True):
     items: list[InputItem]
     instructions: str | None
     passthrough: dict[str, Any] = field(default_factory=dict)
+    context: CallContext = field(default_factory=CallContext)
 
 
 class Provider(Protocol):

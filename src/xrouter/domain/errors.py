@@ -65,6 +65,22 @@ class PayloadTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class PaymentRequired(GatewayError):
+    """The upstream account is out of credits (402): retrying will not help."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class UpstreamRateLimited(GatewayError):
+    """The upstream rate-limited us (429); `retry_after` carries its hint when it gave one."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+
 class Overloaded(GatewayError):
     """Too many requests in flight; the client should retry after `retry_after` seconds."""
 

@@ -24,6 +24,7 @@ from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import DisconnectSignal
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
+from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatRequest
 from xrouter.domain.errors import InvalidRequest
 from xrouter.domain.models import ModelList
@@ -67,6 +68,16 @@ async def _disconnect_watch(request: AnyRequest) -> AsyncIterator[DisconnectSign
         watcher.cancel()
 
 
+def _call_context(request: AnyRequest) -> CallContext:
+    """The client's bearer token (used upstream only in BYOK mode) and W3C trace context."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    token = None
+    if authorization is not None and authorization[:7].lower() == "bearer ":
+        token = authorization[7:].strip() or None
+    return CallContext(client_token=token, traceparent=headers.get("traceparent"))
+
+
 def _event_stream(frames: AsyncIterator[bytes]) -> Stream:
     return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -88,7 +99,10 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
         payload = codec.decode_response_request(await request.body())
         async with _disconnect_watch(request) as disconnect:
             execution = await use_cases.create_response.start(
-                payload, request_id=request_id_of(request.scope), disconnect=disconnect
+                payload,
+                request_id=request_id_of(request.scope),
+                disconnect=disconnect,
+                context=_call_context(request),
             )
             if not payload.stream:
                 return json(await execution.result())
@@ -106,7 +120,10 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
         payload = codec.decode_chat_request(await request.body())
         async with _disconnect_watch(request) as disconnect:
             execution = await use_cases.chat_completions.start(
-                payload, request_id=request_id_of(request.scope), disconnect=disconnect
+                payload,
+                request_id=request_id_of(request.scope),
+                disconnect=disconnect,
+                context=_call_context(request),
             )
             if not payload.stream:
                 return json(await execution.completion())
