@@ -103,3 +103,17 @@ def serve_with() -> Iterator[Any]:
     for generator in stack:
         for _ in generator:
             pass
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every lifecycle trace recorded in this session must be a behaviour of formal/xrouter.tla."""
+    from tests.formal.trace_check import check_all_traces
+
+    problems = check_all_traces(ALL_TRACES, require_complete=True)
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "lifecycle traces formal/xrouter.tla does not allow", red=True)
+            for problem in problems[:50]:
+                reporter.write_line(f"  {problem}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -264,7 +264,7 @@ class ExecutionEngine:
         lifecycle = Lifecycle(request_id)
         self._step(lifecycle, Action.RECEIVE, Reason.RECEIVED)
         if self._inflight >= self._settings.max_inflight:
-            self._step(lifecycle, Action.REJECT, Reason.INVALID_REQUEST)
+            self._step(lifecycle, Action.REJECT, Reason.OVERLOADED)
             raise Overloaded(
                 f"The gateway is handling {self._inflight} requests, its configured limit "
                 "(XR_MAX_INFLIGHT). Retry after a short wait.",

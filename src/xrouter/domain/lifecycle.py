@@ -45,6 +45,7 @@ class Reason(enum.StrEnum):
     RECEIVED = "received"
     ROUTED = "routed"
     INVALID_REQUEST = "invalid_request"
+    OVERLOADED = "overloaded"
     TOKENIZED = "tokenized"
     CHUNK = "chunk"
     DONE = "done"

@@ -1,0 +1,229 @@
+------------------------------- MODULE xrouter -------------------------------
+(***************************************************************************)
+(* The lifecycle of ONE XRouter request:                                   *)
+(*                                                                         *)
+(*     idle -> ingest -> tokenize -> generate(stream) -> done | failed     *)
+(*                                                                         *)
+(* Every action is named exactly as a value of the runtime's Action enum   *)
+(* (src/xrouter/domain/lifecycle.py), so a recorded runtime trace maps     *)
+(* onto this spec one step per event (formal/trace-schema.md).             *)
+(* Terminating is the only extra disjunct of Next: a stuttering step that  *)
+(* keeps TLC from reporting the finished request as a deadlock; it is not  *)
+(* a runtime step.                                                         *)
+(*                                                                         *)
+(* A Python transcription of this module (tests/formal/model.py) is        *)
+(* explored exhaustively by the test suite; keep the two in step.          *)
+(***************************************************************************)
+EXTENDS Naturals, Sequences, FiniteSets, TLC
+
+CONSTANT MaxChunks  \* bound on the output chunks of one generation
+
+ASSUME MaxChunks \in Nat /\ MaxChunks >= 1
+
+Stages == {"idle", "ingest", "tokenize", "generate", "done", "failed"}
+Terminal == {"done", "failed"}
+BeforeGenerate == {"idle", "ingest", "tokenize"}
+
+\* What the request signalled at its terminal step; the failure outcomes are
+\* the runtime's Reason values of the step into "failed".
+FailureOutcomes == {"invalid_request", "provider_error", "timeout", "client_disconnect"}
+Outcomes == {"none", "completed"} \cup FailureOutcomes
+
+VARIABLES
+    stage,            \* the lifecycle stage
+    chunks,           \* output chunks the provider produced
+    delivered,        \* of those, the chunks written to the client
+    clientConnected,  \* FALSE once the client went away
+    enteredGenerate,  \* history: the request reached generate
+    outcome,          \* the terminal signal: "completed" or a failure reason
+    usageRecords      \* how many times usage was recorded
+
+vars == <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords>>
+
+-----------------------------------------------------------------------------
+
+Init ==
+    /\ stage = "idle"
+    /\ chunks = 0
+    /\ delivered = 0
+    /\ clientConnected = TRUE
+    /\ enteredGenerate = FALSE
+    /\ outcome = "none"
+    /\ usageRecords = 0
+
+\* idle -> ingest: a request arrived.
+Receive ==
+    /\ stage = "idle"
+    /\ stage' = "ingest"
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords>>
+
+\* ingest -> tokenize: the request is valid and routed.
+Ingest ==
+    /\ stage = "ingest"
+    /\ stage' = "tokenize"
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords>>
+
+\* ingest | tokenize -> failed: bad input, unknown model, overload.
+Reject ==
+    /\ stage \in {"ingest", "tokenize"}
+    /\ stage' = "failed"
+    /\ outcome' = "invalid_request"
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+
+\* tokenize -> generate: the input is counted, the provider is called.
+Tokenize ==
+    /\ stage = "tokenize"
+    /\ stage' = "generate"
+    /\ enteredGenerate' = TRUE
+    /\ UNCHANGED <<chunks, delivered, clientConnected, outcome, usageRecords>>
+
+\* generate -> generate: the provider produced output; it reaches the client
+\* only while the client is there.
+EmitChunk ==
+    /\ stage = "generate"
+    /\ chunks < MaxChunks
+    /\ chunks' = chunks + 1
+    /\ delivered' = IF clientConnected THEN delivered + 1 ELSE delivered
+    /\ UNCHANGED <<stage, clientConnected, enteredGenerate, outcome, usageRecords>>
+
+\* generate -> done, with or without output.
+Finish ==
+    /\ stage = "generate"
+    /\ stage' = "done"
+    /\ outcome' = "completed"
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+
+\* generate -> failed: the provider failed, before or after its first chunk.
+ProviderFail ==
+    /\ stage = "generate"
+    /\ stage' = "failed"
+    /\ outcome' = "provider_error"
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+
+\* generate -> failed: the provider sent nothing for too long.
+TimeOut ==
+    /\ stage = "generate"
+    /\ stage' = "failed"
+    /\ outcome' = "timeout"
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+
+\* ingest | tokenize -> failed: the client went away before generation; the
+\* stage in progress fails at once.
+DisconnectEarly ==
+    /\ stage \in {"ingest", "tokenize"}
+    /\ clientConnected
+    /\ stage' = "failed"
+    /\ clientConnected' = FALSE
+    /\ outcome' = "client_disconnect"
+    /\ UNCHANGED <<chunks, delivered, enteredGenerate, usageRecords>>
+
+\* generate -> generate: the client went away during generation; only the
+\* writes stop, generation goes on to its own terminal stage.
+DisconnectLate ==
+    /\ stage = "generate"
+    /\ clientConnected
+    /\ clientConnected' = FALSE
+    /\ UNCHANGED <<stage, chunks, delivered, enteredGenerate, outcome, usageRecords>>
+
+\* done | failed -> same: usage is recorded, once, for a request that reached
+\* generate (a request refused before generate generated nothing).
+RecordUsage ==
+    /\ stage \in Terminal
+    /\ enteredGenerate
+    /\ usageRecords = 0
+    /\ usageRecords' = usageRecords + 1
+    /\ UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome>>
+
+\* Not a runtime step: the finished request stutters (no TLC deadlock).
+Terminating ==
+    /\ stage \in Terminal
+    /\ enteredGenerate => usageRecords = 1
+    /\ UNCHANGED vars
+
+Next ==
+    \/ Receive
+    \/ Ingest
+    \/ Reject
+    \/ Tokenize
+    \/ EmitChunk
+    \/ Finish
+    \/ ProviderFail
+    \/ TimeOut
+    \/ DisconnectEarly
+    \/ DisconnectLate
+    \/ RecordUsage
+    \/ Terminating
+
+\* The gateway's own steps are weakly fair; the arrival of a request is not.
+Admission == Ingest \/ Reject \/ Tokenize \/ DisconnectEarly
+Generation == EmitChunk \/ Finish \/ ProviderFail \/ TimeOut \/ DisconnectLate
+
+Fairness ==
+    /\ WF_vars(Admission)
+    /\ WF_vars(Generation)
+    /\ WF_vars(RecordUsage)
+
+Spec == Init /\ [][Next]_vars /\ Fairness
+
+-----------------------------------------------------------------------------
+(* Invariants *)
+
+TypeOK ==
+    /\ stage \in Stages
+    /\ chunks \in 0..MaxChunks
+    /\ delivered \in 0..MaxChunks
+    /\ clientConnected \in BOOLEAN
+    /\ enteredGenerate \in BOOLEAN
+    /\ outcome \in Outcomes
+    /\ usageRecords \in Nat
+
+\* response.completed (or the final chat chunk) is signalled in done and only there.
+CompletionOnlyInDone == (outcome = "completed") <=> (stage = "done")
+
+\* failed always carries an explicit reason: never a silent failure.
+FailureExplicit == (stage = "failed") <=> (outcome \in FailureOutcomes)
+
+\* Nothing is produced or written before generate.
+NoOutputBeforeGenerate ==
+    /\ stage \in BeforeGenerate => chunks = 0
+    /\ chunks > 0 => enteredGenerate
+    /\ delivered <= chunks
+
+\* A disconnect before generate fails the request at once; a disconnect in
+\* generate never makes it fail (it finishes or fails for its own reasons).
+DisconnectSafety ==
+    /\ (~clientConnected /\ ~enteredGenerate) => (stage = "failed" /\ outcome = "client_disconnect")
+    /\ (outcome = "client_disconnect") => ~enteredGenerate
+
+\* Usage is recorded at most once, only at a terminal stage, only for a
+\* request that reached generate.
+UsageOnceAtTerminal ==
+    /\ usageRecords <= 1
+    /\ usageRecords = 1 => (stage \in Terminal /\ enteredGenerate)
+
+-----------------------------------------------------------------------------
+(* Temporal properties *)
+
+\* Once terminal, only the usage record may still change.
+TerminalIsFinal ==
+    [][stage \in Terminal =>
+         UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome>>]_vars
+
+\* After the client went away nothing more is written to it, and it never comes back.
+WritesStopOnDisconnect ==
+    [][~clientConnected => (delivered' = delivered /\ ~clientConnected')]_vars
+
+\* Every request that enters generate reaches done or failed ...
+GenerateTerminates == (stage = "generate") ~> (stage \in Terminal)
+
+\* ... even when its client went away during generate ...
+DisconnectedGenerationTerminates ==
+    (stage = "generate" /\ ~clientConnected) ~> (stage \in Terminal)
+
+\* ... and its usage gets recorded (exactly once, with UsageOnceAtTerminal).
+UsageEventuallyRecorded == (enteredGenerate /\ stage \in Terminal) ~> (usageRecords = 1)
+
+\* Every received request is eventually answered.
+RequestTerminates == (stage = "ingest") ~> (stage \in Terminal)
+
+=============================================================================

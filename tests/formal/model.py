@@ -1,0 +1,263 @@
+"""Python transcription of formal/xrouter.tla: the lifecycle of one request.
+
+Same state variables (snake_case here, camelCase in the spec; `TLA_VARIABLES` maps them), one
+function per TLA+ action with the same name, the same invariants and properties. The test
+suite explores it exhaustively (tests/formal/test_lifecycle_model.py) and replays runtime
+traces against it (tests/formal/trace_check.py). A change to one side changes the other.
+
+`max_chunks=None` lifts the MaxChunks bound: runtime traces have as many chunks as the
+provider produced, the bound only keeps the state space finite for exhaustive checking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+STAGES = frozenset({"idle", "ingest", "tokenize", "generate", "done", "failed"})
+TERMINAL = frozenset({"done", "failed"})
+BEFORE_GENERATE = frozenset({"idle", "ingest", "tokenize"})
+FAILURE_OUTCOMES = frozenset({"invalid_request", "provider_error", "timeout", "client_disconnect"})
+OUTCOMES = frozenset({"none", "completed"}) | FAILURE_OUTCOMES
+
+MAX_CHUNKS = 3
+"""MaxChunks in formal/xrouter.cfg."""
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    stage: str
+    chunks: int
+    delivered: int
+    client_connected: bool
+    entered_generate: bool
+    outcome: str
+    usage_records: int
+
+
+TLA_VARIABLES = {
+    "stage": "stage",
+    "chunks": "chunks",
+    "delivered": "delivered",
+    "clientConnected": "client_connected",
+    "enteredGenerate": "entered_generate",
+    "outcome": "outcome",
+    "usageRecords": "usage_records",
+}
+
+INIT = State(
+    stage="idle",
+    chunks=0,
+    delivered=0,
+    client_connected=True,
+    entered_generate=False,
+    outcome="none",
+    usage_records=0,
+)
+
+Bound = int | None
+ActionFn = Callable[[State, Bound], State | None]
+
+
+# --- actions: each returns the next state, or None when the action is not enabled -------------
+
+
+def receive(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "idle":
+        return None
+    return replace(s, stage="ingest")
+
+
+def ingest(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "ingest":
+        return None
+    return replace(s, stage="tokenize")
+
+
+def reject(s: State, max_chunks: Bound) -> State | None:
+    if s.stage not in ("ingest", "tokenize"):
+        return None
+    return replace(s, stage="failed", outcome="invalid_request")
+
+
+def tokenize(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "tokenize":
+        return None
+    return replace(s, stage="generate", entered_generate=True)
+
+
+def emit_chunk(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "generate" or (max_chunks is not None and s.chunks >= max_chunks):
+        return None
+    delivered = s.delivered + 1 if s.client_connected else s.delivered
+    return replace(s, chunks=s.chunks + 1, delivered=delivered)
+
+
+def finish(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "generate":
+        return None
+    return replace(s, stage="done", outcome="completed")
+
+
+def provider_fail(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "generate":
+        return None
+    return replace(s, stage="failed", outcome="provider_error")
+
+
+def time_out(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "generate":
+        return None
+    return replace(s, stage="failed", outcome="timeout")
+
+
+def disconnect_early(s: State, max_chunks: Bound) -> State | None:
+    if s.stage not in ("ingest", "tokenize") or not s.client_connected:
+        return None
+    return replace(s, stage="failed", client_connected=False, outcome="client_disconnect")
+
+
+def disconnect_late(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "generate" or not s.client_connected:
+        return None
+    return replace(s, client_connected=False)
+
+
+def record_usage(s: State, max_chunks: Bound) -> State | None:
+    if s.stage not in TERMINAL or not s.entered_generate or s.usage_records != 0:
+        return None
+    return replace(s, usage_records=s.usage_records + 1)
+
+
+def terminating(s: State, max_chunks: Bound) -> State | None:
+    """Not a runtime step: the finished request stutters."""
+    if s.stage not in TERMINAL or (s.entered_generate and s.usage_records != 1):
+        return None
+    return s
+
+
+ACTIONS: dict[str, ActionFn] = {
+    "Receive": receive,
+    "Ingest": ingest,
+    "Reject": reject,
+    "Tokenize": tokenize,
+    "EmitChunk": emit_chunk,
+    "Finish": finish,
+    "ProviderFail": provider_fail,
+    "TimeOut": time_out,
+    "DisconnectEarly": disconnect_early,
+    "DisconnectLate": disconnect_late,
+    "RecordUsage": record_usage,
+}
+"""The runtime actions, by their TLA+ (and Action enum) names."""
+
+NEXT: dict[str, ActionFn] = {**ACTIONS, "Terminating": terminating}
+"""The disjuncts of Next."""
+
+FAIRNESS: dict[str, frozenset[str]] = {
+    "Admission": frozenset({"Ingest", "Reject", "Tokenize", "DisconnectEarly"}),
+    "Generation": frozenset({"EmitChunk", "Finish", "ProviderFail", "TimeOut", "DisconnectLate"}),
+    "RecordUsage": frozenset({"RecordUsage"}),
+}
+"""Each group is weakly fair: WF_vars(group)."""
+
+
+def successors(s: State, max_chunks: Bound = MAX_CHUNKS) -> Iterator[tuple[str, State]]:
+    for name, action in NEXT.items():
+        after = action(s, max_chunks)
+        if after is not None:
+            yield name, after
+
+
+# --- invariants --------------------------------------------------------------------------------
+
+
+def type_ok(s: State, max_chunks: Bound = MAX_CHUNKS) -> bool:
+    limit = max_chunks if max_chunks is not None else s.chunks
+    return (
+        s.stage in STAGES
+        and 0 <= s.chunks <= limit
+        and 0 <= s.delivered <= limit
+        and isinstance(s.client_connected, bool)
+        and isinstance(s.entered_generate, bool)
+        and s.outcome in OUTCOMES
+        and s.usage_records >= 0
+    )
+
+
+def completion_only_in_done(s: State) -> bool:
+    return (s.outcome == "completed") == (s.stage == "done")
+
+
+def failure_explicit(s: State) -> bool:
+    return (s.stage == "failed") == (s.outcome in FAILURE_OUTCOMES)
+
+
+def no_output_before_generate(s: State) -> bool:
+    return (
+        (s.stage not in BEFORE_GENERATE or s.chunks == 0)
+        and (s.chunks == 0 or s.entered_generate)
+        and s.delivered <= s.chunks
+    )
+
+
+def disconnect_safety(s: State) -> bool:
+    early = (
+        s.client_connected
+        or s.entered_generate
+        or (s.stage == "failed" and s.outcome == "client_disconnect")
+    )
+    late = s.outcome != "client_disconnect" or not s.entered_generate
+    return early and late
+
+
+def usage_once_at_terminal(s: State) -> bool:
+    return s.usage_records <= 1 and (
+        s.usage_records != 1 or (s.stage in TERMINAL and s.entered_generate)
+    )
+
+
+def invariants(max_chunks: Bound = MAX_CHUNKS) -> dict[str, Callable[[State], bool]]:
+    """The spec's invariants by name, for the given MaxChunks (None: unbounded)."""
+    return {
+        "TypeOK": lambda s: type_ok(s, max_chunks),
+        "CompletionOnlyInDone": completion_only_in_done,
+        "FailureExplicit": failure_explicit,
+        "NoOutputBeforeGenerate": no_output_before_generate,
+        "DisconnectSafety": disconnect_safety,
+        "UsageOnceAtTerminal": usage_once_at_terminal,
+    }
+
+
+# --- temporal properties -----------------------------------------------------------------------
+
+
+def terminal_is_final(s: State, t: State) -> bool:
+    if s.stage not in TERMINAL:
+        return True
+    return replace(t, usage_records=s.usage_records) == s
+
+
+def writes_stop_on_disconnect(s: State, t: State) -> bool:
+    return s.client_connected or (t.delivered == s.delivered and not t.client_connected)
+
+
+ACTION_PROPERTIES: dict[str, Callable[[State, State], bool]] = {
+    "TerminalIsFinal": terminal_is_final,
+    "WritesStopOnDisconnect": writes_stop_on_disconnect,
+}
+"""[][A]_vars properties: checked on every step."""
+
+LEADS_TO: dict[str, tuple[Callable[[State], bool], Callable[[State], bool]]] = {
+    "GenerateTerminates": (lambda s: s.stage == "generate", lambda s: s.stage in TERMINAL),
+    "DisconnectedGenerationTerminates": (
+        lambda s: s.stage == "generate" and not s.client_connected,
+        lambda s: s.stage in TERMINAL,
+    ),
+    "UsageEventuallyRecorded": (
+        lambda s: s.entered_generate and s.stage in TERMINAL,
+        lambda s: s.usage_records == 1,
+    ),
+    "RequestTerminates": (lambda s: s.stage == "ingest", lambda s: s.stage in TERMINAL),
+}
+"""P ~> Q properties, checked under FAIRNESS."""

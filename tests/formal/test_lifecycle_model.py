@@ -1,0 +1,265 @@
+"""formal/xrouter.tla, checked exhaustively through its Python transcription (tests/formal/
+model.py), the way TLC would with formal/xrouter.cfg; and the runtime's state machine
+(xrouter.domain.lifecycle) held to the same transition relation."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from xrouter.domain.lifecycle import TRANSITIONS, Action, IllegalTransition, Lifecycle, Stage
+
+from . import model
+from .explore import (
+    ModelCheckFailure,
+    StateGraph,
+    Successors,
+    check_leads_to,
+    explore,
+    reachable,
+)
+from .specs import recorded_state_count
+
+
+@pytest.fixture(scope="module")
+def graph() -> StateGraph[model.State]:
+    return explore([model.INIT], model.successors, model.invariants(), model.ACTION_PROPERTIES)
+
+
+def test_distinct_state_count_is_the_one_formal_readme_records(
+    graph: StateGraph[model.State],
+) -> None:
+    assert len(graph) == recorded_state_count("xrouter")
+    # The same count by hand: idle, ingest, tokenize, two early failures, 14 generate states
+    # (chunks 0..3, delivered <= chunks once the client is gone), each generate state x 3
+    # terminal outcomes x usage recorded or not.
+    assert len(graph) == 1 + 1 + 1 + 2 + 14 + 14 * 3 * 2
+
+
+def test_every_invariant_holds_in_every_reachable_state(graph: StateGraph[model.State]) -> None:
+    for name, invariant in model.invariants().items():
+        failing = [s for s in graph.states if not invariant(s)]
+        assert failing == [], f"{name} fails in {failing[:3]}"
+
+
+def test_every_action_is_taken_somewhere(graph: StateGraph[model.State]) -> None:
+    taken = {action for steps in graph.edges.values() for action, _ in steps}
+    assert taken == set(model.NEXT)
+
+
+def test_every_stage_and_outcome_is_reachable(graph: StateGraph[model.State]) -> None:
+    assert {s.stage for s in graph.states} == model.STAGES
+    assert {s.outcome for s in graph.states} == model.OUTCOMES
+
+
+@pytest.mark.parametrize("name", sorted(model.LEADS_TO))
+def test_leads_to_property_holds_under_weak_fairness(
+    graph: StateGraph[model.State], name: str
+) -> None:
+    p, q = model.LEADS_TO[name]
+    assert any(p(s) for s in graph.states), f"{name} is vacuous: no state satisfies P"
+    assert check_leads_to(graph, p, q, model.FAIRNESS.values()) == []
+
+
+def test_from_every_generate_state_a_terminal_state_is_reachable(
+    graph: StateGraph[model.State],
+) -> None:
+    generating = [s for s in graph.states if s.stage == "generate"]
+    assert len(generating) == 14
+    for state in generating:
+        assert reachable(graph, state, lambda s: s.stage in model.TERMINAL)
+        assert reachable(graph, state, lambda s: s.stage in model.TERMINAL and s.usage_records == 1)
+        # A disconnect does not take completion away: done stays reachable.
+        assert reachable(graph, state, lambda s: s.stage == "done")
+
+
+def test_no_cycle_stays_in_generate(graph: StateGraph[model.State]) -> None:
+    """Every step in generate changes the state for good (chunks grow, the client leaves once):
+    apart from stuttering, generate cannot be occupied forever."""
+    for state in graph.states:
+        if state.stage != "generate":
+            continue
+        for action, after in graph.edges[state]:
+            assert after != state, f"{action} stutters in generate"
+            if after.stage == "generate":
+                rank = (after.chunks, not after.client_connected)
+                assert rank > (state.chunks, not state.client_connected), action
+
+
+def test_a_disconnect_in_generate_never_fails_the_request(
+    graph: StateGraph[model.State],
+) -> None:
+    gone = [s for s in graph.states if s.entered_generate and not s.client_connected]
+    assert gone
+    assert all(s.outcome != "client_disconnect" for s in gone)
+    assert any(s.stage == "done" for s in gone)
+
+
+# --- the checker can fail: broken variants of the model are caught ---------------------------
+
+
+def _successors_with(action: str, fn: model.ActionFn) -> Successors[model.State]:
+    """The model's Next with `action` replaced by `fn`."""
+    table = {**model.NEXT, action: fn}
+
+    def successors(s: model.State) -> Iterator[tuple[str, model.State]]:
+        for name, act in table.items():
+            after = act(s, model.MAX_CHUNKS)
+            if after is not None:
+                yield name, after
+
+    return successors
+
+
+def test_a_model_where_a_late_disconnect_cancels_generation_is_rejected() -> None:
+    def cancelling(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage != "generate" or not s.client_connected:
+            return None
+        return replace(s, stage="failed", client_connected=False, outcome="client_disconnect")
+
+    with pytest.raises(ModelCheckFailure, match="DisconnectSafety"):
+        explore(
+            [model.INIT],
+            _successors_with("DisconnectLate", cancelling),
+            model.invariants(),
+            model.ACTION_PROPERTIES,
+        )
+
+
+def test_a_model_that_records_usage_twice_is_rejected() -> None:
+    def twice(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage not in model.TERMINAL or not s.entered_generate or s.usage_records > 1:
+            return None
+        return replace(s, usage_records=s.usage_records + 1)
+
+    with pytest.raises(ModelCheckFailure, match="UsageOnceAtTerminal"):
+        explore(
+            [model.INIT],
+            _successors_with("RecordUsage", twice),
+            model.invariants(),
+            model.ACTION_PROPERTIES,
+        )
+
+
+def test_a_model_that_emits_before_generate_is_rejected() -> None:
+    def early(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage not in ("tokenize", "generate") or s.chunks >= model.MAX_CHUNKS:
+            return None
+        return replace(s, chunks=s.chunks + 1, delivered=s.delivered + s.client_connected)
+
+    with pytest.raises(ModelCheckFailure, match="NoOutputBeforeGenerate"):
+        explore(
+            [model.INIT],
+            _successors_with("EmitChunk", early),
+            model.invariants(),
+            model.ACTION_PROPERTIES,
+        )
+
+
+def test_a_model_that_leaves_a_terminal_stage_is_rejected() -> None:
+    def revive(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage not in ("tokenize", "failed"):
+            return None
+        return replace(s, stage="generate", entered_generate=True)
+
+    with pytest.raises(ModelCheckFailure, match="TerminalIsFinal"):
+        explore(
+            [model.INIT],
+            _successors_with("Tokenize", revive),
+            {"TypeOK": model.type_ok},
+            model.ACTION_PROPERTIES,
+        )
+
+
+def test_the_liveness_check_finds_a_generation_that_can_loop() -> None:
+    def looping(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage != "generate":
+            return None
+        return replace(s, chunks=(s.chunks + 1) % (model.MAX_CHUNKS + 1), delivered=0)
+
+    graph = explore([model.INIT], _successors_with("EmitChunk", looping), {})
+    p, q = model.LEADS_TO["GenerateTerminates"]
+    problems = check_leads_to(graph, p, q, model.FAIRNESS.values())
+    assert any("loop" in problem for problem in problems)
+
+
+def test_the_liveness_check_finds_a_generation_with_no_fair_way_out() -> None:
+    def stuck(s: model.State, bound: model.Bound) -> model.State | None:
+        return None
+
+    graph = explore(
+        [model.INIT],
+        _successors_with("Finish", stuck),
+        {},
+    )
+    unfair = {**model.FAIRNESS, "Generation": frozenset({"EmitChunk", "Finish"})}
+    p, q = model.LEADS_TO["GenerateTerminates"]
+    problems = check_leads_to(graph, p, q, unfair.values())
+    assert any("no fair action" in problem for problem in problems)
+
+
+# --- the runtime's state machine against the model --------------------------------------------
+
+
+def test_transitions_table_matches_the_model(graph: StateGraph[model.State]) -> None:
+    """lifecycle.TRANSITIONS (source stages, target stage) is what the model's actions do."""
+    for action, (sources, target) in TRANSITIONS.items():
+        enabled_in: set[str] = set()
+        for state in graph.states:
+            after = model.ACTIONS[str(action)](state, None)
+            if after is None:
+                continue
+            enabled_in.add(state.stage)
+            assert after.stage == (target or state.stage), action
+        assert enabled_in == {str(stage) for stage in sources}, action
+    assert {str(a) for a in Action} == set(model.ACTIONS)
+
+
+def _lifecycle(stage: str, connected: bool, entered: bool, recorded: bool) -> Lifecycle:
+    lifecycle = Lifecycle("req_model")
+    lifecycle.stage = Stage(stage)
+    lifecycle.client_connected = connected
+    lifecycle.entered_generate = entered
+    lifecycle.usage_recorded = recorded
+    return lifecycle
+
+
+def test_lifecycle_refuses_exactly_the_steps_the_model_forbids() -> None:
+    """Explore the runtime `Lifecycle` and the model side by side: from every pair of states,
+    every action is accepted by both or refused by both, and they land on the same stage."""
+    start = (model.INIT, ("idle", True, False, False))
+    seen = {start}
+    queue = deque([start])
+    checked = 0
+    while queue:
+        state, snapshot = queue.popleft()
+        for action in Action:
+            expected = model.ACTIONS[str(action)](state, None)
+            lifecycle = _lifecycle(*snapshot)
+            try:
+                before, after = lifecycle.step(action)
+            except IllegalTransition:
+                assert expected is None, f"Lifecycle refuses {action} in {state}"
+                continue
+            assert expected is not None, f"Lifecycle allows {action} in {state}"
+            assert (before, after) == (state.stage, expected.stage)
+            assert lifecycle.client_connected == expected.client_connected
+            assert lifecycle.usage_recorded == (expected.usage_records == 1)
+            assert lifecycle.terminal == (expected.stage in model.TERMINAL)
+            checked += 1
+            following = (
+                expected,
+                (
+                    str(lifecycle.stage),
+                    lifecycle.client_connected,
+                    lifecycle.entered_generate,
+                    lifecycle.usage_recorded,
+                ),
+            )
+            if expected.chunks <= model.MAX_CHUNKS and following not in seen:
+                seen.add(following)
+                queue.append(following)
+    assert checked > 100
