@@ -77,8 +77,11 @@ class ScriptedProvider:
     def knows_model(self, upstream_model: str) -> bool:
         return True
 
-    async def list_models(self) -> list[ModelInfo]:
+    def static_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=f"{self.name}/model", owned_by="tests")]
+
+    async def list_models(self) -> list[ModelInfo]:
+        return self.static_models()
 
     async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
         self.calls.append(call)
@@ -103,6 +106,10 @@ class SlowCatalog:
 
     async def list_models(self) -> list[ModelInfo]:
         return await self._inner.list_models()
+
+    def __getattr__(self, name: str) -> object:
+        # The app also drives discovery and shutdown on its catalog: pass those through.
+        return getattr(self._inner, name)
 
 
 @dataclass

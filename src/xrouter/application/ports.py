@@ -56,8 +56,12 @@ class Provider(Protocol):
         """Whether `provider/<upstream_model>` may be routed here."""
         ...
 
+    def static_models(self) -> list[ModelInfo]:
+        """Models known without asking the upstream (built in, or configured)."""
+        ...
+
     async def list_models(self) -> list[ModelInfo]:
-        """The models this provider advertises on `GET /v1/models`."""
+        """Discovery: the models the upstream lists now (may do I/O, may fail)."""
         ...
 
     def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:

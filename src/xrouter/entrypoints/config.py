@@ -18,7 +18,7 @@ class ConfigError(ValueError):
     """A variable has a value we cannot use; the message names it and says what is expected."""
 
 
-def _bool(raw: str) -> bool:
+def parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
@@ -48,14 +48,14 @@ def _port(raw: str) -> int:
     return port
 
 
-def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
-    def parse_positive(raw: str) -> T:
+def positive(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def check(raw: str) -> T:
         value = parse(raw)
         if value <= 0:  # type: ignore[operator]
             raise ValueError("expected a number greater than 0")
         return value
 
-    return parse_positive
+    return check
 
 
 def _var(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
@@ -66,32 +66,47 @@ def _var(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
 class Settings:
     host: str = _var("127.0.0.1", str, "Address `xrouter serve` binds to.")
     port: int = _var(8000, _port, "Port `xrouter serve` listens on.")
-    workers: int = _var(1, _positive(int), "Worker processes for `xrouter serve`.")
+    workers: int = _var(1, positive(int), "Worker processes for `xrouter serve`.")
     log_level: str = _var("INFO", _log_level, "Log level: DEBUG, INFO, WARNING, ERROR.")
     api_prefixes: tuple[str, ...] = _var(
         ("/v1", "/api/v1"), _prefixes, "Comma-separated path prefixes the API is served under."
     )
     max_body_bytes: int = _var(
-        10 * 1024 * 1024, _positive(int), "Largest request body accepted; larger gets 413."
+        10 * 1024 * 1024, positive(int), "Largest request body accepted; larger gets 413."
     )
     max_inflight: int = _var(
-        256, _positive(int), "Requests admitted at once per worker; more get 429 + Retry-After."
+        256, positive(int), "Requests admitted at once per worker; more get 429 + Retry-After."
     )
     provider_idle_timeout_s: float = _var(
         120.0,
-        _positive(float),
+        positive(float),
         "Longest wait for a provider's next event before the request fails with 504.",
     )
     shutdown_grace_s: float = _var(
         10.0, float, "On shutdown, how long running generations may take to finish."
     )
     store_max_responses: int = _var(
-        10_000, _positive(int), "Responses the in-memory store keeps (oldest evicted first)."
+        10_000, positive(int), "Responses the in-memory store keeps (oldest evicted first)."
     )
     local_slow_delay_s: float = _var(
         0.2, float, "Pause before each chunk after the first of the `local/slow` model."
     )
-    docs_enabled: bool = _var(True, _bool, "Serve /openapi.json and the /docs page.")
+    docs_enabled: bool = _var(True, parse_bool, "Serve /openapi.json and the /docs page.")
+    config_file: str | None = _var(
+        None, str, "TOML file with `[providers.<name>]` tables and `[aliases]` (docs/providers.md)."
+    )
+    byok: bool = _var(
+        False,
+        parse_bool,
+        "Forward the client's bearer token upstream instead of configured keys (401 without one).",
+    )
+    discovery: bool = _var(True, parse_bool, "Discover each upstream's models from its /models.")
+    discovery_ttl_s: float = _var(
+        600.0, positive(float), "How long discovered models are cached before a refresh."
+    )
+    discovery_startup_timeout_s: float = _var(
+        2.0, float, "Longest startup waits for the first discovery; it goes on in the background."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,17 +128,20 @@ def env_name(field_name: str) -> str:
     return "XR_" + field_name.upper()
 
 
+def show_default(default: Any) -> str:
+    """A default as the docs show it: as it would be written in the environment."""
+    if default is None:
+        return "(unset)"
+    if isinstance(default, tuple):
+        return ",".join(default) or "(none)"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
 def documented_variables() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting; docs/configuration.md matches it."""
     rows = []
     for f in fields(Settings):
-        default = f.default
-        shown = (
-            ",".join(default)
-            if isinstance(default, tuple)
-            else str(default).lower()
-            if isinstance(default, bool)
-            else str(default)
-        )
-        rows.append((env_name(f.name), shown, f.metadata["doc"]))
+        rows.append((env_name(f.name), show_default(f.default), f.metadata["doc"]))
     return rows

@@ -6,6 +6,8 @@ dependency-injector way: `container.lifecycle_listener.override(...)`.
 
 from __future__ import annotations
 
+import os
+
 from dependency_injector import containers, providers
 
 from xrouter.adapters.providers.local import LocalProvider
@@ -21,6 +23,8 @@ from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.application.registry import ModelRegistry
 from xrouter.entrypoints.config import Settings
+from xrouter.entrypoints.provider_config import load_gateway_config
+from xrouter.entrypoints.provider_factory import build_providers
 
 
 class Container(containers.DeclarativeContainer):
@@ -38,8 +42,19 @@ class Container(containers.DeclarativeContainer):
     local_provider = providers.Singleton(
         LocalProvider, slow_delay_s=settings.provided.local_slow_delay_s
     )
-    model_providers = providers.List(local_provider)
-    catalog = providers.Singleton(ModelRegistry, providers=model_providers)
+    environ = providers.Object(os.environ)
+    gateway_config = providers.Singleton(
+        load_gateway_config,
+        environ=environ,
+        config_file=settings.provided.config_file,
+        byok=settings.provided.byok,
+    )
+    model_providers = providers.Singleton(
+        build_providers, local=local_provider, config=gateway_config, byok=settings.provided.byok
+    )
+    catalog = providers.Singleton(
+        ModelRegistry, providers=model_providers, aliases=gateway_config.provided.aliases
+    )
 
     engine_settings = providers.Singleton(
         EngineSettings,

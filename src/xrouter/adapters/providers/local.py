@@ -61,6 +61,9 @@ class LocalProvider:
     def knows_model(self, upstream_model: str) -> bool:
         return upstream_model in MODELS
 
+    def static_models(self) -> list[ModelInfo]:
+        return list(self._models)
+
     async def list_models(self) -> list[ModelInfo]:
         return list(self._models)
 

@@ -42,6 +42,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
     container = container or Container()
     settings: Settings = container.settings()
     engine = container.engine()  # resolves the token counter etc. now, not on first request
+    catalog = container.catalog()
     use_cases = UseCases(
         create_response=container.create_response(),
         chat_completions=container.chat_completions(),
@@ -58,6 +59,10 @@ def create_litestar(container: Container | None = None) -> Litestar:
     ]
 
     async def on_startup() -> None:
+        if settings.discovery:
+            await catalog.start_discovery(
+                settings.discovery_ttl_s, settings.discovery_startup_timeout_s
+            )
         state["ready"] = True
         # Objects built at startup live forever: keep the GC from rescanning them.
         gc.collect()
@@ -67,6 +72,11 @@ def create_litestar(container: Container | None = None) -> Litestar:
     async def on_shutdown() -> None:
         state["ready"] = False
         await engine.aclose(settings.shutdown_grace_s)
+        await catalog.aclose()
+        for provider in catalog.providers:
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
 
     openapi = (
         OpenAPIConfig(

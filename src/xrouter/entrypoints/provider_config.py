@@ -1,0 +1,252 @@
+"""Upstream providers and model aliases from the environment and an optional TOML file.
+
+Sources, later ones winning field by field:
+1. built-in defaults for the well-known names (`openai`, `openrouter`);
+2. the TOML file named by `XR_CONFIG_FILE` (`[providers.<name>]` tables, `[aliases]`);
+3. environment variables `XR_<NAME>_<FIELD>` (`XR_OPENAI_API_KEY`, `XR_VLLM_BASE_URL`...) and
+   `XR_ALIASES="fast=openai/gpt-4o-mini,smart=openrouter/anthropic/claude-sonnet-4"`.
+
+A provider is served when it has a base URL and either an API key, BYOK mode, or
+`enabled = true` (a local server that needs no key). One without credentials is skipped with
+a log line that says which variable to set; it never stops the gateway. docs/providers.md
+documents every field.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from xrouter.entrypoints.config import ConfigError, parse_bool, positive, show_default
+
+log = logging.getLogger("xrouter.config")
+
+ProviderKind = Literal["openai_compatible", "openrouter"]
+Protocol = Literal["chat", "responses"]
+
+WELL_KNOWN: dict[str, dict[str, Any]] = {
+    "openai": {"kind": "openai_compatible", "base_url": "https://api.openai.com/v1"},
+    "openrouter": {"kind": "openrouter", "base_url": "https://openrouter.ai/api/v1"},
+}
+# Names whose XR_<NAME>_* variables belong to something else (their own provider module, or
+# the gateway's own settings).
+RESERVED_NAMES = frozenset({"gigachat", "local", "api", "max", "store", "log", "docs"})
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_ENV_PROVIDER = re.compile(r"^XR_([A-Z][A-Z0-9_]*?)_(BASE_URL|API_KEY)$")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return raw
+
+    return parse
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected 0 or more")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+_POSITIVE_FLOAT = positive(float)
+_POSITIVE_INT = positive(int)
+_KIND = _choice("openai_compatible", "openrouter")
+_PROTOCOL = _choice("chat", "responses")
+
+
+def _fld(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One upstream. Every field can be set as `XR_<NAME>_<FIELD>` or in the TOML table."""
+
+    name: str
+    kind: ProviderKind = _fld(
+        "openai_compatible",
+        _KIND,
+        "`openai_compatible` (OpenAI, vLLM, Ollama, DeepSeek...) or `openrouter`.",
+    )
+    base_url: str | None = _fld(None, str, "Upstream API root, e.g. `http://127.0.0.1:9000/v1`.")
+    api_key: str | None = _fld(None, str, "Key sent as `Authorization: Bearer`; never logged.")
+    enabled: bool | None = _fld(
+        None, parse_bool, "Force on (a server that needs no key) or off; unset: on when keyed."
+    )
+    protocol: Protocol = _fld(
+        "chat",
+        _PROTOCOL,
+        "Upstream API spoken: `chat` (Chat Completions) or `responses`.",
+    )
+    connect_timeout_s: float = _fld(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
+    read_timeout_s: float = _fld(
+        120.0, _POSITIVE_FLOAT, "Longest silence between bytes (a stream lives while bytes flow)."
+    )
+    write_timeout_s: float = _fld(30.0, _POSITIVE_FLOAT, "Request upload timeout.")
+    pool_timeout_s: float = _fld(10.0, _POSITIVE_FLOAT, "Wait for a pooled connection.")
+    total_timeout_s: float = _fld(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
+    max_retries: int = _fld(
+        2, _count, "Retries for connect errors, 408, 409, 429, 5xx; never once streaming."
+    )
+    max_inflight: int = _fld(
+        64, _POSITIVE_INT, "Requests open at once to this upstream; more get 429 + Retry-After."
+    )
+    models: tuple[str, ...] = _fld(
+        (), _csv, "Models listed on `/v1/models` besides discovery (comma-separated)."
+    )
+    title: str | None = _fld(
+        None, str, "OpenRouter only: app name sent as X-OpenRouter-Title / X-Title."
+    )
+    referer: str | None = _fld(None, str, "OpenRouter only: site URL sent as HTTP-Referer.")
+
+    def serves(self, byok: bool) -> bool:
+        if self.enabled is not None:
+            return self.enabled and self.base_url is not None
+        return self.base_url is not None and (self.api_key is not None or byok)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    providers: tuple[ProviderConfig, ...] = ()
+    """Providers that are served (enabled and configured)."""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+
+def provider_fields() -> list[tuple[str, str, str]]:
+    """(FIELD, default, meaning) of every provider setting, for the docs."""
+    rows = []
+    for f in fields(ProviderConfig):
+        if f.name == "name":
+            continue
+        rows.append((f.name.upper(), show_default(f.default), f.metadata["doc"]))
+    return rows
+
+
+def _parse_fields(source: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Provider fields from `values` (strings from the environment, or TOML values)."""
+    by_name = {f.name: f for f in fields(ProviderConfig) if f.name != "name"}
+    parsed: dict[str, Any] = {}
+    for key, raw in values.items():
+        spec = by_name.get(key)
+        if spec is None:
+            raise ConfigError(
+                f"{source}: unknown provider setting '{key}'; known: {', '.join(sorted(by_name))}."
+            )
+        if key == "models" and isinstance(raw, list):
+            parsed[key] = tuple(str(m) for m in raw)
+            continue
+        try:
+            parsed[key] = spec.metadata["parse"](
+                str(raw).lower() if isinstance(raw, bool) else str(raw)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{source}: '{key}' = {raw!r} is not valid: {exc}.") from None
+    return parsed
+
+
+def _file_tables(
+    path: str, environ: Mapping[str, str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"XR_CONFIG_FILE={path!r} cannot be read: {exc.strerror}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"XR_CONFIG_FILE={path!r} is not valid TOML: {exc}.") from None
+    providers = data.get("providers", {})
+    aliases = data.get("aliases", {})
+    if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
+        raise ConfigError(f"{path}: [providers.<name>] must be tables.")
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise ConfigError(f"{path}: [aliases] maps names to model ids, as strings.")
+    tables: dict[str, dict[str, Any]] = {}
+    for name, table in providers.items():
+        table = dict(table)
+        # Keys belong in the environment, not in a file: `api_key_env` names the variable.
+        key_env = table.pop("api_key_env", None)
+        if key_env is not None and environ.get(str(key_env)):
+            table["api_key"] = environ[str(key_env)]
+        tables[name.lower()] = table
+    return tables, dict(aliases)
+
+
+def _aliases_from_env(raw: str) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for pair in _csv(raw):
+        alias, sep, target = pair.partition("=")
+        if not sep or not alias.strip() or not target.strip():
+            raise ConfigError(f"XR_ALIASES: '{pair}' is not of the form alias=provider/model.")
+        aliases[alias.strip()] = target.strip()
+    return aliases
+
+
+def load_gateway_config(
+    environ: Mapping[str, str], config_file: str | None, byok: bool
+) -> GatewayConfig:
+    """Providers and aliases from the defaults, the TOML file and the environment."""
+    tables: dict[str, dict[str, Any]] = {name: dict(v) for name, v in WELL_KNOWN.items()}
+    aliases: dict[str, str] = {}
+    in_file: set[str] = set()
+    if config_file:
+        file_tables, file_aliases = _file_tables(config_file, environ)
+        for name, table in file_tables.items():
+            tables.setdefault(name, {}).update(table)
+        in_file = set(file_tables)
+        aliases.update(file_aliases)
+    if environ.get("XR_ALIASES"):
+        aliases.update(_aliases_from_env(environ["XR_ALIASES"]))
+
+    names = set(tables)
+    for variable in environ:
+        match = _ENV_PROVIDER.match(variable)
+        if match:
+            names.add(match.group(1).lower())
+
+    served: list[ProviderConfig] = []
+    for name in sorted(names - RESERVED_NAMES):
+        if not _NAME.match(name):
+            raise ConfigError(f"Provider name '{name}' must be lowercase letters, digits, - or _.")
+        values = _parse_fields(f"[providers.{name}]", tables.get(name, {}))
+        prefix = f"XR_{name.upper().replace('-', '_')}_"
+        env_values = {
+            f.name: environ[prefix + f.name.upper()]
+            for f in fields(ProviderConfig)
+            if f.name != "name" and environ.get(prefix + f.name.upper())
+        }
+        values.update(_parse_fields(f"{prefix}*", env_values))
+        provider = replace(ProviderConfig(name=name), **values)
+        mentioned = name in in_file or any(key.startswith(prefix) for key in environ)
+        if not mentioned:
+            continue  # a well-known name nobody configured: not served, nothing to say
+        if provider.serves(byok):
+            served.append(provider)
+        elif provider.enabled is False:
+            log.info("provider %s is disabled (%sENABLED=false)", name, prefix)
+        else:
+            log.warning(
+                "provider %s is not served: it has no credentials or no base URL. Set "
+                "%sAPI_KEY (and %sBASE_URL), or %sENABLED=true for a server that needs no "
+                "key, or XR_BYOK=true.",
+                name,
+                prefix,
+                prefix,
+                prefix,
+            )
+    for alias, target in aliases.items():
+        if "/" not in target:
+            raise ConfigError(
+                f"Alias '{alias}' must point at a 'provider/model' id, not '{target}'."
+            )
+    return GatewayConfig(providers=tuple(served), aliases=aliases)
