@@ -23,6 +23,9 @@ from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.app import create_app
 
+# The fake upstream servers' fixtures (`fake_upstream`), for every test module.
+pytest_plugins = ["tests.upstreams"]
+
 ALL_TRACES: list[RecordingLifecycleListener] = []
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
@@ -85,3 +91,33 @@ def server_with_slow_stage(serve_with: Callable[..., LiveServer], stage: str) ->
     else:
         container.token_counter.override(providers.Object(WordCounter(delay_s=3.0)))
     return serve_with(container=container)
+
+
+@contextmanager
+def running_xrouter(env: dict[str, str], *, start_timeout: float = 15) -> Iterator[str]:
+    """`xrouter serve` as a user runs it, on a free loopback port; yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "xrouter"), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "XR_LOG_LEVEL": "WARNING", **env},
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                httpx.get(f"{base_url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    raise RuntimeError(f"xrouter did not start:\n{output}") from None
+                time.sleep(0.05)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

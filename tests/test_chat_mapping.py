@@ -319,3 +319,26 @@ async def test_chat_and_responses_reach_the_provider_as_the_same_canonical_reque
     assert via_chat.items == via_responses.items
     assert via_chat.request == via_responses.request
     assert via_chat.passthrough == via_responses.passthrough == {}
+
+
+def test_openrouter_extensions_pass_through_from_both_apis() -> None:
+    _, passthrough = to_canonical(
+        chat(
+            messages=[{"role": "user", "content": "x"}],
+            provider={"order": ["anthropic"]},
+            models=["openrouter/a", "openrouter/b"],
+            top_k=40,
+            transforms=[],
+        )
+    )
+    assert passthrough == {
+        "provider": {"order": ["anthropic"]},
+        "models": ["openrouter/a", "openrouter/b"],
+        "top_k": 40,
+        "transforms": [],
+    }
+    request = msgspec.convert(
+        {"model": "m/x", "input": "x", "provider": {"allow_fallbacks": False}, "plugins": []},
+        ResponseRequest,
+    )
+    assert request.passthrough() == {"provider": {"allow_fallbacks": False}, "plugins": []}

@@ -46,7 +46,26 @@ from xrouter.domain.responses import (
     Usage,
 )
 
-PASSTHROUGH_FIELDS = ("stop", "seed", "logit_bias", "logprobs")
+PASSTHROUGH_FIELDS = (
+    "stop",
+    "seed",
+    "logit_bias",
+    "logprobs",
+    # OpenRouter extensions (docs/providers.md)
+    "provider",
+    "models",
+    "route",
+    "reasoning",
+    "include_reasoning",
+    "transforms",
+    "plugins",
+    "top_k",
+    "repetition_penalty",
+    "min_p",
+    "top_a",
+    "prediction",
+    "debug",
+)
 
 # --- request ------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ class CreateResponse:
             request,
             request_id=request_id,
             disconnect=disconnect,
-            passthrough=passthrough,
+            passthrough={**request.passthrough(), **(passthrough or {})},
             context=context,
         )
 

@@ -21,6 +21,7 @@ from xrouter.domain.provider_events import (
     Finish,
     FinishReason,
     ProviderEvent,
+    ReasoningData,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -48,6 +49,7 @@ class _OpenText:
     item_id: str
     output_index: int
     parts: list[str] = field(default_factory=list)
+    data: str | None = None  # opaque reasoning state (reasoning items only)
 
 
 @dataclass(slots=True)
@@ -106,6 +108,11 @@ class ResponseBuilder:
             return self._tool_call(event)
         if isinstance(event, ReasoningDelta):
             return self._reasoning_delta(event.text)
+        if isinstance(event, ReasoningData):
+            out = self._reasoning_delta("")
+            assert self._reasoning is not None
+            self._reasoning.data = event.data
+            return out
         if isinstance(event, UsageReport):
             self.provider_usage = event.usage
             return []
@@ -280,7 +287,10 @@ class ResponseBuilder:
         self._reasoning = None
         text = "".join(reasoning.parts)
         item = ReasoningItem(
-            id=reasoning.item_id, summary=[SummaryText(text=text)], status="completed"
+            id=reasoning.item_id,
+            summary=[SummaryText(text=text)],
+            status="completed",
+            encrypted_content=reasoning.data,
         )
         self._output[reasoning.output_index] = item
         item_id, index = reasoning.item_id, reasoning.output_index
@@ -427,7 +437,10 @@ class ResponseBuilder:
         if self._reasoning is not None:
             text = "".join(self._reasoning.parts)
             items[self._reasoning.output_index] = ReasoningItem(
-                id=self._reasoning.item_id, summary=[SummaryText(text=text)], status="incomplete"
+                id=self._reasoning.item_id,
+                summary=[SummaryText(text=text)],
+                status="incomplete",
+                encrypted_content=self._reasoning.data,
             )
         for call in self._calls.values():
             items[call.output_index] = FunctionCallItem(

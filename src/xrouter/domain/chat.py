@@ -92,6 +92,21 @@ class ChatRequest(Struct, kw_only=True, omit_defaults=True):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     service_tier: str | None = None
+    # Options only some upstreams understand (OpenRouter's routing, fallbacks, sampling
+    # extras): passed through untouched to the provider.
+    provider: JSONObject | None = None
+    models: list[str] | None = None
+    route: str | None = None
+    reasoning: JSONObject | None = None
+    include_reasoning: bool | None = None
+    transforms: list[str] | None = None
+    plugins: list[JSONObject] | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    min_p: float | None = None
+    top_a: float | None = None
+    prediction: JSONObject | None = None
+    debug: JSONObject | None = None
 
 
 # --- response -------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ class ReasoningDelta(Struct, frozen=True):
     text: str
 
 
+class ReasoningData(Struct, frozen=True):
+    """Opaque reasoning state an upstream wants back on a later turn (OpenAI's
+    `encrypted_content`, OpenRouter's `reasoning_details` as JSON). It belongs to the current
+    reasoning item and is never shown as text; the latest one wins."""
+
+    data: str
+
+
 class ToolCallDelta(Struct, frozen=True):
     """Part of a function call. `index` tells parallel calls apart (as in Chat Completions);
     `call_id` and `name` arrive on the first delta of a call, argument fragments after."""
@@ -52,4 +60,4 @@ class Finish(Struct, frozen=True):
     reason: FinishReason = "stop"
 
 
-ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | UsageReport | Finish
+ProviderEvent = TextDelta | ReasoningDelta | ReasoningData | ToolCallDelta | UsageReport | Finish

@@ -108,6 +108,21 @@ class ResponseRequest(Struct, kw_only=True):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     service_tier: str | None = None
+    # OpenRouter extensions, passed through to providers that understand them.
+    provider: JSONObject | None = None
+    models: list[str] | None = None
+    transforms: list[str] | None = None
+    plugins: list[JSONObject] | None = None
+
+    def passthrough(self) -> JSONObject:
+        """The extension options the client sent, for `GenerationRequest.passthrough`."""
+        options = {
+            "provider": self.provider,
+            "models": self.models,
+            "transforms": self.transforms,
+            "plugins": self.plugins,
+        }
+        return {key: value for key, value in options.items() if value is not None}
 
 
 # --- output items ---------------------------------------------------------------------------
@@ -149,6 +164,9 @@ class ReasoningItem(Struct, tag_field="type", tag="reasoning"):
     id: str
     summary: list[SummaryText]
     status: ItemStatus | None = None
+    # Opaque state the upstream wants back next turn (OpenAI encrypted reasoning, OpenRouter
+    # reasoning_details as JSON); stateless clients round-trip it by echoing the item.
+    encrypted_content: str | None = None
 
 
 OutputItem = MessageItem | FunctionCallItem | ReasoningItem

@@ -3,11 +3,65 @@ one HTTP provider per configured upstream, each with its own pooled transport.""
 
 from __future__ import annotations
 
+import logging
+
 from xrouter.adapters.providers.local import LocalProvider
+from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
+from xrouter.adapters.providers.openrouter import OpenRouterProvider
+from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 from xrouter.application.ports import Provider
-from xrouter.entrypoints.provider_config import GatewayConfig
+from xrouter.entrypoints.provider_config import GatewayConfig, ProviderConfig
+
+log = logging.getLogger("xrouter.providers")
+
+
+def transport_settings(config: ProviderConfig) -> TransportSettings:
+    assert config.base_url is not None  # only served providers reach here
+    return TransportSettings(
+        base_url=config.base_url,
+        connect_timeout_s=config.connect_timeout_s,
+        read_timeout_s=config.read_timeout_s,
+        write_timeout_s=config.write_timeout_s,
+        pool_timeout_s=config.pool_timeout_s,
+        total_timeout_s=config.total_timeout_s,
+        max_retries=config.max_retries,
+        max_inflight=config.max_inflight,
+    )
+
+
+def build_provider(config: ProviderConfig, byok: bool) -> Provider:
+    transport = HttpTransport(config.name, transport_settings(config))
+    if config.kind == "openrouter":
+        return OpenRouterProvider(
+            transport,
+            name=config.name,
+            api_key=config.api_key,
+            protocol=config.protocol,
+            byok=byok,
+            referer=config.referer,
+            title=config.title,
+            static_models=config.models,
+        )
+    return OpenAICompatibleProvider(
+        config.name,
+        transport,
+        api_key=config.api_key,
+        protocol=config.protocol,
+        byok=byok,
+        static_models=config.models,
+    )
 
 
 def build_providers(local: LocalProvider, config: GatewayConfig, byok: bool) -> list[Provider]:
     providers: list[Provider] = [local]
+    for provider_config in config.providers:
+        providers.append(build_provider(provider_config, byok))
+        log.info(
+            "provider %s: %s at %s (%s protocol%s)",
+            provider_config.name,
+            provider_config.kind,
+            provider_config.base_url,
+            provider_config.protocol,
+            ", BYOK" if byok else "",
+        )
     return providers

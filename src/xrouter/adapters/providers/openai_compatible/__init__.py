@@ -1,0 +1,6 @@
+"""Providers for upstreams that speak OpenAI's wire formats (Chat Completions, Responses)."""
+
+from xrouter.adapters.providers.openai_compatible.chat_protocol import ChatDialect
+from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
+
+__all__ = ["ChatDialect", "OpenAICompatibleProvider"]

@@ -1,0 +1,345 @@
+"""Upstream Chat Completions answers -> canonical provider events. Pure, no I/O.
+
+`parse_completion` reads a whole `chat.completion`; `ChatStreamParser` reads
+`chat.completion.chunk`s one SSE data payload at a time. Both are tolerant of what real
+servers send (every field optional, unknown finish reasons, ids resent on every delta, missing
+tool-call indexes) and strict about failure: an `error` object anywhere, or a finish reason of
+`error` (OpenRouter), raises through `map_error` rather than completing silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from xrouter.domain.errors import GatewayError, ProviderError
+from xrouter.domain.provider_events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ReasoningData,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
+from xrouter.domain.responses import InputTokensDetails, OutputTokensDetails, Usage
+
+log = logging.getLogger(__name__)
+
+JSONObject = dict[str, Any]
+ErrorMapper = Callable[[Any], GatewayError]
+"""Turns an upstream error object found inside a 200 into the canonical error to raise."""
+
+# --- upstream wire shapes (every field optional: servers differ) ---------------------------------
+
+
+class _Function(Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(Struct):
+    index: int | None = None
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Message(Struct):
+    content: str | None = None
+    refusal: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    reasoning_details: list[JSONObject] | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(Struct):
+    index: int = 0
+    message: _Message | None = None
+    delta: _Message | None = None
+    finish_reason: str | None = None
+    error: Any = None
+
+
+class _PromptDetails(Struct):
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+
+class _CompletionDetails(Struct):
+    reasoning_tokens: int | None = None
+
+
+class _Usage(Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+    cost: float | None = None  # OpenRouter: credits spent on this call
+
+
+class _Completion(Struct):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
+_decoder = msgspec.json.Decoder(_Completion)
+_encoder = msgspec.json.Encoder()
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+def _decode(data: bytes | str, provider: str) -> _Completion:
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProviderError(
+            f"The provider '{provider}' sent a Chat Completions body that is not valid "
+            f"JSON of the expected shape ({exc})."
+        ) from None
+
+
+def _usage(usage: _Usage) -> Usage:
+    prompt = usage.prompt_tokens_details or _PromptDetails()
+    completion = usage.completion_tokens_details or _CompletionDetails()
+    total = usage.total_tokens
+    return Usage(
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        total_tokens=total if total is not None else usage.prompt_tokens + usage.completion_tokens,
+        input_tokens_details=InputTokensDetails(
+            cached_tokens=prompt.cached_tokens or 0,
+            cache_write_tokens=prompt.cache_write_tokens or 0,
+        ),
+        output_tokens_details=OutputTokensDetails(
+            reasoning_tokens=completion.reasoning_tokens or 0
+        ),
+    )
+
+
+def finish_reason(raw: str | None, saw_tool_calls: bool, provider: str) -> FinishReason:
+    """The canonical reason for an upstream one. Servers that answer tool calls with `stop`
+    (vLLM, Ollama) still finish with `tool_calls`."""
+    if raw is None:
+        reason: FinishReason = "stop"
+    else:
+        known = _FINISH.get(raw)
+        if known is None:
+            log.info("provider %s finished with unknown reason %r; treated as stop", provider, raw)
+            known = "stop"
+        reason = known
+    if reason == "stop" and saw_tool_calls:
+        return "tool_calls"
+    return reason
+
+
+def _raise_choice_error(choice: _Choice, map_error: ErrorMapper) -> None:
+    if choice.error is not None:
+        raise map_error(choice.error)
+    if choice.finish_reason == "error":
+        raise map_error({"message": "The upstream finished the generation with an error."})
+
+
+def _reasoning_text(message: _Message) -> str | None:
+    # DeepSeek and vLLM say reasoning_content, OpenRouter and newer vLLM say reasoning;
+    # a server sending both sends the same text twice.
+    return message.reasoning_content or message.reasoning
+
+
+class ParsedCompletion(Struct):
+    events: list[ProviderEvent]
+    cost: float | None = None
+
+
+def parse_completion(body: bytes, *, provider: str, map_error: ErrorMapper) -> ParsedCompletion:
+    """The events of a whole non-stream `chat.completion`, in stream order."""
+    completion = _decode(body, provider)
+    if completion.error is not None:
+        raise map_error(completion.error)
+    choices = completion.choices or []
+    if not choices:
+        raise ProviderError(f"The provider '{provider}' answered with no choices.")
+    choice = choices[0]
+    _raise_choice_error(choice, map_error)
+    message = choice.message or _Message()
+    events: list[ProviderEvent] = []
+    reasoning = _reasoning_text(message)
+    if reasoning:
+        events.append(ReasoningDelta(reasoning))
+    if message.reasoning_details:
+        events.append(ReasoningData(_encoder.encode(message.reasoning_details).decode()))
+    if message.content:
+        events.append(TextDelta(message.content))
+    if message.refusal:
+        events.append(TextDelta(message.refusal))
+    calls = message.tool_calls or []
+    for index, call in enumerate(calls):
+        function = call.function or _Function()
+        events.append(
+            ToolCallDelta(
+                index=index,
+                call_id=call.id,
+                name=function.name,
+                arguments=function.arguments or "",
+            )
+        )
+    cost = None
+    if completion.usage is not None:
+        events.append(UsageReport(_usage(completion.usage)))
+        cost = completion.usage.cost
+    events.append(Finish(finish_reason(choice.finish_reason, bool(calls), provider)))
+    return ParsedCompletion(events=events, cost=cost)
+
+
+class _Call(Struct):
+    index: int  # ours: order of first appearance
+    call_id: str | None
+
+
+class ChatStreamParser:
+    """Reads one chat stream. Feed every SSE data payload, then call `finish` once the
+    upstream said [DONE]. One parser per upstream call."""
+
+    def __init__(self, *, provider: str, map_error: ErrorMapper) -> None:
+        self._provider = provider
+        self._map_error = map_error
+        self._calls: dict[int, _Call] = {}  # upstream index -> our call
+        self._last_call: _Call | None = None
+        self._count = 0
+        self._finish: str | None = None
+        self._usage: _Usage | None = None
+        self._details: list[JSONObject] = []  # reasoning_details blocks not yet handed over
+        self._all_details: list[JSONObject] = []
+        self.cost: float | None = None
+
+    def feed(self, data: str) -> list[ProviderEvent]:
+        chunk = _decode(data, self._provider)
+        if chunk.error is not None:
+            raise self._map_error(chunk.error)
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        events: list[ProviderEvent] = []
+        for choice in chunk.choices or []:
+            if choice.index != 0:
+                continue  # we ask for one choice; a server sending more is ignored
+            _raise_choice_error(choice, self._map_error)
+            if choice.delta is not None:
+                self._delta(choice.delta, events)
+            if choice.finish_reason is not None:
+                self._finish = choice.finish_reason
+        return events
+
+    def _delta(self, delta: _Message, events: list[ProviderEvent]) -> None:
+        reasoning = _reasoning_text(delta)
+        if reasoning:
+            events.append(ReasoningDelta(reasoning))
+        if delta.reasoning_details:
+            self._details.extend(delta.reasoning_details)
+        answer = bool(delta.content or delta.refusal or delta.tool_calls)
+        if answer:
+            # Hand reasoning state over before the answer closes the reasoning item.
+            events.extend(self._flush_details())
+        if delta.content:
+            events.append(TextDelta(delta.content))
+        if delta.refusal:
+            events.append(TextDelta(delta.refusal))
+        for call in delta.tool_calls or []:
+            events.append(self._tool_call(call))
+
+    def _tool_call(self, call: _ToolCall) -> ToolCallDelta:
+        function = call.function or _Function()
+        known = self._find_call(call)
+        if known is not None:
+            self._last_call = known
+            return ToolCallDelta(index=known.index, arguments=function.arguments or "")
+        known = _Call(index=self._count, call_id=call.id)
+        self._count += 1
+        if call.index is not None:
+            displaced = self._calls.pop(call.index, None)
+            if displaced is not None:  # a server that numbers every call 0: keep the old one
+                self._calls[-1 - displaced.index] = displaced
+            self._calls[call.index] = known
+        else:
+            self._calls[-1 - known.index] = known
+        self._last_call = known
+        return ToolCallDelta(
+            index=known.index,
+            call_id=call.id,
+            name=function.name,
+            arguments=function.arguments or "",
+        )
+
+    def _find_call(self, call: _ToolCall) -> _Call | None:
+        """The call this delta continues, or None when it starts a new one."""
+        if call.id is not None:
+            for known in self._calls.values():
+                if known.call_id == call.id:
+                    return known
+        if call.index is not None:
+            at_index = self._calls.get(call.index)
+            if at_index is not None and (call.id is None or at_index.call_id is None):
+                return at_index
+            return None
+        if call.id is None:
+            return self._last_call  # no index, no id: a fragment of the latest call
+        return None
+
+    def _flush_details(self) -> list[ProviderEvent]:
+        if not self._details:
+            return []
+        self._all_details = _merge_details(self._all_details + self._details)
+        self._details = []
+        return [ReasoningData(_encoder.encode(self._all_details).decode())]
+
+    def finish(self) -> list[ProviderEvent]:
+        """The closing events: pending reasoning state, usage, then Finish."""
+        events = self._flush_details()
+        if self._usage is not None:
+            events.append(UsageReport(_usage(self._usage)))
+            self.cost = self._usage.cost
+        events.append(Finish(finish_reason(self._finish, self._count > 0, self._provider)))
+        return events
+
+
+_CONCATENATED = ("text", "summary", "data", "signature")
+
+
+def _merge_details(blocks: list[JSONObject]) -> list[JSONObject]:
+    """Streamed `reasoning_details` arrive as fragments of blocks; consecutive fragments of one
+    block share its type and `index`. Text-like fields are concatenated, other fields keep
+    their first non-null value. Blocks without an index are never merged."""
+    merged: list[JSONObject] = []
+    for block in blocks:
+        last = merged[-1] if merged else None
+        same = (
+            last is not None
+            and block.get("index") is not None
+            and last.get("type") == block.get("type")
+            and last.get("index") == block.get("index")
+        )
+        if not same or last is None:
+            merged.append(dict(block))
+            continue
+        for key, value in block.items():
+            if key in _CONCATENATED and isinstance(value, str):
+                previous = last.get(key)
+                last[key] = (previous if isinstance(previous, str) else "") + value
+            elif last.get(key) is None:
+                last[key] = value
+    return merged

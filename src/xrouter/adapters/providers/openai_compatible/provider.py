@@ -1,0 +1,218 @@
+"""`OpenAICompatibleProvider`: the Provider port over any server that speaks OpenAI's Chat
+Completions or Responses API (OpenAI, vLLM, Ollama, LM Studio, OpenRouter...).
+
+It builds the payload (chat_protocol / responses_protocol), the headers (credentials,
+traceparent), moves it with the shared HttpTransport and turns the answer into canonical
+events (chat_parser / responses_protocol). Retries, timeouts and HTTP error mapping are the
+transport's; an error found inside a 200 is mapped here with `map_stream_error`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from xrouter.adapters.providers.openai_compatible.chat_parser import (
+    ChatStreamParser,
+    ErrorMapper,
+    parse_completion,
+)
+from xrouter.adapters.providers.openai_compatible.chat_protocol import (
+    ChatDialect,
+    build_chat_payload,
+)
+from xrouter.adapters.providers.openai_compatible.responses_protocol import (
+    ResponsesStreamParser,
+    build_responses_payload,
+    parse_response,
+)
+from xrouter.adapters.providers.transport import HttpTransport, SSEEvent
+from xrouter.adapters.providers.upstream_errors import map_stream_error
+from xrouter.application.ports import GenerationRequest
+from xrouter.domain.errors import ProviderError, Unauthorized
+from xrouter.domain.models import ModelInfo
+from xrouter.domain.provider_events import ProviderEvent
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["chat", "responses"]
+
+
+class _Model(msgspec.Struct):
+    id: str
+    owned_by: str | None = None
+    created: int | None = None
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_Model]
+
+
+class OpenAICompatibleProvider:
+    """Implements the Provider port for one configured upstream."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: HttpTransport,
+        *,
+        api_key: str | None,
+        protocol: Protocol = "chat",
+        byok: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
+        static_models: Sequence[str] = (),
+        dialect: ChatDialect | None = None,
+    ) -> None:
+        if protocol not in ("chat", "responses"):
+            raise ValueError(f"protocol must be 'chat' or 'responses', not {protocol!r}")
+        self._name = name
+        self._transport = transport
+        self._api_key = api_key
+        self._protocol: Protocol = protocol
+        self._byok = byok
+        self._extra_headers = dict(extra_headers or {})
+        self._static_models = [
+            ModelInfo(id=f"{name}/{model}", owned_by=name) for model in static_models
+        ]
+        self._dialect = dialect or ChatDialect()
+        self._map_error: ErrorMapper = functools.partial(map_stream_error, name)
+        self._encoder = msgspec.json.Encoder()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def protocol(self) -> Protocol:
+        return self._protocol
+
+    async def aclose(self) -> None:
+        """Close the transport's pooled connections (at gateway shutdown)."""
+        await self._transport.aclose()
+
+    def knows_model(self, upstream_model: str) -> bool:
+        # Any model may be tried; the upstream's own 404 becomes model_not_found.
+        return True
+
+    def static_models(self) -> list[ModelInfo]:
+        """The configured models, listed whatever discovery finds."""
+        return list(self._static_models)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Discovery: the upstream's `GET /models` now. Errors propagate: the catalog decides
+        how to cache and degrade."""
+        headers = self._base_headers()
+        if self._api_key:  # discovery is the operator's, even in BYOK mode
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        raw: Any = await self._transport.get_json("/models", headers)
+        try:
+            models = msgspec.convert(raw, _ModelList)
+        except msgspec.ValidationError as exc:
+            raise ProviderError(
+                f"{self._name} answered GET /models with an unexpected shape ({exc})."
+            ) from None
+        return [
+            ModelInfo(
+                id=f"{self._name}/{model.id}",
+                owned_by=model.owned_by or self._name,
+                created=model.created or 0,
+            )
+            for model in models.data
+        ]
+
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        headers = self._headers(call)
+        streaming = call.request.stream
+        if self._protocol == "responses":
+            payload = build_responses_payload(call, stream=streaming)
+            path = "/responses"
+        else:
+            payload = build_chat_payload(call, stream=streaming, dialect=self._dialect)
+            path = "/chat/completions"
+        payload = self.adjust_payload(payload, call)
+        body = self._encoder.encode(payload)
+        if not streaming:
+            reply = await self._transport.post_json(path, body, headers, byok=self._byok)
+            for event in self._parse_whole(reply.content, call):
+                yield event
+            return
+        events = self._transport.stream_events(path, body, headers, byok=self._byok)
+        try:
+            if self._protocol == "responses":
+                async for event in self._responses_stream(events):
+                    yield event
+            else:
+                async for event in self._chat_stream(events, call):
+                    yield event
+        finally:
+            # Frees the transport's in-flight slot and connection when we stop early.
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    # --- hooks for flavours (OpenRouter) ----------------------------------------------------
+
+    def adjust_payload(self, payload: dict[str, Any], call: GenerationRequest) -> dict[str, Any]:
+        """The payload as sent; flavours override to add their own fields."""
+        return payload
+
+    def report_cost(self, cost: float | None, call: GenerationRequest) -> None:
+        """Called with the upstream's reported cost of a call (OpenRouter credits)."""
+        if cost is not None:
+            log.info("provider %s model %s cost %s", self._name, call.route.upstream_model, cost)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _base_headers(self) -> dict[str, str]:
+        return dict(self._extra_headers)
+
+    def _headers(self, call: GenerationRequest) -> dict[str, str]:
+        headers = self._base_headers()
+        if self._byok:
+            token = call.context.client_token
+            if not token:
+                raise Unauthorized(
+                    f"The provider '{self._name}' uses your own API key (BYOK): send it as "
+                    "`Authorization: Bearer <key>`."
+                )
+            headers["Authorization"] = f"Bearer {token}"
+        elif self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        if call.context.traceparent:
+            headers["traceparent"] = call.context.traceparent
+        return headers
+
+    def _parse_whole(self, content: bytes, call: GenerationRequest) -> list[ProviderEvent]:
+        if self._protocol == "responses":
+            return parse_response(content, provider=self._name, map_error=self._map_error)
+        parsed = parse_completion(content, provider=self._name, map_error=self._map_error)
+        self.report_cost(parsed.cost, call)
+        return parsed.events
+
+    async def _chat_stream(
+        self, events: AsyncIterator[SSEEvent], call: GenerationRequest
+    ) -> AsyncIterator[ProviderEvent]:
+        parser = ChatStreamParser(provider=self._name, map_error=self._map_error)
+        async for sse in events:
+            for event in parser.feed(sse.data):
+                yield event
+        closing = parser.finish()
+        self.report_cost(parser.cost, call)
+        for event in closing:
+            yield event
+
+    async def _responses_stream(
+        self, events: AsyncIterator[SSEEvent]
+    ) -> AsyncIterator[ProviderEvent]:
+        parser = ResponsesStreamParser(provider=self._name, map_error=self._map_error)
+        async for sse in events:
+            for event in parser.feed(sse.data):
+                yield event
+            if parser.done:
+                return  # OpenAI sends no [DONE]: the terminal event ends the stream
+        for event in parser.finish():
+            yield event

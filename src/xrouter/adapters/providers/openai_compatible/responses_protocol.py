@@ -1,0 +1,366 @@
+"""Canonical request <-> an upstream that speaks the Responses API. Pure, no I/O.
+
+Outbound, the items go as given, with two exceptions forced by `store: false` (the gateway is
+the store, the upstream keeps nothing): gateway-made ids are stripped from messages and calls
+(the upstream never saw them), and reasoning items without `encrypted_content` are dropped
+(a bare summary cannot be continued by another server).
+
+Inbound, `ResponsesStreamParser` reads the upstream's stream events and `parse_response` a
+whole response object; both yield the same canonical events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Struct, structs
+
+from xrouter.adapters.providers.openai_compatible.chat_parser import ErrorMapper
+from xrouter.application.ports import GenerationRequest
+from xrouter.domain.errors import ProviderError
+from xrouter.domain.provider_events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ReasoningData,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
+from xrouter.domain.responses import (
+    InputItem,
+    InputTokensDetails,
+    JSONObject,
+    OutputTokensDetails,
+    Usage,
+)
+
+# Chat-only client options (from the Chat Completions adapter): the Responses API has no
+# such fields and OpenAI rejects unknown ones.
+CHAT_ONLY_PASSTHROUGH = frozenset({"stop", "seed", "logit_bias", "logprobs"})
+RESERVED_KEYS = frozenset({"model", "input", "stream", "store"})
+
+
+def build_responses_payload(call: GenerationRequest, *, stream: bool) -> JSONObject:
+    """The JSON body (as builtins) of `POST /responses` for `call`."""
+    request = call.request
+    payload: JSONObject = {
+        "model": call.route.upstream_model,
+        "input": [item for item in map(_input_item, call.items) if item is not None],
+        "store": False,
+        "stream": stream,
+    }
+    if call.instructions:
+        payload["instructions"] = call.instructions
+    tools = [
+        _function_tool(tool.name, tool.description, tool.parameters, tool.strict)
+        for tool in request.tools
+        if tool.type == "function" and tool.name
+    ]
+    if tools:
+        payload["tools"] = tools
+        payload["tool_choice"] = request.tool_choice
+        payload["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.text is not None:
+        payload["text"] = msgspec.to_builtins(request.text)
+    if request.reasoning is not None:
+        reasoning = {k: v for k, v in msgspec.to_builtins(request.reasoning).items() if v}
+        if reasoning:
+            payload["reasoning"] = reasoning
+    for key in (
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "top_logprobs",
+        "include",
+        "truncation",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "service_tier",
+    ):
+        value = getattr(request, key)
+        if value is not None:
+            payload[key] = value
+    for key, value in call.passthrough.items():
+        if key not in RESERVED_KEYS and key not in CHAT_ONLY_PASSTHROUGH:
+            payload[key] = value
+    return payload
+
+
+def _function_tool(
+    name: str, description: str | None, parameters: JSONObject | None, strict: bool | None
+) -> JSONObject:
+    tool: JSONObject = {"type": "function", "name": name}
+    if description is not None:
+        tool["description"] = description
+    tool["parameters"] = parameters if parameters is not None else {"type": "object"}
+    if strict is not None:  # absent means the upstream's default (true for OpenAI)
+        tool["strict"] = strict
+    return tool
+
+
+def _input_item(item: InputItem) -> JSONObject | None:
+    if item.type == "reasoning" and not item.encrypted_content:
+        return None
+    data: JSONObject = {"type": item.type, **msgspec.to_builtins(item)}
+    if item.type in ("message", "function_call", "function_call_output"):
+        data.pop("id", None)
+    return data
+
+
+# --- upstream wire shapes ---------------------------------------------------------------------
+
+
+class _InputDetails(Struct):
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+
+class _OutputDetails(Struct):
+    reasoning_tokens: int | None = None
+
+
+class _Usage(Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int | None = None
+    input_tokens_details: _InputDetails | None = None
+    output_tokens_details: _OutputDetails | None = None
+
+
+class _Part(Struct):
+    type: str = ""
+    text: str | None = None
+    refusal: str | None = None
+
+
+class _Item(Struct):
+    type: str = ""
+    id: str | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    content: list[_Part] | None = None
+    summary: list[_Part] | None = None
+    encrypted_content: str | None = None
+
+
+class _Incomplete(Struct):
+    reason: str | None = None
+
+
+class _Response(Struct):
+    status: str | None = None
+    output: list[_Item] | None = None
+    usage: _Usage | None = None
+    error: Any = None
+    incomplete_details: _Incomplete | None = None
+
+
+class _Event(Struct):
+    type: str = ""
+    delta: str | None = None
+    output_index: int | None = None
+    summary_index: int | None = None
+    item: _Item | None = None
+    response: _Response | None = None
+    error: Any = None
+    code: Any = None
+    message: str | None = None
+
+
+_event_decoder = msgspec.json.Decoder(_Event)
+_response_decoder = msgspec.json.Decoder(_Response)
+
+
+def _usage(usage: _Usage) -> Usage:
+    inp = usage.input_tokens_details or _InputDetails()
+    out = usage.output_tokens_details or _OutputDetails()
+    total = usage.total_tokens
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=total if total is not None else usage.input_tokens + usage.output_tokens,
+        input_tokens_details=InputTokensDetails(
+            cached_tokens=inp.cached_tokens or 0, cache_write_tokens=inp.cache_write_tokens or 0
+        ),
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=out.reasoning_tokens or 0),
+    )
+
+
+def _terminal(
+    response: _Response, saw_calls: bool, map_error: ErrorMapper, provider: str
+) -> list[ProviderEvent]:
+    """Usage + Finish for a finished response; raises for a failed one."""
+    status = response.status or "completed"
+    if status == "failed" or response.error is not None:
+        raise map_error(response.error or {"message": "The upstream response failed."})
+    if status not in ("completed", "incomplete"):
+        raise ProviderError(f"The provider '{provider}' ended the response with status '{status}'.")
+    events: list[ProviderEvent] = []
+    if response.usage is not None:
+        events.append(UsageReport(_usage(response.usage)))
+    reason: FinishReason = "tool_calls" if saw_calls else "stop"
+    if status == "incomplete":
+        details = response.incomplete_details
+        reason = "content_filter" if details and details.reason == "content_filter" else "length"
+    events.append(Finish(reason))
+    return events
+
+
+def _decode_response(body: bytes, provider: str) -> _Response:
+    try:
+        return _response_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ProviderError(
+            f"The provider '{provider}' sent a response body that is not a valid Responses "
+            f"object ({exc})."
+        ) from None
+
+
+def parse_response(body: bytes, *, provider: str, map_error: ErrorMapper) -> list[ProviderEvent]:
+    """The events of a whole non-stream response object, in stream order."""
+    response = _decode_response(body, provider)
+    if response.status == "failed" or response.error is not None:
+        raise map_error(response.error or {"message": "The upstream response failed."})
+    events: list[ProviderEvent] = []
+    calls = 0
+    for item in response.output or []:
+        if item.type == "reasoning":
+            text = "\n\n".join(p.text for p in item.summary or [] if p.text)
+            if text:
+                events.append(ReasoningDelta(text))
+            if item.encrypted_content:
+                events.append(ReasoningData(item.encrypted_content))
+        elif item.type == "message":
+            events.extend(TextDelta(text) for text in map(_part_text, item.content or []) if text)
+        elif item.type == "function_call":
+            events.append(
+                ToolCallDelta(
+                    index=calls,
+                    call_id=item.call_id,
+                    name=item.name,
+                    arguments=item.arguments or "",
+                )
+            )
+            calls += 1
+    return events + _terminal(response, calls > 0, map_error, provider)
+
+
+def _part_text(part: _Part) -> str:
+    if part.type == "refusal":
+        return part.refusal or ""
+    return part.text or ""
+
+
+class ResponsesStreamParser:
+    """Reads one upstream Responses stream; feed each event's data, then `finish`."""
+
+    def __init__(self, *, provider: str, map_error: ErrorMapper) -> None:
+        self._provider = provider
+        self._map_error = map_error
+        self._calls: dict[int, int] = {}  # upstream output_index -> our call index
+        self._streamed: dict[int, str] = {}  # output_index -> text/arguments streamed so far
+        self._done = False
+
+    def feed(self, data: str) -> list[ProviderEvent]:
+        try:
+            event = _event_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ProviderError(
+                f"The provider '{self._provider}' sent a stream event that is not valid JSON "
+                f"({exc})."
+            ) from None
+        kind = event.type
+        index = event.output_index if event.output_index is not None else -1
+        if kind in ("response.output_text.delta", "response.refusal.delta"):
+            return self._streamed_text(index, event.delta or "")
+        if kind in (
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_text.delta",
+            "response.reasoning.delta",
+        ):
+            return [ReasoningDelta(event.delta)] if event.delta else []
+        if kind == "response.reasoning_summary_part.added" and (event.summary_index or 0) > 0:
+            return [ReasoningDelta("\n\n")]
+        if kind == "response.output_item.added" and event.item is not None:
+            return self._item_added(index, event.item)
+        if kind == "response.function_call_arguments.delta":
+            return self._arguments(index, event.delta or "")
+        if kind == "response.output_item.done" and event.item is not None:
+            return self._item_done(index, event.item)
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self._done = True
+            response = event.response or _Response(status=kind.removeprefix("response."))
+            if kind == "response.failed":
+                response.status = "failed"
+            return _terminal(response, bool(self._calls), self._map_error, self._provider)
+        if kind == "error":
+            raise self._map_error(
+                event.error or {"code": event.code, "message": event.message or "upstream error"}
+            )
+        return []
+
+    def _streamed_text(self, index: int, delta: str) -> list[ProviderEvent]:
+        if not delta:
+            return []
+        self._streamed[index] = self._streamed.get(index, "") + delta
+        return [TextDelta(delta)]
+
+    def _item_added(self, index: int, item: _Item) -> list[ProviderEvent]:
+        if item.type != "function_call":
+            return []
+        ours = len(self._calls)
+        self._calls[index] = ours
+        self._streamed[index] = item.arguments or ""
+        return [
+            ToolCallDelta(
+                index=ours, call_id=item.call_id, name=item.name, arguments=item.arguments or ""
+            )
+        ]
+
+    def _arguments(self, index: int, delta: str) -> list[ProviderEvent]:
+        ours = self._calls.get(index)
+        if ours is None or not delta:
+            return []
+        self._streamed[index] = self._streamed.get(index, "") + delta
+        return [ToolCallDelta(index=ours, arguments=delta)]
+
+    def _item_done(self, index: int, item: _Item) -> list[ProviderEvent]:
+        """Whatever the done item holds that was not streamed (servers that only send `done`
+        items), and the reasoning state to hand back next turn."""
+        streamed = self._streamed.get(index, "")
+        if item.type == "reasoning":
+            return [ReasoningData(item.encrypted_content)] if item.encrypted_content else []
+        if item.type == "message":
+            text = "".join(_part_text(part) for part in item.content or [])
+            rest = text[len(streamed) :] if text.startswith(streamed) else ""
+            return self._streamed_text(index, rest)
+        if item.type == "function_call":
+            events: list[ProviderEvent] = []
+            if index not in self._calls:
+                events += self._item_added(index, structs.replace(item, arguments=""))
+            arguments = item.arguments or ""
+            streamed = self._streamed.get(index, "")
+            if arguments.startswith(streamed) and len(arguments) > len(streamed):
+                events += self._arguments(index, arguments[len(streamed) :])
+            return events
+        return []
+
+    @property
+    def done(self) -> bool:
+        """Whether a terminal event arrived; nothing after it matters."""
+        return self._done
+
+    def finish(self) -> list[ProviderEvent]:
+        """Called when the upstream stream ended: it must have sent a terminal event."""
+        if not self._done:
+            raise ProviderError(
+                f"The provider '{self._provider}' ended its stream before response.completed."
+            )
+        return []

@@ -1,0 +1,116 @@
+"""OpenRouter: an OpenAI-compatible upstream with its own extensions (OPENROUTER.md).
+
+What differs from a plain OpenAI-compatible server, and lives only here:
+
+- attribution headers (`HTTP-Referer`, `X-OpenRouter-Title` and the legacy `X-Title`);
+- `max_tokens` rather than `max_completion_tokens`, and `reasoning: {effort}` rather than
+  `reasoning_effort`;
+- `reasoning_details` kept from answers and sent back unchanged on the next assistant message
+  (Claude needs them to continue a tool-call turn);
+- routing extensions passed through from the client: `provider`, `models` (fallbacks; our
+  `openrouter/` prefix is stripped from them), `reasoning`, `transforms`, `plugins` and the
+  extra samplers;
+- `usage.cost` (credits) reported through `report_cost`.
+
+Errors inside a 200 (a per-choice `error`, a mid-stream error frame, `finish_reason:"error"`)
+are failures, handled by the shared parser; `: OPENROUTER PROCESSING` comments never get past
+the SSE reader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
+from xrouter.adapters.providers.openai_compatible.provider import Protocol
+from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
+from xrouter.application.ports import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+
+PASSTHROUGH_KEYS = (
+    "provider",
+    "models",
+    "route",
+    "reasoning",
+    "include_reasoning",
+    "transforms",
+    "plugins",
+    "top_k",
+    "repetition_penalty",
+    "min_p",
+    "top_a",
+    "prediction",
+    "debug",
+)
+"""Client fields OpenRouter understands that the canonical request cannot express; the
+entrypoints put them in `GenerationRequest.passthrough` when a client sends them."""
+
+OPENROUTER_DIALECT = ChatDialect(
+    max_tokens_field="max_tokens", reasoning_details=True, reasoning_object=True
+)
+
+
+def attribution_headers(*, referer: str | None = None, title: str | None = None) -> dict[str, str]:
+    """The app-attribution headers OpenRouter ranks apps by; they change no behaviour."""
+    headers: dict[str, str] = {}
+    if referer:
+        headers["HTTP-Referer"] = referer
+    if title:
+        headers["X-OpenRouter-Title"] = title
+        headers["X-Title"] = title  # the legacy name, still accepted
+    return headers
+
+
+class OpenRouterProvider(OpenAICompatibleProvider):
+    """OpenRouter over the shared transport; `protocol="responses"` uses its Responses beta."""
+
+    def __init__(
+        self,
+        transport: HttpTransport,
+        *,
+        api_key: str | None,
+        name: str = "openrouter",
+        protocol: Protocol = "chat",
+        byok: bool = False,
+        referer: str | None = None,
+        title: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        static_models: Sequence[str] = (),
+    ) -> None:
+        super().__init__(
+            name,
+            transport,
+            api_key=api_key,
+            protocol=protocol,
+            byok=byok,
+            extra_headers={
+                **attribution_headers(referer=referer, title=title),
+                **(extra_headers or {}),
+            },
+            static_models=static_models,
+            dialect=OPENROUTER_DIALECT,
+        )
+
+    def adjust_payload(self, payload: dict[str, Any], call: GenerationRequest) -> dict[str, Any]:
+        models = payload.get("models")
+        if isinstance(models, list):
+            # Clients name fallbacks as they name models here: `openrouter/<slug>`.
+            prefix = self.name + "/"
+            payload["models"] = [
+                m.removeprefix(prefix) if isinstance(m, str) else m for m in models
+            ]
+        return payload
+
+    def report_cost(self, cost: float | None, call: GenerationRequest) -> None:
+        if cost is not None:
+            log.info("openrouter call for %s cost %s credits", call.route.upstream_model, cost)
+
+
+def openrouter_settings(base_url: str = OPENROUTER_BASE_URL, **overrides: Any) -> TransportSettings:
+    """Transport settings for OpenRouter: its base URL unless told otherwise."""
+    return TransportSettings(base_url=base_url, **overrides)

@@ -1,0 +1,1270 @@
+"""The OpenAI-compatible provider: pure mappings both ways, the provider over a fake transport
+(headers, BYOK, stream vs non-stream), and the whole gateway over real HTTP against the fake
+upstream of tests/upstreams.py (client-visible answer and the exact upstream payload)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import msgspec
+import pytest
+from dependency_injector import providers
+
+from tests.conftest import LiveServer, make_container
+from tests.helpers import sse_events
+from tests.upstreams import FakeUpstream, Reply
+from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
+from xrouter.adapters.providers.openai_compatible.chat_parser import (
+    ChatStreamParser,
+    parse_completion,
+)
+from xrouter.adapters.providers.openai_compatible.chat_protocol import build_chat_payload
+from xrouter.adapters.providers.openai_compatible.responses_protocol import (
+    ResponsesStreamParser,
+    build_responses_payload,
+    parse_response,
+)
+from xrouter.adapters.providers.transport import (
+    HttpTransport,
+    SSEEvent,
+    TransportSettings,
+    UpstreamReply,
+)
+from xrouter.adapters.providers.upstream_errors import map_stream_error
+from xrouter.application.ports import CallContext, GenerationRequest
+from xrouter.domain.builder import ResponseBuilder
+from xrouter.domain.errors import (
+    GatewayError,
+    InvalidRequest,
+    ProviderError,
+    Unauthorized,
+    UpstreamRateLimited,
+)
+from xrouter.domain.models import ModelRoute
+from xrouter.domain.provider_events import (
+    Finish,
+    ProviderEvent,
+    ReasoningData,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
+from xrouter.domain.responses import (
+    FunctionCallItem,
+    InputItem,
+    InputTokensDetails,
+    MessageItem,
+    OutputTokensDetails,
+    ReasoningItem,
+    Response,
+    ResponseRequest,
+    Usage,
+)
+
+JSON = dict[str, Any]
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "strict": True,
+}
+
+
+def make_call(
+    body: JSON,
+    *,
+    passthrough: JSON | None = None,
+    context: CallContext | None = None,
+    upstream_model: str = "gpt-4o",
+) -> GenerationRequest:
+    request = msgspec.convert({"model": f"up/{upstream_model}", **body}, ResponseRequest)
+    items = (
+        [InputItem(role="user", content=request.input)]
+        if isinstance(request.input, str)
+        else request.input
+    )
+    return GenerationRequest(
+        route=ModelRoute(model=request.model, provider="up", upstream_model=upstream_model),
+        request=request,
+        items=items,
+        instructions=request.instructions,
+        passthrough=passthrough or {},
+        context=context or CallContext(),
+    )
+
+
+def mapper(error: Any) -> GatewayError:
+    return map_stream_error("up", error)
+
+
+def chunk(delta: JSON | None = None, finish: str | None = None, **extra: Any) -> str:
+    body: JSON = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    body["choices"] = (
+        [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    )
+    body.update(extra)
+    return json.dumps(body)
+
+
+def feed_all(parser: ChatStreamParser | ResponsesStreamParser, datas: list[str]) -> list[Any]:
+    events: list[Any] = []
+    for data in datas:
+        events += parser.feed(data)
+    return events + parser.finish()
+
+
+# --- canonical -> chat payload ----------------------------------------------------------------
+
+
+def test_chat_payload_full_conversation_snapshot() -> None:
+    call = make_call(
+        {
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "developer", "content": "Use metric units."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Weather here?"},
+                        {"type": "input_image", "image_url": "https://x/i.png", "detail": "low"},
+                        {"type": "input_file", "file_id": "file-1", "filename": "a.pdf"},
+                    ],
+                },
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "id": "msg_1",
+                    "content": [{"type": "output_text", "text": "Checking.", "annotations": []}],
+                },
+                {
+                    "type": "function_call",
+                    "call_id": "call_a",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Paris"}',
+                },
+                {
+                    "type": "function_call",
+                    "call_id": "call_b",
+                    "name": "get_weather",
+                    "arguments": '{"city":"Oslo"}',
+                },
+                {"type": "function_call_output", "call_id": "call_a", "output": "18C"},
+                {
+                    "type": "function_call_output",
+                    "call_id": "call_b",
+                    "output": [{"type": "input_text", "text": "4C"}],
+                },
+                {"role": "user", "content": "Thanks"},
+            ],
+            "tools": [WEATHER_TOOL, {"type": "web_search"}],
+            "tool_choice": {"type": "function", "name": "get_weather"},
+            "parallel_tool_calls": True,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "presence_penalty": 0.1,
+            "frequency_penalty": 0.3,
+            "max_output_tokens": 300,
+            "reasoning": {"effort": "low"},
+            "user": "u-1",
+            "store": True,
+            "metadata": {"k": "v"},
+        },
+        passthrough={"stop": ["\n"], "seed": 7, "logit_bias": {"50256": -100}, "model": "evil"},
+    )
+    assert build_chat_payload(call, stream=False) == {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Use metric units."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Weather here?"},
+                    {"type": "image_url", "image_url": {"url": "https://x/i.png", "detail": "low"}},
+                    {"type": "file", "file": {"file_id": "file-1", "filename": "a.pdf"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_a", "content": "18C"},
+            {"role": "tool", "tool_call_id": "call_b", "content": "4C"},
+            {"role": "user", "content": "Thanks"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Weather in a city",
+                    "parameters": WEATHER_TOOL["parameters"],
+                    "strict": True,
+                },
+            }
+        ],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": True,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.3,
+        "max_completion_tokens": 300,
+        "reasoning_effort": "low",
+        "user": "u-1",
+        "stop": ["\n"],
+        "seed": 7,
+        "logit_bias": {"50256": -100},
+    }
+
+
+def test_chat_payload_streaming_asks_for_usage_and_omits_tool_options_without_tools() -> None:
+    call = make_call({"input": "hi", "tool_choice": "required", "stream": True})
+    payload = build_chat_payload(call, stream=True)
+    assert payload == {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def test_function_calls_without_preceding_text_make_a_content_null_assistant_message() -> None:
+    call = make_call(
+        {
+            "input": [
+                {"role": "user", "content": "go"},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+                {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+            ]
+        }
+    )
+    messages = build_chat_payload(call, stream=False)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[1]["content"] is None
+    assert [c["id"] for c in messages[1]["tool_calls"]] == ["c1"]
+    assert [c["id"] for c in messages[3]["tool_calls"]] == ["c2"]
+
+
+@pytest.mark.parametrize(
+    ("text_format", "expected"),
+    [
+        ({"type": "text"}, None),
+        ({"type": "json_object"}, {"type": "json_object"}),
+        (
+            {
+                "type": "json_schema",
+                "name": "answer",
+                "schema": {"type": "object"},
+                "strict": True,
+                "description": "The answer",
+            },
+            {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "answer",
+                    "schema": {"type": "object"},
+                    "strict": True,
+                    "description": "The answer",
+                },
+            },
+        ),
+    ],
+)
+def test_text_format_becomes_response_format(text_format: JSON, expected: JSON | None) -> None:
+    payload = build_chat_payload(
+        make_call({"input": "x", "text": {"format": text_format}}), stream=False
+    )
+    assert payload.get("response_format") == expected
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        ("required", "required"),
+        ({"type": "function", "name": "f"}, {"type": "function", "function": {"name": "f"}}),
+        ({"type": "allowed_tools", "mode": "required", "tools": []}, "required"),
+    ],
+)
+def test_tool_choice_mapping(choice: Any, expected: Any) -> None:
+    call = make_call(
+        {"input": "x", "tools": [{**WEATHER_TOOL, "name": "f"}], "tool_choice": choice}
+    )
+    assert build_chat_payload(call, stream=False)["tool_choice"] == expected
+
+
+def test_dialect_chooses_max_tokens_field_and_reasoning_shape() -> None:
+    call = make_call({"input": "x", "max_output_tokens": 5, "reasoning": {"effort": "high"}})
+    dialect = ChatDialect(max_tokens_field="max_tokens", reasoning_object=True)
+    payload = build_chat_payload(call, stream=False, dialect=dialect)
+    assert payload["max_tokens"] == 5
+    assert "max_completion_tokens" not in payload
+    assert payload["reasoning"] == {"effort": "high"}
+    assert "reasoning_effort" not in payload
+
+
+def test_reasoning_items_are_dropped_unless_the_dialect_sends_details_back() -> None:
+    details = [{"type": "reasoning.encrypted", "data": "abc", "format": "x", "index": 0}]
+    call = make_call(
+        {
+            "input": [
+                {"role": "user", "content": "q"},
+                {
+                    "type": "reasoning",
+                    "id": "rs_1",
+                    "summary": [],
+                    "encrypted_content": json.dumps(details),
+                },
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            ]
+        }
+    )
+    plain = build_chat_payload(call, stream=False)["messages"]
+    assert "reasoning_details" not in plain[1]
+    sent = build_chat_payload(call, stream=False, dialect=ChatDialect(reasoning_details=True))
+    assert sent["messages"][1]["reasoning_details"] == details
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "input_image", "file_id": "file-1"},
+        {"type": "input_file", "file_url": "https://x/a.pdf"},
+        {"type": "input_audio", "data": "..."},
+    ],
+)
+def test_parts_chat_cannot_carry_are_a_clear_400(part: JSON) -> None:
+    call = make_call({"input": [{"role": "user", "content": [part]}]})
+    with pytest.raises(InvalidRequest) as info:
+        build_chat_payload(call, stream=False)
+    assert info.value.param is not None and info.value.param.startswith("input[0].content[0]")
+
+
+# --- chat answers -> events -----------------------------------------------------------------------
+
+
+def test_parse_completion_with_reasoning_parallel_calls_and_usage() -> None:
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me check.",
+                    "reasoning_content": "The user wants weather.",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"A"}'},
+                        },
+                        {
+                            "id": "call_2",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"B"}'},
+                        },
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 20,
+            "completion_tokens": 10,
+            "total_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 8},
+            "completion_tokens_details": {"reasoning_tokens": 4},
+        },
+    }
+    parsed = parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper)
+    assert parsed.events == [
+        ReasoningDelta("The user wants weather."),
+        TextDelta("Let me check."),
+        ToolCallDelta(index=0, call_id="call_1", name="get_weather", arguments='{"city":"A"}'),
+        ToolCallDelta(index=1, call_id="call_2", name="get_weather", arguments='{"city":"B"}'),
+        UsageReport(
+            Usage(
+                input_tokens=20,
+                output_tokens=10,
+                total_tokens=30,
+                input_tokens_details=InputTokensDetails(cached_tokens=8),
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=4),
+            )
+        ),
+        Finish("tool_calls"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "calls", "expected"),
+    [
+        ("stop", False, "stop"),
+        ("length", False, "length"),
+        ("content_filter", False, "content_filter"),
+        ("tool_calls", True, "tool_calls"),
+        ("function_call", False, "tool_calls"),
+        ("stop", True, "tool_calls"),  # vLLM / Ollama answer calls with "stop"
+        (None, False, "stop"),
+        ("eos", False, "stop"),
+    ],
+)
+def test_every_finish_reason(raw: str | None, calls: bool, expected: str) -> None:
+    message: JSON = {"role": "assistant", "content": "x"}
+    if calls:
+        message["tool_calls"] = [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]
+    body = {"choices": [{"index": 0, "message": message, "finish_reason": raw}]}
+    events = parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper).events
+    assert events[-1] == Finish(expected)  # type: ignore[arg-type]
+
+
+def test_error_inside_a_200_completion_is_a_failure() -> None:
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": ""},
+                "finish_reason": "error",
+                "error": {"code": 429, "message": "Upstream rate limited"},
+            }
+        ]
+    }
+    with pytest.raises(UpstreamRateLimited, match="Upstream rate limited"):
+        parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"choices": []}', b'{"error": {"message": "boom", "code": "server_error"}}'],
+)
+def test_unusable_completion_bodies_fail(body: bytes) -> None:
+    with pytest.raises(ProviderError):
+        parse_completion(body, provider="up", map_error=mapper)
+
+
+def test_chat_stream_text_reasoning_usage_and_finish_order() -> None:
+    parser = ChatStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            chunk({"role": "assistant", "content": ""}),
+            chunk({"reasoning_content": "Think"}),
+            chunk({"reasoning": "ing."}),
+            chunk({"content": "Hel"}),
+            chunk({"content": "lo"}),
+            chunk({}, "length"),
+            chunk(
+                None,
+                usage={
+                    "prompt_tokens": 3,
+                    "completion_tokens": 2,
+                    "total_tokens": 5,
+                    "prompt_tokens_details": None,
+                },
+            ),
+        ],
+    )
+    assert events == [
+        ReasoningDelta("Think"),
+        ReasoningDelta("ing."),
+        TextDelta("Hel"),
+        TextDelta("lo"),
+        UsageReport(Usage(input_tokens=3, output_tokens=2, total_tokens=5)),
+        Finish("length"),
+    ]
+
+
+def test_chat_stream_parallel_tool_calls_keyed_by_index() -> None:
+    parser = ChatStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                                   "function": {"name": "f", "arguments": ""}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"x":'}}]}),
+            chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                                   "function": {"name": "g", "arguments": ""}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
+            chunk({}, "tool_calls"),
+        ],
+    )  # fmt: skip
+    assert events == [
+        ToolCallDelta(index=0, call_id="call_a", name="f"),
+        ToolCallDelta(index=0, arguments='{"x":'),
+        ToolCallDelta(index=1, call_id="call_b", name="g"),
+        ToolCallDelta(index=0, arguments="1}"),
+        ToolCallDelta(index=1, arguments="{}"),
+        Finish("tool_calls"),
+    ]
+
+
+def test_chat_stream_tolerates_resent_ids_missing_indexes_and_reused_index() -> None:
+    parser = ChatStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            # id resent on every delta
+            chunk({"tool_calls": [{"index": 0, "id": "a",
+                                   "function": {"name": "f", "arguments": "{"}}]}),
+            chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"arguments": "}"}}]}),
+            # a second call that reuses index 0 with a new id
+            chunk({"tool_calls": [{"index": 0, "id": "b",
+                                   "function": {"name": "g", "arguments": ""}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": "[]"}}]}),
+            # no index at all
+            chunk({"tool_calls": [{"id": "c", "function": {"name": "h", "arguments": ""}}]}),
+            chunk({"tool_calls": [{"function": {"arguments": "1"}}]}),
+            chunk({}, "stop"),
+        ],
+    )  # fmt: skip
+    assert events == [
+        ToolCallDelta(index=0, call_id="a", name="f", arguments="{"),
+        ToolCallDelta(index=0, arguments="}"),
+        ToolCallDelta(index=1, call_id="b", name="g"),
+        ToolCallDelta(index=1, arguments="[]"),
+        ToolCallDelta(index=2, call_id="c", name="h"),
+        ToolCallDelta(index=2, arguments="1"),
+        Finish("tool_calls"),
+    ]
+
+
+def test_chat_stream_without_finish_reason_finishes_with_stop() -> None:
+    parser = ChatStreamParser(provider="up", map_error=mapper)
+    assert feed_all(parser, [chunk({"content": "hi"})]) == [TextDelta("hi"), Finish("stop")]
+
+
+def test_chat_stream_error_frame_raises_the_mapped_error() -> None:
+    parser = ChatStreamParser(provider="up", map_error=mapper)
+    parser.feed(chunk({"content": "partial"}))
+    with pytest.raises(GatewayError) as info:
+        parser.feed(json.dumps({"error": {"message": "context too long",
+                                          "code": "context_length_exceeded"}}))  # fmt: skip
+    assert isinstance(info.value, InvalidRequest)
+    assert "context too long" in info.value.message
+
+
+# --- Responses upstream ------------------------------------------------------------------------
+
+
+def test_responses_payload_snapshot() -> None:
+    call = make_call(
+        {
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "user", "content": "hi", "id": "msg_client"},
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "enc"},
+                {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text",
+                                                                  "text": "bare"}]},
+                {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f",
+                 "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+            ],
+            "tools": [WEATHER_TOOL, {"type": "web_search"}],
+            "tool_choice": "required",
+            "text": {"format": {"type": "json_object"}},
+            "reasoning": {"effort": "high", "summary": "auto"},
+            "max_output_tokens": 64,
+            "temperature": 0.5,
+            "include": ["reasoning.encrypted_content"],
+        },
+        passthrough={"stop": ["x"], "seed": 1},
+    )  # fmt: skip
+    assert build_responses_payload(call, stream=True) == {
+        "model": "gpt-4o",
+        "input": [
+            {"type": "message", "role": "user", "content": "hi"},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "enc"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        ],
+        "store": False,
+        "stream": True,
+        "instructions": "Be brief.",
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",
+        "parallel_tool_calls": True,
+        "text": {"format": {"type": "json_object"}, "verbosity": "medium"},
+        "reasoning": {"effort": "high", "summary": "auto"},
+        "max_output_tokens": 64,
+        "temperature": 0.5,
+        "include": ["reasoning.encrypted_content"],
+    }
+
+
+def rsp_event(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields})
+
+
+RESPONSES_USAGE = {
+    "input_tokens": 10,
+    "output_tokens": 6,
+    "total_tokens": 16,
+    "input_tokens_details": {"cached_tokens": 2},
+    "output_tokens_details": {"reasoning_tokens": 3},
+}
+EXPECTED_USAGE = Usage(
+    input_tokens=10,
+    output_tokens=6,
+    total_tokens=16,
+    input_tokens_details=InputTokensDetails(cached_tokens=2),
+    output_tokens_details=OutputTokensDetails(reasoning_tokens=3),
+)
+
+
+def test_responses_stream_events() -> None:
+    parser = ResponsesStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            rsp_event("response.created", response={"status": "in_progress"}),
+            rsp_event("response.output_item.added", output_index=0,
+                      item={"type": "reasoning", "id": "rs_u", "summary": []}),
+            rsp_event("response.reasoning_summary_text.delta", output_index=0, delta="Hmm"),
+            rsp_event("response.reasoning_summary_part.added", output_index=0, summary_index=1),
+            rsp_event("response.reasoning_summary_text.delta", output_index=0, delta="ok"),
+            rsp_event("response.output_item.done", output_index=0,
+                      item={"type": "reasoning", "id": "rs_u", "encrypted_content": "ENC"}),
+            rsp_event("response.output_item.added", output_index=1,
+                      item={"type": "function_call", "call_id": "c1", "name": "f",
+                            "arguments": ""}),
+            rsp_event("response.function_call_arguments.delta", output_index=1, delta='{"a"'),
+            rsp_event("response.output_item.added", output_index=2,
+                      item={"type": "function_call", "call_id": "c2", "name": "g",
+                            "arguments": ""}),
+            rsp_event("response.function_call_arguments.delta", output_index=2, delta="{}"),
+            rsp_event("response.function_call_arguments.delta", output_index=1, delta=":1}"),
+            rsp_event("response.output_item.done", output_index=1,
+                      item={"type": "function_call", "call_id": "c1", "name": "f",
+                            "arguments": '{"a":1}'}),
+            rsp_event("response.completed",
+                      response={"status": "completed", "usage": RESPONSES_USAGE}),
+        ],
+    )  # fmt: skip
+    assert events == [
+        ReasoningDelta("Hmm"),
+        ReasoningDelta("\n\n"),
+        ReasoningDelta("ok"),
+        ReasoningData("ENC"),
+        ToolCallDelta(index=0, call_id="c1", name="f"),
+        ToolCallDelta(index=0, arguments='{"a"'),
+        ToolCallDelta(index=1, call_id="c2", name="g"),
+        ToolCallDelta(index=1, arguments="{}"),
+        ToolCallDelta(index=0, arguments=":1}"),
+        UsageReport(EXPECTED_USAGE),
+        Finish("tool_calls"),
+    ]
+    assert parser.done
+
+
+def test_responses_stream_fills_in_items_a_server_only_sent_as_done() -> None:
+    parser = ResponsesStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            rsp_event("response.output_item.done", output_index=0,
+                      item={"type": "message", "content": [{"type": "output_text",
+                                                            "text": "Hello"}]}),
+            rsp_event("response.output_item.done", output_index=1,
+                      item={"type": "function_call", "call_id": "c", "name": "f",
+                            "arguments": "{}"}),
+            rsp_event("response.completed", response={"status": "completed"}),
+        ],
+    )  # fmt: skip
+    assert events == [
+        TextDelta("Hello"),
+        ToolCallDelta(index=0, call_id="c", name="f"),
+        ToolCallDelta(index=0, arguments="{}"),
+        Finish("tool_calls"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"), [("max_output_tokens", "length"), ("content_filter", "content_filter")]
+)
+def test_responses_incomplete_finishes_by_reason(reason: str, expected: str) -> None:
+    parser = ResponsesStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            rsp_event("response.output_text.delta", output_index=0, delta="Hi"),
+            rsp_event(
+                "response.incomplete",
+                response={"status": "incomplete", "incomplete_details": {"reason": reason}},
+            ),
+        ],
+    )
+    assert events == [TextDelta("Hi"), Finish(expected)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        rsp_event(
+            "response.failed",
+            response={"status": "failed", "error": {"code": "rate_limit_exceeded",
+                                                    "message": "slow down"}},
+        ),
+        rsp_event("error", error={"type": "x", "code": "rate_limit_exceeded",
+                                  "message": "slow down"}),
+    ],
+)  # fmt: skip
+def test_responses_failures_raise(data: str) -> None:
+    parser = ResponsesStreamParser(provider="up", map_error=mapper)
+    with pytest.raises(UpstreamRateLimited, match="slow down"):
+        parser.feed(data)
+
+
+def test_responses_stream_cut_before_completed_fails() -> None:
+    parser = ResponsesStreamParser(provider="up", map_error=mapper)
+    parser.feed(rsp_event("response.output_text.delta", output_index=0, delta="Hi"))
+    with pytest.raises(ProviderError, match=r"before response\.completed"):
+        parser.finish()
+
+
+def test_parse_whole_response_object() -> None:
+    body = {
+        "id": "resp_u",
+        "object": "response",
+        "status": "completed",
+        "output": [
+            {
+                "type": "reasoning",
+                "id": "rs_u",
+                "summary": [{"type": "summary_text", "text": "Plan"}],
+                "encrypted_content": "ENC",
+            },
+            {
+                "type": "message",
+                "id": "msg_u",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Done.", "annotations": []}],
+            },
+            {"type": "function_call", "id": "fc", "call_id": "c1", "name": "f", "arguments": "{}"},
+        ],
+        "usage": RESPONSES_USAGE,
+    }
+    assert parse_response(json.dumps(body).encode(), provider="up", map_error=mapper) == [
+        ReasoningDelta("Plan"),
+        ReasoningData("ENC"),
+        TextDelta("Done."),
+        ToolCallDelta(index=0, call_id="c1", name="f", arguments="{}"),
+        UsageReport(EXPECTED_USAGE),
+        Finish("tool_calls"),
+    ]
+
+
+# --- the builder keeps opaque reasoning state ---------------------------------------------------
+
+
+def test_builder_records_reasoning_data_on_the_reasoning_item() -> None:
+    counter = iter(range(100))
+    builder = ResponseBuilder(
+        Response(id="resp_1", created_at=0, status="in_progress", model="m"),
+        lambda prefix: f"{prefix}_{next(counter)}",
+    )
+    builder.start()
+    for event in [ReasoningDelta("why"), ReasoningData('[{"type":"x"}]'), TextDelta("ok")]:
+        builder.feed(event)
+    builder.close_items()
+    final = builder.complete(Usage(input_tokens=1, output_tokens=1, total_tokens=2), 0).response
+    reasoning, message = final.output
+    assert isinstance(reasoning, ReasoningItem) and isinstance(message, MessageItem)
+    assert reasoning.encrypted_content == '[{"type":"x"}]'  # round-trips through the client
+    assert not any(isinstance(item, FunctionCallItem) for item in final.output)
+
+
+# --- the provider over a fake transport ----------------------------------------------------------
+
+
+class FakeTransport:
+    """Records calls; answers with canned bodies or SSE data."""
+
+    def __init__(self, *, content: bytes = b"", events: list[str] | None = None) -> None:
+        self.content = content
+        self.events = events or []
+        self.calls: list[tuple[str, str, JSON, dict[str, str], bool]] = []
+        self.closed = False
+
+    async def post_json(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, byok: bool = False
+    ) -> UpstreamReply:
+        self.calls.append(("POST", path, json.loads(body), dict(headers), byok))
+        return UpstreamReply(200, {}, self.content)  # type: ignore[arg-type]
+
+    async def stream_events(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, byok: bool = False
+    ) -> AsyncIterator[SSEEvent]:
+        self.calls.append(("STREAM", path, json.loads(body), dict(headers), byok))
+        try:
+            for data in self.events:
+                yield SSEEvent(None, data)
+        finally:
+            self.closed = True
+
+    async def get_json(self, path: str, headers: Mapping[str, str], *, byok: bool = False) -> Any:
+        self.calls.append(("GET", path, {}, dict(headers), byok))
+        return {"object": "list", "data": [{"id": "gpt-4o", "owned_by": "openai", "created": 5}]}
+
+
+def provider_over(transport: FakeTransport, **kwargs: Any) -> OpenAICompatibleProvider:
+    kwargs.setdefault("api_key", "sk-test")
+    return OpenAICompatibleProvider("up", transport, **kwargs)  # type: ignore[arg-type]
+
+
+async def collect(provider: OpenAICompatibleProvider, call: GenerationRequest) -> list[Any]:
+    return [event async for event in provider.stream(call)]
+
+
+COMPLETION = json.dumps(
+    {"choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]}
+).encode()
+
+
+async def test_provider_sends_key_traceparent_and_extra_headers() -> None:
+    transport = FakeTransport(content=COMPLETION)
+    provider = provider_over(transport, extra_headers={"X-Extra": "1"})
+    context = CallContext(client_token="client-token", traceparent="00-abc-def-01")
+    events = await collect(provider, make_call({"input": "hi"}, context=context))
+    assert events == [TextDelta("hi"), Finish("stop")]
+    method, path, _, headers, byok = transport.calls[0]
+    assert (method, path, byok) == ("POST", "/chat/completions", False)
+    assert headers == {
+        "X-Extra": "1",
+        "Authorization": "Bearer sk-test",
+        "traceparent": "00-abc-def-01",
+    }
+
+
+async def test_byok_forwards_the_client_token_never_the_configured_key() -> None:
+    transport = FakeTransport(content=COMPLETION)
+    provider = provider_over(transport, byok=True)
+    await collect(provider, make_call({"input": "hi"}, context=CallContext(client_token="mine")))
+    assert transport.calls[0][3]["Authorization"] == "Bearer mine"
+    assert transport.calls[0][4] is True
+    with pytest.raises(Unauthorized):
+        await collect(provider, make_call({"input": "hi"}))
+    assert len(transport.calls) == 1
+
+
+async def test_provider_streams_chat_and_closes_the_upstream_stream() -> None:
+    transport = FakeTransport(events=[chunk({"content": "a"}), chunk({"content": "b"}, "stop")])
+    provider = provider_over(transport)
+    events = await collect(provider, make_call({"input": "hi", "stream": True}))
+    assert events == [TextDelta("a"), TextDelta("b"), Finish("stop")]
+    assert transport.calls[0][0:2] == ("STREAM", "/chat/completions")
+    assert transport.calls[0][2]["stream"] is True
+    assert transport.closed
+
+
+async def test_provider_stops_reading_a_responses_stream_at_its_terminal_event() -> None:
+    transport = FakeTransport(
+        events=[
+            rsp_event("response.output_text.delta", output_index=0, delta="a"),
+            rsp_event("response.completed", response={"status": "completed"}),
+            "this is never parsed",
+        ]
+    )
+    provider = provider_over(transport, protocol="responses")
+    events = await collect(provider, make_call({"input": "hi", "stream": True}))
+    assert events == [TextDelta("a"), Finish("stop")]
+    assert transport.calls[0][1] == "/responses"
+    assert transport.closed
+
+
+async def test_discovery_prefixes_ids_and_static_models_are_separate() -> None:
+    transport = FakeTransport()
+    provider = provider_over(transport, static_models=["local-model"])
+    assert [m.id for m in provider.static_models()] == ["up/local-model"]
+    models = await provider.list_models()
+    assert [(m.id, m.owned_by, m.created) for m in models] == [("up/gpt-4o", "openai", 5)]
+    assert transport.calls[0][1] == "/models"
+    assert transport.calls[0][3]["Authorization"] == "Bearer sk-test"
+    assert provider.knows_model("anything/at-all")
+
+
+def test_events_type_is_exhaustive() -> None:
+    # Every event a parser yields is one the builder understands.
+    kinds: tuple[type[ProviderEvent], ...] = (
+        TextDelta, ReasoningDelta, ReasoningData, ToolCallDelta, UsageReport, Finish,
+    )  # fmt: skip
+    assert set(ProviderEvent.__args__) == set(kinds)  # type: ignore[attr-defined]
+
+
+# --- the gateway over real HTTP against the fake upstream ---------------------------------------
+
+
+def gateway(serve_with: Any, upstream: FakeUpstream, **kwargs: Any) -> LiveServer:
+    transport = HttpTransport("up", TransportSettings(base_url=upstream.base_url, max_retries=0))
+    kwargs.setdefault("api_key", "sk-test")
+    provider = OpenAICompatibleProvider("up", transport, **kwargs)
+    container = make_container()
+    container.model_providers.override(providers.Object([provider]))
+    return serve_with(container=container)
+
+
+def upstream_bodies(upstream: FakeUpstream, path: str) -> list[JSON]:
+    return [request.json for request in upstream.requests(path)]
+
+
+CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
+TOOLS = [{**WEATHER_TOOL, "strict": None}]
+CHAT_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": WEATHER_TOOL["parameters"],
+        },
+    }
+]
+
+
+def upstream_chunk(delta: JSON, finish: str | None = None) -> JSON:
+    return {
+        "id": "chatcmpl-up",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+PARALLEL_CALL_FRAMES: list[Any] = [
+    upstream_chunk({"role": "assistant", "content": None}),
+    upstream_chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": ""}}]}),
+    upstream_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}),
+    upstream_chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": ""}}]}),
+    upstream_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+    upstream_chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"city":"Oslo"}'}}]}),
+    upstream_chunk({}, "tool_calls"),
+    b": keep-alive comment\n\n",
+    {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test",
+     "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
+                              "prompt_tokens_details": {"cached_tokens": 4},
+                              "completion_tokens_details": {"reasoning_tokens": 0}}},
+]  # fmt: skip
+
+PARALLEL_CALL_COMPLETION = {
+    "id": "chatcmpl-up",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-test",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_a", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+                    {"id": "call_b", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+                ],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+}  # fmt: skip
+
+
+def function_calls(output: list[JSON]) -> list[tuple[str, str, str]]:
+    return [
+        (item["call_id"], item["name"], item["arguments"])
+        for item in output
+        if item["type"] == "function_call"
+    ]
+
+
+EXPECTED_CALLS = [
+    ("call_a", "get_weather", '{"city":"Paris"}'),
+    ("call_b", "get_weather", '{"city":"Oslo"}'),
+]
+
+
+def test_responses_non_stream_over_chat_upstream(serve_with: Any, upstream: FakeUpstream) -> None:
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        reply = client.post(
+            "/v1/responses",
+            json={"model": "up/gpt-test", "input": "hello there", "instructions": "Be kind."},
+            headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == "completed"
+    assert body["model"] == "up/gpt-test"
+    assert body["output"][0]["content"][0]["text"] == "hello there"
+    # the upstream's own usage wins over the gateway's count
+    assert body["usage"]["input_tokens"] == 4 and body["usage"]["output_tokens"] == 2
+    (request,) = upstream.requests(CHAT_PATH)
+    assert request.json == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "hello there"},
+        ],
+    }
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert request.headers["traceparent"].startswith("00-0af7651916cd43dd")
+
+
+def test_responses_stream_over_chat_upstream(serve_with: Any, upstream: FakeUpstream) -> None:
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        reply = client.post(
+            "/v1/responses", json={"model": "up/gpt-test", "input": "one two three", "stream": True}
+        )
+    assert reply.status_code == 200
+    events, _ = sse_events(reply.text)
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == ["one ", "two ", "three"]
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["usage"]["total_tokens"] == 6
+    assert upstream_bodies(upstream, CHAT_PATH) == [
+        {
+            "model": "gpt-test",
+            "messages": [{"role": "user", "content": "one two three"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    ]
+
+
+def test_chat_client_stream_and_non_stream(serve_with: Any, upstream: FakeUpstream) -> None:
+    server = gateway(serve_with, upstream)
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "hi you"}]
+    with server.client() as client:
+        whole = client.post(
+            "/v1/chat/completions",
+            json={"model": "up/gpt-test", "messages": messages, "seed": 3, "stop": ["x"],
+                  "max_completion_tokens": 50},
+        )  # fmt: skip
+        streamed = client.post(
+            "/v1/chat/completions",
+            json={"model": "up/gpt-test", "messages": messages, "stream": True},
+        )
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["choices"][0]["message"]["content"] == "hi you"
+    assert whole.json()["choices"][0]["finish_reason"] == "stop"
+    chunks, others = sse_events(streamed.text)
+    assert (
+        "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        == "hi you"
+    )
+    assert others == ["[DONE]"]
+    assert upstream_bodies(upstream, CHAT_PATH) == [
+        {"model": "gpt-test", "messages": messages, "max_completion_tokens": 50,
+         "stop": ["x"], "seed": 3},
+        {"model": "gpt-test", "messages": messages, "stream": True,
+         "stream_options": {"include_usage": True}},
+    ]  # fmt: skip
+
+
+def test_parallel_tool_calls_streamed_to_a_responses_client(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    upstream.script(CHAT_PATH, Reply.sse(PARALLEL_CALL_FRAMES))
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        reply = client.post(
+            "/v1/responses",
+            json={"model": "up/gpt-test", "input": "weather?", "tools": TOOLS, "stream": True},
+        )
+    events, _ = sse_events(reply.text)
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert function_calls(done) == EXPECTED_CALLS
+    final = events[-1]["response"]
+    assert final["status"] == "completed"
+    assert function_calls(final["output"]) == EXPECTED_CALLS
+    assert final["usage"]["input_tokens_details"]["cached_tokens"] == 4
+    (body,) = upstream_bodies(upstream, CHAT_PATH)
+    assert body["tools"] == CHAT_TOOLS
+    assert body["tool_choice"] == "auto"
+    assert body["parallel_tool_calls"] is True
+
+
+def test_parallel_tool_calls_to_a_chat_client_and_the_next_turn(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    upstream.script(CHAT_PATH, Reply.json(PARALLEL_CALL_COMPLETION))
+    server = gateway(serve_with, upstream)
+    messages: list[JSON] = [{"role": "user", "content": "weather?"}]
+    with server.client() as client:
+        first = client.post(
+            "/v1/chat/completions",
+            json={"model": "up/gpt-test", "messages": messages, "tools": CHAT_TOOLS},
+        )
+        assert first.status_code == 200, first.text
+        choice = first.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        calls = choice["message"]["tool_calls"]
+        assert [(c["id"], c["function"]["arguments"]) for c in calls] == [
+            ("call_a", '{"city":"Paris"}'),
+            ("call_b", '{"city":"Oslo"}'),
+        ]
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "call_a", "content": "18C"},
+            {"role": "tool", "tool_call_id": "call_b", "content": "4C"},
+        ]
+        second = client.post(
+            "/v1/chat/completions",
+            json={"model": "up/gpt-test", "messages": messages, "tools": CHAT_TOOLS,
+                  "stream": True},
+        )  # fmt: skip
+    assert second.status_code == 200
+    _, second_turn = upstream_bodies(upstream, CHAT_PATH)
+    assert second_turn["messages"] == [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_a", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+                {"id": "call_b", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_a", "content": "18C"},
+        {"role": "tool", "tool_call_id": "call_b", "content": "4C"},
+    ]  # fmt: skip
+
+
+def test_mid_stream_error_frame_fails_the_response(serve_with: Any, upstream: FakeUpstream) -> None:
+    upstream.script(
+        CHAT_PATH,
+        Reply.sse(
+            [upstream_chunk({"content": "partial "}),
+             {"error": {"message": "Provider went away", "code": 502}}],
+            done=False,
+        ),
+    )  # fmt: skip
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        reply = client.post(
+            "/v1/responses", json={"model": "up/gpt-test", "input": "x", "stream": True}
+        )
+    events, _ = sse_events(reply.text)
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert "Provider went away" in events[-1]["response"]["error"]["message"]
+
+
+def test_upstream_404_is_model_not_found(serve_with: Any, upstream: FakeUpstream) -> None:
+    upstream.script(
+        CHAT_PATH, Reply.error(404, "The model `nope` does not exist", code="model_not_found")
+    )
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        reply = client.post("/v1/responses", json={"model": "up/nope", "input": "x"})
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "model_not_found"
+
+
+def test_byok_gateway_forwards_the_client_key(serve_with: Any, upstream: FakeUpstream) -> None:
+    server = gateway(serve_with, upstream, api_key="sk-operator", byok=True)
+    with server.client() as client:
+        reply = client.post(
+            "/v1/responses",
+            json={"model": "up/gpt-test", "input": "x"},
+            headers={"Authorization": "Bearer sk-client-key"},
+        )
+    assert reply.status_code == 200, reply.text
+    (request,) = upstream.requests(CHAT_PATH)
+    assert request.headers["authorization"] == "Bearer sk-client-key"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_upstream(serve_with: Any, upstream: FakeUpstream, stream: bool) -> None:
+    server = gateway(serve_with, upstream, protocol="responses")
+    with server.client() as client:
+        reply = client.post(
+            "/v1/responses",
+            json={"model": "up/gpt-test", "input": "alpha beta", "instructions": "I",
+                  "max_output_tokens": 20, "stream": stream},
+        )  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    if stream:
+        events, _ = sse_events(reply.text)
+        final = events[-1]["response"]
+        assert events[-1]["type"] == "response.completed"
+    else:
+        final = reply.json()
+    assert final["output"][-1]["content"][0]["text"] == "alpha beta"
+    assert final["usage"]["output_tokens"] == 2
+    assert upstream_bodies(upstream, RESPONSES_PATH) == [
+        {"model": "gpt-test", "input": [{"type": "message", "role": "user",
+                                         "content": "alpha beta"}],
+         "store": False, "stream": stream, "instructions": "I", "max_output_tokens": 20},
+    ]  # fmt: skip
+
+
+def test_chat_client_over_responses_upstream_with_parallel_calls(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    frames = [
+        {"type": "response.created", "response": {"status": "in_progress"}},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"type": "function_call", "id": "fc_1", "call_id": "call_a",
+                  "name": "get_weather", "arguments": ""}},
+        {"type": "response.output_item.added", "output_index": 1,
+         "item": {"type": "function_call", "id": "fc_2", "call_id": "call_b",
+                  "name": "get_weather", "arguments": ""}},
+        {"type": "response.function_call_arguments.delta", "output_index": 0,
+         "delta": '{"city":"Paris"}'},
+        {"type": "response.function_call_arguments.delta", "output_index": 1,
+         "delta": '{"city":"Oslo"}'},
+        {"type": "response.completed", "response": {"status": "completed", "usage": {
+            "input_tokens": 5, "output_tokens": 7, "total_tokens": 12}}},
+    ]  # fmt: skip
+    upstream.script(RESPONSES_PATH, Reply.sse(frames, done=False))
+    server = gateway(serve_with, upstream, protocol="responses")
+    with server.client() as client:
+        reply = client.post(
+            "/v1/chat/completions",
+            json={"model": "up/gpt-test", "messages": [{"role": "user", "content": "w?"}],
+                  "tools": CHAT_TOOLS, "stream": True,
+                  "stream_options": {"include_usage": True}},
+        )  # fmt: skip
+    chunks, _ = sse_events(reply.text)
+    arguments: dict[int, str] = {}
+    for chunk_body in chunks:
+        for choice in chunk_body["choices"]:
+            for call in choice["delta"].get("tool_calls") or []:
+                arguments[call["index"]] = arguments.get(call["index"], "") + (
+                    call["function"].get("arguments") or ""
+                )
+    assert arguments == {0: '{"city":"Paris"}', 1: '{"city":"Oslo"}'}
+    assert chunks[-1]["usage"]["total_tokens"] == 12
+    (body,) = upstream_bodies(upstream, RESPONSES_PATH)
+    assert body["tools"] == [
+        {"type": "function", "name": "get_weather", "description": "Weather in a city",
+         "parameters": WEATHER_TOOL["parameters"]}
+    ]  # fmt: skip
