@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bin=.venv/bin
-echo "== ruff format --check"; "$bin/ruff" format --check src tests bench
-echo "== ruff check";          "$bin/ruff" check src tests bench
+paths=(src tests)
+[ -d bench ] && paths+=(bench)
+echo "== ruff format --check"; "$bin/ruff" format --check "${paths[@]}"
+echo "== ruff check";          "$bin/ruff" check "${paths[@]}"
 echo "== mypy";                "$bin/mypy"
 echo "== import contracts";    "$bin/lint-imports"
 echo "== pytest";              "$bin/pytest" "$@"
