@@ -398,7 +398,7 @@ def test_parse_completion_with_reasoning_parallel_calls_and_usage() -> None:
         },
     }
     parsed = parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper)
-    assert parsed.events == [
+    assert parsed == [
         ReasoningDelta("The user wants weather."),
         TextDelta("Let me check."),
         ToolCallDelta(index=0, call_id="call_1", name="get_weather", arguments='{"city":"A"}'),
@@ -434,7 +434,7 @@ def test_every_finish_reason(raw: str | None, calls: bool, expected: str) -> Non
     if calls:
         message["tool_calls"] = [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]
     body = {"choices": [{"index": 0, "message": message, "finish_reason": raw}]}
-    events = parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper).events
+    events = parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper)
     assert events[-1] == Finish(expected)  # type: ignore[arg-type]
 
 

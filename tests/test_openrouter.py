@@ -4,7 +4,6 @@ inside a 200, and the whole gateway against the fake upstream at OpenRouter's ba
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import pytest
@@ -172,9 +171,7 @@ def test_completion_reasoning_details_and_cost() -> None:
             "completion_tokens_details": {"reasoning_tokens": 4},
         },
     }  # fmt: skip
-    parsed = parse_completion(json.dumps(body).encode(), provider="openrouter", map_error=mapper)
-    assert parsed.cost == 0.00042
-    events = parsed.events
+    events = parse_completion(json.dumps(body).encode(), provider="openrouter", map_error=mapper)
     assert events[:3] == [
         ReasoningDelta("Need the weather."),
         ReasoningData(json.dumps(DETAILS, separators=(",", ":"))),
@@ -184,6 +181,7 @@ def test_completion_reasoning_details_and_cost() -> None:
     assert isinstance(usage, UsageReport)
     assert usage.usage.input_tokens_details.cache_write_tokens == 2
     assert usage.usage.output_tokens_details.reasoning_tokens == 4
+    assert usage.cost == 0.00042  # for the usage sink, not the wire
     assert events[4] == Finish("tool_calls")
 
 
@@ -243,8 +241,8 @@ def test_error_finish_reason_and_per_choice_error_are_failures() -> None:
 # --- over real HTTP -------------------------------------------------------------------------------
 
 
-async def test_provider_sends_headers_and_passthrough_and_logs_cost(
-    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+async def test_provider_sends_headers_and_passthrough_and_reports_cost(
+    upstream: FakeUpstream,
 ) -> None:
     upstream.script(
         CHAT_PATH,
@@ -259,12 +257,11 @@ async def test_provider_sends_headers_and_passthrough_and_logs_cost(
     )  # fmt: skip
     provider = openrouter_over(upstream, referer="https://app.example", title="My App")
     call = or_call({"input": "hi"}, passthrough={"provider": {"sort": "price"}})
-    with caplog.at_level(logging.INFO):
-        events = [event async for event in provider.stream(call)]
+    events = [event async for event in provider.stream(call)]
     await provider.aclose()
     assert events[0] == TextDelta("ok")
     assert events[-1] == Finish("stop")
-    assert "0.25" in caplog.text
+    assert [e.cost for e in events if isinstance(e, UsageReport)] == [0.25]
     (request,) = upstream.requests(CHAT_PATH)
     assert request.json == {
         "model": "anthropic/claude-sonnet-4",

@@ -226,3 +226,13 @@ async def test_shutdown_cancels_long_generation_into_a_failed_state() -> None:
         await execution.result()
     assert actions(harness.listener, "s")[-2:] == [Action.PROVIDER_FAIL, Action.RECORD_USAGE]
     assert harness.engine.inflight == 0
+
+
+async def test_provider_reported_cost_reaches_the_usage_sink() -> None:
+    reported = Usage(input_tokens=1, output_tokens=1, total_tokens=2)
+    harness = build_harness(
+        ScriptedProvider([TextDelta("hi"), UsageReport(reported, cost=0.25), Finish()])
+    )
+    await harness.create.run(request(), request_id="c")
+    (record,) = harness.usage.for_request("c")
+    assert record.cost == 0.25

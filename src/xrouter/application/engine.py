@@ -419,7 +419,7 @@ class ExecutionEngine:
             usage = await self._usage(builder, input_tokens)
             terminal = builder.complete(usage, int(self._clock.now()))
             self._step(lifecycle, Action.FINISH, Reason.DONE)
-            await self._record(execution, builder.response, own_items, call.request, lifecycle)
+            await self._record(execution, builder, own_items, call.request, lifecycle)
             await execution._put([*closing, terminal])
             await execution._put(_END)
             execution._finish(builder.response, None)
@@ -520,7 +520,7 @@ class ExecutionEngine:
         except Exception:  # counting must not hide the original failure
             usage = None
         events = builder.fail(error, usage)
-        await self._record(execution, builder.response, own_items, call.request, lifecycle)
+        await self._record(execution, builder, own_items, call.request, lifecycle)
         if output_started:
             await execution._put(events)
             await execution._put(_END)
@@ -532,13 +532,14 @@ class ExecutionEngine:
     async def _record(
         self,
         execution: Execution,
-        response: Response,
+        builder: ResponseBuilder,
         own_items: list[InputItem],
         request: ResponseRequest,
         lifecycle: Lifecycle,
     ) -> None:
         """Store the terminal response (before the client sees the terminal event, so a
         follow-up `previous_response_id` always finds it) and record usage exactly once."""
+        response = builder.response
         if request.store:
             items = [
                 item
@@ -555,7 +556,11 @@ class ExecutionEngine:
         self._step(lifecycle, Action.RECORD_USAGE, Reason.USAGE_RECORDED)
         if response.usage is not None:
             self._usage_sink.record(
-                execution.request_id, response.model, response.usage, response.status
+                execution.request_id,
+                response.model,
+                response.usage,
+                response.status,
+                builder.provider_cost,
             )
         log.info(
             "response %s model=%s status=%s input_tokens=%s output_tokens=%s",

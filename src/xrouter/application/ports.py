@@ -117,7 +117,11 @@ class UsageSink(Protocol):
     """Where usage goes once a request is terminal (billing, quotas, dashboards).
     Called on the request path: implementations queue, they do not block."""
 
-    def record(self, request_id: str, model: str, usage: Usage, status: str) -> None: ...
+    def record(
+        self, request_id: str, model: str, usage: Usage, status: str, cost: float | None
+    ) -> None:
+        """`cost` is the upstream's own figure when it reports one (OpenRouter credits)."""
+        ...
 
 
 class ModelCatalog(Protocol):

@@ -75,6 +75,7 @@ class ResponseBuilder:
         self._calls: dict[int, _OpenCall] = {}
         self.finish_reason: FinishReason | None = None
         self.provider_usage: Usage | None = None
+        self.provider_cost: float | None = None
         self.chunks = 0
 
     # --- helpers ---------------------------------------------------------------------------
@@ -115,6 +116,7 @@ class ResponseBuilder:
             return out
         if isinstance(event, UsageReport):
             self.provider_usage = event.usage
+            self.provider_cost = event.cost
             return []
         if isinstance(event, Finish):
             self.finish_reason = event.reason

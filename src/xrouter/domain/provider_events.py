@@ -48,6 +48,9 @@ class UsageReport(Struct, frozen=True):
     """Usage as the provider counted it; it wins over the gateway's own estimate."""
 
     usage: Usage
+    cost: float | None = None
+    """What the call cost, when the upstream says (OpenRouter credits); goes to the usage
+    sink, not onto the wire."""
 
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]

@@ -14,6 +14,7 @@ class UsageRecord(Struct, frozen=True):
     model: str
     usage: Usage
     status: str
+    cost: float | None = None
 
 
 class InMemoryUsageLedger:
@@ -23,8 +24,10 @@ class InMemoryUsageLedger:
     def __init__(self, max_records: int = 10_000) -> None:
         self.records: deque[UsageRecord] = deque(maxlen=max_records)
 
-    def record(self, request_id: str, model: str, usage: Usage, status: str) -> None:
-        self.records.append(UsageRecord(request_id, model, usage, status))
+    def record(
+        self, request_id: str, model: str, usage: Usage, status: str, cost: float | None
+    ) -> None:
+        self.records.append(UsageRecord(request_id, model, usage, status, cost))
 
     def for_request(self, request_id: str) -> list[UsageRecord]:
         return [record for record in self.records if record.request_id == request_id]

@@ -162,12 +162,7 @@ def _reasoning_text(message: _Message) -> str | None:
     return message.reasoning_content or message.reasoning
 
 
-class ParsedCompletion(Struct):
-    events: list[ProviderEvent]
-    cost: float | None = None
-
-
-def parse_completion(body: bytes, *, provider: str, map_error: ErrorMapper) -> ParsedCompletion:
+def parse_completion(body: bytes, *, provider: str, map_error: ErrorMapper) -> list[ProviderEvent]:
     """The events of a whole non-stream `chat.completion`, in stream order."""
     completion = _decode(body, provider)
     if completion.error is not None:
@@ -199,12 +194,10 @@ def parse_completion(body: bytes, *, provider: str, map_error: ErrorMapper) -> P
                 arguments=function.arguments or "",
             )
         )
-    cost = None
     if completion.usage is not None:
-        events.append(UsageReport(_usage(completion.usage)))
-        cost = completion.usage.cost
+        events.append(UsageReport(_usage(completion.usage), cost=completion.usage.cost))
     events.append(Finish(finish_reason(choice.finish_reason, bool(calls), provider)))
-    return ParsedCompletion(events=events, cost=cost)
+    return events
 
 
 class _Call(Struct):
@@ -226,7 +219,6 @@ class ChatStreamParser:
         self._usage: _Usage | None = None
         self._details: list[JSONObject] = []  # reasoning_details blocks not yet handed over
         self._all_details: list[JSONObject] = []
-        self.cost: float | None = None
 
     def feed(self, data: str) -> list[ProviderEvent]:
         chunk = _decode(data, self._provider)
@@ -311,8 +303,7 @@ class ChatStreamParser:
         """The closing events: pending reasoning state, usage, then Finish."""
         events = self._flush_details()
         if self._usage is not None:
-            events.append(UsageReport(_usage(self._usage)))
-            self.cost = self._usage.cost
+            events.append(UsageReport(_usage(self._usage), cost=self._usage.cost))
         events.append(Finish(finish_reason(self._finish, self._count > 0, self._provider)))
         return events
 

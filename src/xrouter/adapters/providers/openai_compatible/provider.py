@@ -160,11 +160,6 @@ class OpenAICompatibleProvider:
         """The payload as sent; flavours override to add their own fields."""
         return payload
 
-    def report_cost(self, cost: float | None, call: GenerationRequest) -> None:
-        """Called with the upstream's reported cost of a call (OpenRouter credits)."""
-        if cost is not None:
-            log.info("provider %s model %s cost %s", self._name, call.route.upstream_model, cost)
-
     # --- internals ---------------------------------------------------------------------------
 
     def _base_headers(self) -> dict[str, str]:
@@ -189,9 +184,7 @@ class OpenAICompatibleProvider:
     def _parse_whole(self, content: bytes, call: GenerationRequest) -> list[ProviderEvent]:
         if self._protocol == "responses":
             return parse_response(content, provider=self._name, map_error=self._map_error)
-        parsed = parse_completion(content, provider=self._name, map_error=self._map_error)
-        self.report_cost(parsed.cost, call)
-        return parsed.events
+        return parse_completion(content, provider=self._name, map_error=self._map_error)
 
     async def _chat_stream(
         self, events: AsyncIterator[SSEEvent], call: GenerationRequest
@@ -200,9 +193,7 @@ class OpenAICompatibleProvider:
         async for sse in events:
             for event in parser.feed(sse.data):
                 yield event
-        closing = parser.finish()
-        self.report_cost(parser.cost, call)
-        for event in closing:
+        for event in parser.finish():
             yield event
 
     async def _responses_stream(
