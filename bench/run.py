@@ -1,0 +1,227 @@
+"""XRouter benchmark: the gateway on `local/echo` against a raw ASGI baseline, per ASGI server,
+with and without gc.freeze(). Every load phase is bounded in time.
+
+    .venv/bin/python bench/run.py [--server uvicorn|granian|both] [--duration S]
+                                  [--out docs/benchmarks.md] [--rev REV] [--no-pin]
+
+The load generator runs in this process (uvloop, raw HTTP/1.1 keep-alive connections); the
+server runs in a subprocess with one worker. By default the server is pinned to CPU 0 and
+the load generator to CPU 1, so they do not compete for a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import cast
+
+import loadgen
+import msgspec
+import report
+import servers
+import uvloop
+from report import Run, RunResult
+
+INPUT = "The quick brown fox jumps over the lazy dog."
+CONCURRENCY = 32
+STARTUP_SAMPLES = 3
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _requests(port: int) -> dict[str, loadgen.Request]:
+    def body(stream: bool) -> bytes:
+        return msgspec.json.encode({"model": "local/echo", "input": INPUT, "stream": stream})
+
+    return {
+        "health": loadgen.get("health", port, "/health"),
+        "json": loadgen.post_json("json", port, "/v1/responses", body(False), stream=False),
+        "sse": loadgen.post_json("sse", port, "/v1/responses", body(True), stream=True),
+    }
+
+
+async def capture_baseline(server: servers.Server) -> dict[str, object]:
+    """The gateway's answers, for the baseline app to replay."""
+    requests = _requests(server.port)
+    json_answer = await loadgen.fetch(server.port, requests["json"])
+    sse_answer = await loadgen.fetch(server.port, requests["sse"])
+    if json_answer.status != 200 or sse_answer.status != 200:
+        raise RuntimeError("the gateway did not answer the capture requests with 200")
+    frames = [frame + b"\n\n" for frame in sse_answer.body.split(b"\n\n") if frame]
+    return {
+        "json": json_answer.body.decode(),
+        "frames": [f.decode() for f in frames],
+        "sizes": (len(json_answer.body), len(sse_answer.body), len(frames)),
+    }
+
+
+def _save(path: Path, captured: dict[str, object]) -> tuple[int, int, int]:
+    """Write the captured answers for the baseline; return (JSON bytes, SSE bytes, frames)."""
+    path.write_bytes(msgspec.json.encode(captured))
+    return cast(tuple[int, int, int], captured["sizes"])
+
+
+async def _phase(
+    server: servers.Server, requests: list[loadgen.Request], concurrency: int, duration_s: float
+) -> loadgen.Recorder:
+    cpu = server.cpu_s()
+    recorder = await loadgen.run_phase(server.port, requests, concurrency, duration_s)
+    recorder.server_cpu_s = server.cpu_s() - cpu
+    return recorder
+
+
+async def measure(
+    server: servers.Server, run: Run, duration_s: float, warmup_s: float
+) -> RunResult:
+    """Warm up, then: c=1 (health, JSON, SSE interleaved on one connection), c=32 JSON,
+    c=32 SSE; then read the server's peak RSS."""
+    requests = _requests(server.port)
+    mixed = [requests["health"], requests["json"], requests["sse"]]
+    warmup = await _phase(server, mixed, 8, warmup_s)
+    serial = await _phase(server, mixed, 1, duration_s)
+    json_load = await _phase(server, [requests["json"]], CONCURRENCY, duration_s)
+    sse_load = await _phase(server, [requests["sse"]], CONCURRENCY, duration_s)
+    rss_max, rss_sum = server.peak_rss_mib()
+    return RunResult(
+        run=run,
+        startup_s=server.startup_s,
+        serial=serial,
+        json_load=json_load,
+        sse_load=sse_load,
+        warmup_errors=warmup.errors,
+        rss_mib=rss_max,
+        rss_tree_mib=rss_sum,
+    )
+
+
+def product_startup(
+    cpus: set[int] | None, src: Path | None, env: dict[str, str] | None = None
+) -> list[float]:
+    """Start `xrouter serve` a few times; the times from process start to the first 200."""
+    times = []
+    for _ in range(STARTUP_SAMPLES):
+        server = servers.start("xrouter", servers.GATEWAY, env=env, cpus=cpus, src=src)
+        times.append(server.startup_s)
+        server.stop()
+    return times
+
+
+def cached_startup(cpus: set[int] | None, src: Path | None) -> list[float]:
+    """As `product_startup`, with bytecode caching on (in a private PYTHONPYCACHEPREFIX,
+    filled by one untimed start): what an install with compiled .pyc files sees."""
+    with tempfile.TemporaryDirectory(prefix="bench-pycache-") as cache:
+        env = {"PYTHONPYCACHEPREFIX": cache, "PYTHONDONTWRITEBYTECODE": ""}
+        servers.start("xrouter", servers.GATEWAY, env=env, cpus=cpus, src=src).stop()
+        return product_startup(cpus, src, env)
+
+
+async def bench(args: argparse.Namespace, baseline_file: Path) -> report.Report:
+    server_cpus, client_cpus = ({0}, {1}) if args.pin else (None, None)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
+    stacks = ["uvicorn", "granian"] if args.server == "both" else [args.server]
+    env = {"BENCH_BASELINE_FILE": str(baseline_file)}
+    sizes = (0, 0, 0)
+    results: list[RunResult] = []
+    loadavg_before = _loadavg()
+    startups = product_startup(server_cpus, args.src)
+    cached = cached_startup(server_cpus, args.src)
+    print(f"xrouter serve: first 200 after {', '.join(f'{s:.3f}' for s in startups)} s")
+    print(f"  with bytecode cache: {', '.join(f'{s:.3f}' for s in cached)} s")
+    for stack in stacks:
+        for app, target in (
+            ("gateway", servers.GATEWAY),
+            ("baseline", servers.BASELINE),
+            ("gateway, no gc.freeze", servers.GATEWAY_NOFREEZE),
+        ):
+            server = servers.start(stack, target, env=env, cpus=server_cpus, src=args.src)
+            try:
+                if sizes == (0, 0, 0):
+                    sizes = _save(baseline_file, await capture_baseline(server))
+                result = await measure(server, Run(stack, app), args.duration, args.warmup)
+            finally:
+                server.stop()
+            print(report.summary_line(result), flush=True)
+            results.append(result)
+    return report.Report(
+        command=" ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        pinned=args.pin,
+        input_text=INPUT,
+        json_bytes=sizes[0],
+        sse_bytes=sizes[1],
+        sse_frames=sizes[2],
+        concurrency=CONCURRENCY,
+        product_startup_s=startups,
+        cached_startup_s=cached,
+        bytecode_env=os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
+        results=results,
+        source=args.source,
+        loadavg=(loadavg_before, _loadavg()),
+    )
+
+
+def _loadavg() -> str:
+    return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, check=True)
+    return done.stdout.decode().strip()
+
+
+def _snapshot(rev: str, into: Path) -> str:
+    """Extract src/ at `rev` into `into`; describe what was extracted."""
+    commit = _git("rev-parse", "--short", rev)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return f"commit {commit} (`--rev {rev}`: src/ extracted from git)"
+
+
+def _working_tree() -> str:
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--", "src")
+    state = "with uncommitted changes under src/" if dirty else "no uncommitted changes"
+    return f"working tree at {commit}, {state}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["uvicorn", "granian", "both"], default="both")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load phase")
+    parser.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per run")
+    parser.add_argument("--out", type=Path, help="write the markdown report here")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin CPUs")
+    parser.add_argument(
+        "--rev", help="measure src/ at this git revision instead of the working tree"
+    )
+    args = parser.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        args.pin = False
+    baseline_file = Path(tempfile.mkstemp(prefix="bench-baseline-", suffix=".json")[1])
+    with tempfile.TemporaryDirectory(prefix="bench-src-") as snapshot:
+        args.src = Path(snapshot) / "src" if args.rev else None
+        args.source = _snapshot(args.rev, Path(snapshot)) if args.rev else _working_tree()
+        try:
+            result = uvloop.run(bench(args, baseline_file))
+        finally:
+            baseline_file.unlink()
+    markdown = report.render(result)
+    if args.out:
+        report.write(args.out, markdown)
+        print(f"wrote {args.out}")
+    else:
+        print(markdown)
+    print(f"median xrouter serve startup: {statistics.median(result.product_startup_s):.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
