@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import msgspec
 
@@ -76,7 +76,7 @@ class DisconnectSignal:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[Callable[[], object]] = []
 
     def set(self) -> None:
         if self._event.is_set():
@@ -85,12 +85,17 @@ class DisconnectSignal:
         for callback in self._callbacks:
             callback()
 
-    def on_set(self, callback: Callable[[], None]) -> None:
+    def on_set(self, callback: Callable[[], object]) -> None:
         """Call `callback` when the client goes away (at once if it already has)."""
         if self._event.is_set():
             callback()
         else:
             self._callbacks.append(callback)
+
+    def remove(self, callback: Callable[[], object]) -> None:
+        """Forget a callback registered with `on_set` (no error if it is gone)."""
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -171,8 +176,9 @@ class Execution:
                 yield event
 
     async def result(self) -> Response:
-        """The final response; raises the GatewayError when generation failed."""
-        return await asyncio.shield(self._result)
+        """The final response; raises the GatewayError when generation failed. Cancelling
+        the wait cancels only the wait: generation runs in its own task regardless."""
+        return await self._result
 
     def detach(self) -> None:
         """The client is gone: stop writing to it, let generation reach its terminal state."""
@@ -286,29 +292,35 @@ class ExecutionEngine:
         disconnect: DisconnectSignal | None,
         extras: _Extras,
     ) -> tuple[Provider, GenerationRequest, list[InputItem], int]:
-        """ingest + tokenize, raced against the client leaving."""
+        """ingest + tokenize, in the caller's task, failed at once if the client leaves.
+
+        No extra task: a disconnect cancels the current task, and the cancellation is turned
+        into the model's DisconnectEarly here. A cancellation from elsewhere passes through.
+        """
         work = self._ingest_and_tokenize(request, lifecycle, extras)
         if disconnect is None:
             return await work
         if disconnect.is_set():
             work.close()
-            self._step(lifecycle, Action.DISCONNECT_EARLY, Reason.CLIENT_DISCONNECT)
-            raise ClientDisconnected("The client disconnected before generation started.")
-        task = asyncio.ensure_future(work)
-        gone = asyncio.ensure_future(disconnect.wait())
+            return self._disconnected_early(lifecycle)
+        task = asyncio.current_task()
+        assert task is not None
+        cancel = task.cancel
+        disconnect.on_set(cancel)
         try:
-            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+            return await work
+        except asyncio.CancelledError:
+            if not disconnect.is_set() or task.uncancel() > 0:
+                raise
+            return self._disconnected_early(lifecycle)
         finally:
-            gone.cancel()
-        if not task.done():
-            task.cancel()
-            # The stage in progress fails at once; the model's DisconnectEarly.
-            self._step(lifecycle, Action.DISCONNECT_EARLY, Reason.CLIENT_DISCONNECT)
-            log.info(
-                "client left %s during %s; request failed", lifecycle.request_id, lifecycle.stage
-            )
-            raise ClientDisconnected("The client disconnected before generation started.")
-        return task.result()
+            disconnect.remove(cancel)
+
+    def _disconnected_early(self, lifecycle: Lifecycle) -> NoReturn:
+        # The stage in progress fails at once: the model's DisconnectEarly.
+        self._step(lifecycle, Action.DISCONNECT_EARLY, Reason.CLIENT_DISCONNECT)
+        log.info("client left %s during %s; request failed", lifecycle.request_id, lifecycle.stage)
+        raise ClientDisconnected("The client disconnected before generation started.")
 
     async def _ingest_and_tokenize(
         self, request: ResponseRequest, lifecycle: Lifecycle, extras: _Extras
@@ -562,7 +574,7 @@ class ExecutionEngine:
                 response.status,
                 builder.provider_cost,
             )
-        log.info(
+        log.debug(
             "response %s model=%s status=%s input_tokens=%s output_tokens=%s",
             response.id,
             response.model,
