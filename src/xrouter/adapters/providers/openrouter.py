@@ -32,23 +32,10 @@ log = logging.getLogger(__name__)
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 
-PASSTHROUGH_KEYS = (
-    "provider",
-    "models",
-    "route",
-    "reasoning",
-    "include_reasoning",
-    "transforms",
-    "plugins",
-    "top_k",
-    "repetition_penalty",
-    "min_p",
-    "top_a",
-    "prediction",
-    "debug",
-)
-"""Client fields OpenRouter understands that the canonical request cannot express; the
-entrypoints put them in `GenerationRequest.passthrough` when a client sends them."""
+# OpenRouter's own request fields (`provider`, `models`, `transforms`, `plugins`, sampling
+# extras...) reach this provider as `GenerationRequest.passthrough`: the Chat Completions
+# adapter lists them in `application/chat_mapping.PASSTHROUGH_FIELDS`, the Responses request
+# in `ResponseRequest.passthrough()`.
 
 OPENROUTER_DIALECT = ChatDialect(
     max_tokens_field="max_tokens", reasoning_details=True, reasoning_object=True
