@@ -13,6 +13,8 @@ class GatewayError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    upstream_status: int | None = None
+    """The upstream's HTTP status when this error maps one (for provider-specific advice)."""
 
     def __init__(
         self,

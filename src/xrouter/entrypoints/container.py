@@ -50,7 +50,11 @@ class Container(containers.DeclarativeContainer):
         byok=settings.provided.byok,
     )
     model_providers = providers.Singleton(
-        build_providers, local=local_provider, config=gateway_config, byok=settings.provided.byok
+        build_providers,
+        local=local_provider,
+        config=gateway_config,
+        byok=settings.provided.byok,
+        environ=environ,
     )
     catalog = providers.Singleton(
         ModelRegistry, providers=model_providers, aliases=gateway_config.provided.aliases

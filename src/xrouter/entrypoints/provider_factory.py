@@ -4,12 +4,14 @@ one HTTP provider per configured upstream, each with its own pooled transport.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from xrouter.adapters.providers.local import LocalProvider
 from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
 from xrouter.adapters.providers.openrouter import OpenRouterProvider
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 from xrouter.application.ports import Provider
+from xrouter.entrypoints.gigachat_config import build_gigachat, load_gigachat_config
 from xrouter.entrypoints.provider_config import GatewayConfig, ProviderConfig
 
 log = logging.getLogger("xrouter.providers")
@@ -52,7 +54,9 @@ def build_provider(config: ProviderConfig, byok: bool) -> Provider:
     )
 
 
-def build_providers(local: LocalProvider, config: GatewayConfig, byok: bool) -> list[Provider]:
+def build_providers(
+    local: LocalProvider, config: GatewayConfig, byok: bool, environ: Mapping[str, str]
+) -> list[Provider]:
     providers: list[Provider] = [local]
     for provider_config in config.providers:
         providers.append(build_provider(provider_config, byok))
@@ -64,4 +68,7 @@ def build_providers(local: LocalProvider, config: GatewayConfig, byok: bool) -> 
             provider_config.protocol,
             ", BYOK" if byok else "",
         )
+    gigachat = build_gigachat(load_gigachat_config(environ), byok)
+    if gigachat is not None:
+        providers.append(gigachat)
     return providers

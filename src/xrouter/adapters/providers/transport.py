@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -28,6 +27,7 @@ import httpx
 import msgspec
 
 from xrouter.adapters.providers.sse_reader import SSEEvent, SSEParser
+from xrouter.adapters.providers.tls import client_ssl_context
 from xrouter.adapters.providers.upstream_errors import (
     env_name,
     map_stream_error,
@@ -464,26 +464,15 @@ class HttpTransport:
 def _tls(provider: str, settings: TransportSettings) -> ssl.SSLContext | bool:
     """The TLS setup for httpx: an SSL context for a CA bundle or a client certificate (httpx
     deprecates passing those as paths), else the plain flag."""
-    verify = settings.verify
-    if verify is False:
+    if settings.verify is False:
         log.warning("TLS certificate verification is disabled for %s", provider)
         if settings.cert is None:
             return False
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif isinstance(verify, str):
-        if os.path.isdir(verify):
-            context = ssl.create_default_context(capath=verify)
-        else:
-            context = ssl.create_default_context(cafile=verify)
-    elif settings.cert is None:
+    elif settings.verify is True and settings.cert is None:
         return True
-    else:
-        context = httpx.create_ssl_context(verify=True, trust_env=settings.trust_env)
-    if settings.cert is not None:
-        context.load_cert_chain(*settings.cert)
-    return context
+    return client_ssl_context(
+        verify=settings.verify, cert=settings.cert, trust_env=settings.trust_env
+    )
 
 
 def _describe(exc: Exception) -> str:

@@ -138,7 +138,9 @@ def map_upstream_error(
     not the gateway's misconfiguration.
     """
     detail = _read_body(body, headers)
-    return _for_status(provider, status, detail, parse_retry_after(headers), byok=byok)
+    error = _for_status(provider, status, detail, parse_retry_after(headers), byok=byok)
+    error.upstream_status = status
+    return error
 
 
 def map_stream_error(provider: str, error: Mapping[str, Any]) -> GatewayError:

@@ -1,0 +1,267 @@
+"""The GigaChat provider's configuration, from `XR_GIGACHAT_*` variables, and its construction.
+
+GigaChat is served when it has credentials: an authorization key (`XR_GIGACHAT_AUTH_KEY`, the
+normal path), a user and password, or a ready access token; or when the gateway runs in BYOK
+mode and any `XR_GIGACHAT_*` variable mentions it. A bad value stops startup with a
+ConfigError naming the variable; a variable this module does not know is a ConfigError too,
+so a typo never leaves the provider silently unconfigured. docs/gigachat.md documents every
+variable (a test keeps it in step with `GigaChatConfig`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from xrouter.adapters.providers.gigachat import (
+    DEFAULT_BASE_URL,
+    DEFAULT_OAUTH_URL,
+    SCOPES,
+    GigaChatSettings,
+    TLSSettings,
+    create_gigachat_provider,
+    default_max_inflight,
+)
+from xrouter.application.ports import Provider
+from xrouter.entrypoints.config import ConfigError, parse_bool, positive, show_default
+
+log = logging.getLogger("xrouter.providers")
+
+PREFIX = "XR_GIGACHAT_"
+
+
+def _scope(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in SCOPES:
+        raise ValueError(f"expected one of {', '.join(SCOPES)}")
+    return value
+
+
+def _url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1]) == 0:
+        raise ValueError("expected an http(s) URL")
+    return value
+
+
+def _file(raw: str) -> str:
+    if not os.path.exists(raw):
+        raise ValueError("no such file or directory")
+    return raw
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected 0 or more")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _var(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
+
+
+_POSITIVE_FLOAT = positive(float)
+
+
+@dataclass(frozen=True, slots=True)
+class GigaChatConfig:
+    """Every field is `XR_GIGACHAT_<FIELD>`."""
+
+    auth_key: str | None = _var(
+        None,
+        str,
+        "Authorization key (Base64 `client_id:client_secret` from the GigaChat cabinet), sent "
+        "as is as `Authorization: Basic`. Enables the provider. Never logged.",
+        secret=True,
+    )
+    scope: str = _var(
+        "GIGACHAT_API_PERS",
+        _scope,
+        "OAuth scope: `GIGACHAT_API_PERS` (individuals), `GIGACHAT_API_B2B` (prepaid "
+        "business), `GIGACHAT_API_CORP` (pay-as-you-go business).",
+    )
+    oauth_url: str = _var(DEFAULT_OAUTH_URL, _url, "OAuth token endpoint.")
+    base_url: str = _var(DEFAULT_BASE_URL, _url, "API root (`.../api/v1`).")
+    access_token: str | None = _var(
+        None,
+        str,
+        "A ready access token, used as is and never refreshed (it lives 30 minutes).",
+        secret=True,
+    )
+    user: str | None = _var(
+        None, str, "User for the API's `/token` (some hosts only); with `PASSWORD`."
+    )
+    password: str | None = _var(None, str, "Password for `/token`; never logged.", secret=True)
+    ca_bundle: str | None = _var(
+        None,
+        _file,
+        "PEM bundle (or hashed directory) of the CAs to trust for both hosts, e.g. one "
+        "holding the Russian Trusted Root CA. Unset: the default bundle (certifi), which "
+        "lacks it.",
+    )
+    cert_file: str | None = _var(None, _file, "Client certificate (PEM) for mutual TLS.")
+    key_file: str | None = _var(None, _file, "Client certificate's private key (PEM).")
+    verify_ssl: bool = _var(
+        True,
+        parse_bool,
+        "`false` disables TLS verification for both hosts: development only, logged as a "
+        "warning at startup.",
+    )
+    enabled: bool | None = _var(
+        None, parse_bool, "`false` turns the provider off; unset: on when it has credentials."
+    )
+    max_inflight: int | None = _var(
+        None,
+        positive(int),
+        "Requests open at once to GigaChat (more get 429 + Retry-After). Unset: GigaChat's "
+        "own limit for the scope, 1 for PERS, 10 for B2B and CORP.",
+    )
+    models: tuple[str, ...] = _var(
+        (), _csv, "Models listed on `/v1/models` besides discovery (comma-separated)."
+    )
+    connect_timeout_s: float = _var(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
+    read_timeout_s: float = _var(
+        120.0, _POSITIVE_FLOAT, "Longest silence between bytes (a stream lives while bytes flow)."
+    )
+    total_timeout_s: float = _var(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
+    oauth_timeout_s: float = _var(15.0, _POSITIVE_FLOAT, "Deadline of a token request.")
+    max_retries: int = _var(
+        2, _count, "Retries for connect errors, 429 and 5xx; never once streaming."
+    )
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.auth_key or self.access_token or (self.user and self.password))
+
+    def __repr__(self) -> str:  # secrets stay out of logs and tracebacks
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={'***' if f.metadata['secret'] and value else repr(value)}")
+        return f"GigaChatConfig({', '.join(shown)})"
+
+    def settings(self) -> GigaChatSettings:
+        cert = (self.cert_file, self.key_file) if self.cert_file and self.key_file else None
+        return GigaChatSettings(
+            base_url=self.base_url,
+            oauth_url=self.oauth_url,
+            auth_key=self.auth_key,
+            scope=self.scope,
+            access_token=self.access_token,
+            user=self.user,
+            password=self.password,
+            tls=TLSSettings(ca_bundle=self.ca_bundle, cert=cert, verify=self.verify_ssl),
+            max_inflight=self.max_inflight,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            total_timeout_s=self.total_timeout_s,
+            oauth_timeout_s=self.oauth_timeout_s,
+            max_retries=self.max_retries,
+            models=self.models,
+        )
+
+
+def gigachat_variables() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) of every setting, for the docs."""
+    return [
+        (PREFIX + f.name.upper(), show_default(f.default), f.metadata["doc"])
+        for f in fields(GigaChatConfig)
+    ]
+
+
+def load_gigachat_config(environ: Mapping[str, str]) -> GigaChatConfig | None:
+    """The configuration, or None when no `XR_GIGACHAT_*` variable is set."""
+    known = {PREFIX + f.name.upper(): f for f in fields(GigaChatConfig)}
+    values: dict[str, Any] = {}
+    mentioned = False
+    for name, raw in environ.items():
+        if not name.startswith(PREFIX):
+            continue
+        mentioned = True
+        spec = known.get(name)
+        if spec is None:
+            hint = " (the key variable is XR_GIGACHAT_AUTH_KEY)" if "KEY" in name else ""
+            raise ConfigError(
+                f"{name} is not a GigaChat setting{hint}; known: {', '.join(sorted(known))}."
+            )
+        if raw.strip() == "":
+            continue
+        try:
+            values[spec.name] = spec.metadata["parse"](raw)
+        except ValueError as exc:
+            shown = "***" if spec.metadata["secret"] else repr(raw)
+            raise ConfigError(f"{name}={shown} is not valid: {exc}.") from None
+    if not mentioned:
+        return None
+    config = GigaChatConfig(**values)
+    _check(config)
+    return config
+
+
+def _check(config: GigaChatConfig) -> None:
+    if bool(config.user) != bool(config.password):
+        raise ConfigError("XR_GIGACHAT_USER and XR_GIGACHAT_PASSWORD go together: set both.")
+    if bool(config.cert_file) != bool(config.key_file):
+        raise ConfigError(
+            "XR_GIGACHAT_CERT_FILE and XR_GIGACHAT_KEY_FILE go together (mutual TLS): set both."
+        )
+    modes = [
+        name
+        for name, present in (
+            ("XR_GIGACHAT_AUTH_KEY", bool(config.auth_key)),
+            ("XR_GIGACHAT_USER/PASSWORD", bool(config.user and config.password)),
+            ("XR_GIGACHAT_ACCESS_TOKEN", bool(config.access_token)),
+        )
+        if present
+    ]
+    if len(modes) > 1:
+        raise ConfigError(f"Set one GigaChat credential, not several: {', '.join(modes)}.")
+    if not config.verify_ssl and config.ca_bundle:
+        raise ConfigError(
+            "XR_GIGACHAT_VERIFY_SSL=false contradicts XR_GIGACHAT_CA_BUNDLE: a CA bundle is "
+            "for verifying. Unset one of them."
+        )
+
+
+def build_gigachat(config: GigaChatConfig | None, byok: bool) -> Provider | None:
+    """The GigaChat provider when `config` asks for one, else None (with a log line saying
+    why, when it was mentioned)."""
+    if config is None:
+        return None
+    if config.enabled is False:
+        log.info("provider gigachat is disabled (XR_GIGACHAT_ENABLED=false)")
+        return None
+    if not config.has_credentials and not byok:
+        log.warning(
+            "provider gigachat is not served: it has no credentials. Set XR_GIGACHAT_AUTH_KEY "
+            "(or XR_GIGACHAT_ACCESS_TOKEN, or XR_GIGACHAT_USER and XR_GIGACHAT_PASSWORD), or "
+            "run with XR_BYOK=true."
+        )
+        return None
+    settings = config.settings()
+    try:
+        provider = create_gigachat_provider(settings, byok=byok)
+    except OSError as exc:  # a CA bundle or client certificate that cannot be loaded
+        variable = "XR_GIGACHAT_CERT_FILE" if settings.tls.cert else "XR_GIGACHAT_CA_BUNDLE"
+        raise ConfigError(
+            f"The TLS files for GigaChat cannot be loaded ({exc}); check {variable}"
+            + (" and XR_GIGACHAT_CA_BUNDLE." if settings.tls.cert else ".")
+        ) from None
+    log.info(
+        "provider gigachat: %s auth at %s, scope %s, at most %d requests in flight%s%s",
+        settings.auth_mode,
+        settings.base_url,
+        settings.scope,
+        settings.max_inflight or default_max_inflight(settings.scope),
+        ", BYOK" if byok else "",
+        ", custom CA bundle" if settings.tls.ca_bundle else "",
+    )
+    return provider
