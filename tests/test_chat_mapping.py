@@ -138,6 +138,11 @@ def test_json_schema_response_format_becomes_text_format() -> None:
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
         (
+            {"messages": [{"role": "user", "content": "x"}], "modalities": ["text", "audio"]},
+            "modalities",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "audio": {"voice": "alloy"}}, "audio"),
+        (
             {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
             "messages[0].content[0].type",
         ),

@@ -51,6 +51,7 @@ PASSTHROUGH_FIELDS = (
     "seed",
     "logit_bias",
     "logprobs",
+    "web_search_options",
     # OpenRouter extensions (docs/providers.md)
     "provider",
     "models",
@@ -82,6 +83,12 @@ def to_canonical(chat: ChatRequest) -> tuple[ResponseRequest, dict[str, Any]]:
         raise InvalidRequest(
             "Only `n: 1` is supported: the gateway returns one choice per request.",
             param="n",
+            code="invalid_value",
+        )
+    if chat.audio is not None or any(m != "text" for m in chat.modalities or []):
+        raise InvalidRequest(
+            'Only text output is supported: drop `audio` and ask for `modalities: ["text"]`.',
+            param="audio" if chat.audio is not None else "modalities",
             code="invalid_value",
         )
     items: list[InputItem] = []

@@ -92,6 +92,9 @@ class ChatRequest(Struct, kw_only=True, omit_defaults=True):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     service_tier: str | None = None
+    modalities: list[str] | None = None
+    audio: JSONObject | None = None
+    web_search_options: JSONObject | None = None
     # Options only some upstreams understand (OpenRouter's routing, fallbacks, sampling
     # extras): passed through untouched to the provider.
     provider: JSONObject | None = None
