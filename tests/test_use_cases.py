@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.fakes import ScriptedProvider, WordCounter, build_harness
-from xrouter.application.engine import DisconnectSignal
+from xrouter.application.execution import DisconnectSignal
 from xrouter.domain import events as ev
 from xrouter.domain.errors import (
     ClientDisconnected,

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from xrouter.application.chat_mapping import ChunkMapper, to_canonical, to_chat_completion
 from xrouter.application.create_response import CreateResponse
-from xrouter.application.engine import DisconnectSignal, Execution
+from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ChatStreamError
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from xrouter.application.engine import DisconnectSignal, Execution, ExecutionEngine
+from xrouter.application.engine import ExecutionEngine
+from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.ports import CallContext
 from xrouter.domain.responses import Response, ResponseRequest
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
 import msgspec
 
+from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.idle_timeout import IdleTimeout
 from xrouter.application.ports import (
     CallContext,
@@ -47,7 +47,6 @@ from xrouter.domain.events import StreamEvent
 from xrouter.domain.lifecycle import Action, Lifecycle, LifecycleEvent, Reason
 from xrouter.domain.responses import (
     InputItem,
-    Response,
     ResponseRequest,
     StoredResponse,
     Usage,
@@ -69,132 +68,12 @@ class EngineSettings:
     """Batches of events queued between generation and a slow client: backpressure bound."""
 
 
-class DisconnectSignal:
-    """Set by the transport when the client goes away. Cheap to create and to check."""
-
-    __slots__ = ("_callbacks", "_event")
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self._callbacks: list[Callable[[], object]] = []
-
-    def set(self) -> None:
-        if self._event.is_set():
-            return
-        self._event.set()
-        for callback in self._callbacks:
-            callback()
-
-    def on_set(self, callback: Callable[[], object]) -> None:
-        """Call `callback` when the client goes away (at once if it already has)."""
-        if self._event.is_set():
-            callback()
-        else:
-            self._callbacks.append(callback)
-
-    def remove(self, callback: Callable[[], object]) -> None:
-        """Forget a callback registered with `on_set` (no error if it is gone)."""
-        if callback in self._callbacks:
-            self._callbacks.remove(callback)
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-
-_END = object()  # closes an execution's event channel
 _NO_CONTEXT = CallContext()
 
 
 class _Extras(NamedTuple):
     passthrough: dict[str, Any]
     context: CallContext
-
-
-class Execution:
-    """One admitted request in generate. Read it with `first_events` then `events` (stream),
-    or `result` (non-stream). Generation runs in its own task either way."""
-
-    def __init__(self, request_id: str, response_id: str, streaming: bool, buffer: int) -> None:
-        self.request_id = request_id
-        self.response_id = response_id
-        self._streaming = streaming
-        self._queue: asyncio.Queue[object] = asyncio.Queue(buffer) if streaming else None  # type: ignore[assignment]
-        self._result: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._detached = False
-        self.task: asyncio.Task[None] | None = None
-        self.lifecycle: Lifecycle | None = None
-        self._engine: ExecutionEngine | None = None
-
-    # --- producer side (the generation task) ---------------------------------------------------
-
-    async def _put(self, item: object, idle: IdleTimeout | None = None) -> None:
-        if not self._streaming or self._detached:
-            return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            # A slow client is not a slow provider: stop the idle clock while we wait.
-            if idle is not None:
-                idle.paused = True
-            await self._queue.put(item)
-            if idle is not None:
-                idle.paused = False
-                idle.touch()
-
-    def _finish(self, response: Response | None, error: GatewayError | None) -> None:
-        if self._result.done():
-            return
-        if error is not None:
-            self._result.set_exception(error)
-            # Mark retrieved: nobody may be waiting (a detached or streaming client).
-            self._result.exception()
-        elif response is not None:
-            self._result.set_result(response)
-
-    # --- consumer side ---------------------------------------------------------------------------
-
-    async def first_events(self) -> list[StreamEvent]:
-        """The opening events (through the first output). Raises the GatewayError when
-        generation failed before any output: the caller answers with a JSON error."""
-        item = await self._queue.get()
-        if isinstance(item, GatewayError):
-            raise item
-        assert isinstance(item, list)
-        return item
-
-    async def events(self) -> AsyncIterator[StreamEvent]:
-        """The remaining events, through the terminal one."""
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            assert isinstance(item, list)
-            for event in item:
-                yield event
-
-    async def result(self) -> Response:
-        """The final response; raises the GatewayError when generation failed. Cancelling
-        the wait cancels only the wait: generation runs in its own task regardless."""
-        return await self._result
-
-    def detach(self) -> None:
-        """The client is gone: stop writing to it, let generation reach its terminal state."""
-        if self._detached:
-            return
-        self._detached = True
-        if self._engine is not None and self.lifecycle is not None:
-            self._engine._client_left(self)
-        if self._streaming:
-            # Unblock a producer waiting on a full queue; later puts are dropped.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-
-    @property
-    def detached(self) -> bool:
-        return self._detached
 
 
 class ExecutionEngine:
@@ -390,7 +269,7 @@ class ExecutionEngine:
         response_id = self._ids.new_id("resp")
         execution = Execution(request_id, response_id, request.stream, self._settings.stream_buffer)
         execution.lifecycle = lifecycle
-        execution._engine = self
+        execution.on_detach = lambda: self._client_left(execution)
         builder = ResponseBuilder(
             ingest.initial_response(request, response_id, int(self._clock.now())),
             self._ids.new_id,
@@ -432,9 +311,9 @@ class ExecutionEngine:
             terminal = builder.complete(usage, int(self._clock.now()))
             self._step(lifecycle, Action.FINISH, Reason.DONE)
             await self._record(execution, builder, own_items, call.request, lifecycle)
-            await execution._put([*closing, terminal])
-            await execution._put(_END)
-            execution._finish(builder.response, None)
+            await execution.send([*closing, terminal])
+            await execution.close()
+            execution.settle(builder.response, None)
         except asyncio.CancelledError:
             # Only shutdown cancels generation; leave the lifecycle failed, not dangling.
             if not lifecycle.terminal:
@@ -453,7 +332,7 @@ class ExecutionEngine:
         except Exception as exc:
             if lifecycle.terminal:  # failed after the terminal step: only the log can tell
                 log.exception("response %s failed after it was terminal", execution.response_id)
-                execution._finish(builder.response, None)
+                execution.settle(builder.response, None)
                 return
             error = exc if isinstance(exc, GatewayError) else self._unexpected(call, exc)
             await self._fail(
@@ -495,12 +374,12 @@ class ExecutionEngine:
                         events = pending + events
                         pending = None
                     if events:
-                        await execution._put(events, idle)
+                        await execution.send(events, idle)
         finally:
             await _aclose(stream)
         if pending is not None:
             # Finished without output: still a valid stream (created ... completed).
-            await execution._put(pending)
+            await execution.send(pending)
 
     async def _usage(self, builder: ResponseBuilder, input_tokens: int) -> Usage:
         if builder.provider_usage is not None:
@@ -534,12 +413,12 @@ class ExecutionEngine:
         events = builder.fail(error, usage)
         await self._record(execution, builder, own_items, call.request, lifecycle)
         if output_started:
-            await execution._put(events)
-            await execution._put(_END)
+            await execution.send(events)
+            await execution.close()
         else:
             # Nothing was sent yet: the client gets a plain JSON error with the right status.
-            await execution._put(error)
-        execution._finish(None, error)
+            await execution.fail_before_output(error)
+        execution.settle(None, error)
 
     async def _record(
         self,

@@ -21,7 +21,7 @@ from litestar.types import Receive
 
 from xrouter.application.chat_completions import ChatCompletions
 from xrouter.application.create_response import CreateResponse
-from xrouter.application.engine import DisconnectSignal
+from xrouter.application.execution import DisconnectSignal
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.application.ports import CallContext

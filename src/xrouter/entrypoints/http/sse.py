@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from xrouter.application.chat_completions import ChatExecution, ChatStreamItem
-from xrouter.application.engine import Execution
+from xrouter.application.execution import Execution
 from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.http.codec import Codec
 
