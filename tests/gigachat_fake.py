@@ -22,7 +22,6 @@ Helpers build GigaChat-shaped bodies: `completion(...)`, `chunk(...)`, `api_erro
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import re
@@ -126,18 +125,8 @@ class HttpsUpstream(FakeUpstream):
     """tests/upstreams.py's fake, served over TLS; `gate(request)` may answer before scripts."""
 
     def __init__(self, context: ssl.SSLContext) -> None:
-        super().__init__(models=())
-        self._context = context
+        super().__init__(models=(), tls=context)
         self.gate: Callable[[RecordedRequest], Reply | None] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"https://{self.host}:{self.port}"
-
-    async def _start(self) -> None:
-        self._closing = asyncio.Event()
-        self._server = await asyncio.start_server(self._connection, self.host, 0, ssl=self._context)
-        self.port = self._server.sockets[0].getsockname()[1]
 
     def _reply_for(self, request: RecordedRequest) -> Reply:
         if self.gate is not None:

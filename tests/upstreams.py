@@ -59,6 +59,7 @@ import itertools
 import json
 import math
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -191,8 +192,15 @@ Handler = Callable[[RecordedRequest], Reply]
 class FakeUpstream:
     """A scriptable fake upstream on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, models: Sequence[str] = ("gpt-test", "gpt-test-mini")) -> None:
+    def __init__(
+        self,
+        models: Sequence[str] = ("gpt-test", "gpt-test-mini"),
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.models = list(models)
+        self.tls = tls
+        """A server-side TLS context: serve HTTPS instead of HTTP."""
         self.received: list[RecordedRequest] = []
         self.client_aborts = 0
         self.connections = 0
@@ -213,7 +221,8 @@ class FakeUpstream:
 
     @property
     def origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -299,7 +308,7 @@ class FakeUpstream:
 
     async def _start(self) -> None:
         self._closing = asyncio.Event()
-        self._server = await asyncio.start_server(self._connection, self.host, 0)
+        self._server = await asyncio.start_server(self._connection, self.host, 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
