@@ -142,3 +142,9 @@ def test_docs_list_every_provider_setting() -> None:
     text = DOCS.read_text()
     for field, default, meaning in provider_fields():
         assert f"| `{field}` | `{default}` | {meaning} |" in text, field
+
+
+def test_keys_never_show_in_a_repr() -> None:
+    config = load_gateway_config({"XR_OPENAI_API_KEY": "sk-very-secret"}, None, byok=False)
+    text = repr(config)
+    assert "sk-very-secret" not in text and "api_key=***" in text

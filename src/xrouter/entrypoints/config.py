@@ -7,24 +7,14 @@ docs/configuration.md lists every variable; `Settings` is the source it is writt
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A variable has a value we cannot use; the message names it and says what is expected."""
-
-
-def parse_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
+from xrouter.entrypoints.env_fields import (
+    ConfigError as ConfigError,  # re-exported: callers catch it from here
+)
+from xrouter.entrypoints.env_fields import parse_bool, positive, setting, show_default
 
 
 def _prefixes(raw: str) -> tuple[str, ...]:
@@ -48,63 +38,49 @@ def _port(raw: str) -> int:
     return port
 
 
-def positive(parse: Callable[[str], T]) -> Callable[[str], T]:
-    def check(raw: str) -> T:
-        value = parse(raw)
-        if value <= 0:  # type: ignore[operator]
-            raise ValueError("expected a number greater than 0")
-        return value
-
-    return check
-
-
-def _var(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "doc": doc})
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = _var("127.0.0.1", str, "Address `xrouter serve` binds to.")
-    port: int = _var(8000, _port, "Port `xrouter serve` listens on.")
-    workers: int = _var(1, positive(int), "Worker processes for `xrouter serve`.")
-    log_level: str = _var("INFO", _log_level, "Log level: DEBUG, INFO, WARNING, ERROR.")
-    api_prefixes: tuple[str, ...] = _var(
+    host: str = setting("127.0.0.1", str, "Address `xrouter serve` binds to.")
+    port: int = setting(8000, _port, "Port `xrouter serve` listens on.")
+    workers: int = setting(1, positive(int), "Worker processes for `xrouter serve`.")
+    log_level: str = setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING, ERROR.")
+    api_prefixes: tuple[str, ...] = setting(
         ("/v1", "/api/v1"), _prefixes, "Comma-separated path prefixes the API is served under."
     )
-    max_body_bytes: int = _var(
+    max_body_bytes: int = setting(
         10 * 1024 * 1024, positive(int), "Largest request body accepted; larger gets 413."
     )
-    max_inflight: int = _var(
+    max_inflight: int = setting(
         256, positive(int), "Requests admitted at once per worker; more get 429 + Retry-After."
     )
-    provider_idle_timeout_s: float = _var(
+    provider_idle_timeout_s: float = setting(
         120.0,
         positive(float),
         "Longest wait for a provider's next event before the request fails with 504.",
     )
-    shutdown_grace_s: float = _var(
+    shutdown_grace_s: float = setting(
         10.0, float, "On shutdown, how long running generations may take to finish."
     )
-    store_max_responses: int = _var(
+    store_max_responses: int = setting(
         10_000, positive(int), "Responses the in-memory store keeps (oldest evicted first)."
     )
-    local_slow_delay_s: float = _var(
+    local_slow_delay_s: float = setting(
         0.2, float, "Pause before each chunk after the first of the `local/slow` model."
     )
-    docs_enabled: bool = _var(True, parse_bool, "Serve /openapi.json and the /docs page.")
-    config_file: str | None = _var(
+    docs_enabled: bool = setting(True, parse_bool, "Serve /openapi.json and the /docs page.")
+    config_file: str | None = setting(
         None, str, "TOML file with `[providers.<name>]` tables and `[aliases]` (docs/providers.md)."
     )
-    byok: bool = _var(
+    byok: bool = setting(
         False,
         parse_bool,
         "Forward the client's bearer token upstream instead of configured keys (401 without one).",
     )
-    discovery: bool = _var(True, parse_bool, "Discover each upstream's models from its /models.")
-    discovery_ttl_s: float = _var(
+    discovery: bool = setting(True, parse_bool, "Discover each upstream's models from its /models.")
+    discovery_ttl_s: float = setting(
         600.0, positive(float), "How long discovered models are cached before a refresh."
     )
-    discovery_startup_timeout_s: float = _var(
+    discovery_startup_timeout_s: float = setting(
         2.0, float, "Longest startup waits for the first discovery; it goes on in the background."
     )
 
@@ -126,17 +102,6 @@ class Settings:
 
 def env_name(field_name: str) -> str:
     return "XR_" + field_name.upper()
-
-
-def show_default(default: Any) -> str:
-    """A default as the docs show it: as it would be written in the environment."""
-    if default is None:
-        return "(unset)"
-    if isinstance(default, tuple):
-        return ",".join(default) or "(none)"
-    if isinstance(default, bool):
-        return str(default).lower()
-    return str(default)
 
 
 def documented_variables() -> list[tuple[str, str, str]]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from xrouter.adapters.providers.gigachat import (
@@ -26,7 +26,16 @@ from xrouter.adapters.providers.gigachat import (
     default_max_inflight,
 )
 from xrouter.application.ports import Provider
-from xrouter.entrypoints.config import ConfigError, parse_bool, positive, show_default
+from xrouter.entrypoints.env_fields import (
+    ConfigError,
+    comma_list,
+    masked_repr,
+    non_negative_int,
+    parse_bool,
+    positive,
+    setting,
+    show_default,
+)
 
 log = logging.getLogger("xrouter.providers")
 
@@ -53,21 +62,6 @@ def _file(raw: str) -> str:
     return raw
 
 
-def _count(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected 0 or more")
-    return value
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _var(default: Any, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
-
-
 _POSITIVE_FLOAT = positive(float)
 
 
@@ -75,78 +69,74 @@ _POSITIVE_FLOAT = positive(float)
 class GigaChatConfig:
     """Every field is `XR_GIGACHAT_<FIELD>`."""
 
-    auth_key: str | None = _var(
+    auth_key: str | None = setting(
         None,
         str,
         "Authorization key (Base64 `client_id:client_secret` from the GigaChat cabinet), sent "
         "as is as `Authorization: Basic`. Enables the provider. Never logged.",
         secret=True,
     )
-    scope: str = _var(
+    scope: str = setting(
         "GIGACHAT_API_PERS",
         _scope,
         "OAuth scope: `GIGACHAT_API_PERS` (individuals), `GIGACHAT_API_B2B` (prepaid "
         "business), `GIGACHAT_API_CORP` (pay-as-you-go business).",
     )
-    oauth_url: str = _var(DEFAULT_OAUTH_URL, _url, "OAuth token endpoint.")
-    base_url: str = _var(DEFAULT_BASE_URL, _url, "API root (`.../api/v1`).")
-    access_token: str | None = _var(
+    oauth_url: str = setting(DEFAULT_OAUTH_URL, _url, "OAuth token endpoint.")
+    base_url: str = setting(DEFAULT_BASE_URL, _url, "API root (`.../api/v1`).")
+    access_token: str | None = setting(
         None,
         str,
         "A ready access token, used as is and never refreshed (it lives 30 minutes).",
         secret=True,
     )
-    user: str | None = _var(
+    user: str | None = setting(
         None, str, "User for the API's `/token` (some hosts only); with `PASSWORD`."
     )
-    password: str | None = _var(None, str, "Password for `/token`; never logged.", secret=True)
-    ca_bundle: str | None = _var(
+    password: str | None = setting(None, str, "Password for `/token`; never logged.", secret=True)
+    ca_bundle: str | None = setting(
         None,
         _file,
         "PEM bundle (or hashed directory) of the CAs to trust for both hosts, e.g. one "
         "holding the Russian Trusted Root CA. Unset: the default bundle (certifi), which "
         "lacks it.",
     )
-    cert_file: str | None = _var(None, _file, "Client certificate (PEM) for mutual TLS.")
-    key_file: str | None = _var(None, _file, "Client certificate's private key (PEM).")
-    verify_ssl: bool = _var(
+    cert_file: str | None = setting(None, _file, "Client certificate (PEM) for mutual TLS.")
+    key_file: str | None = setting(None, _file, "Client certificate's private key (PEM).")
+    verify_ssl: bool = setting(
         True,
         parse_bool,
         "`false` disables TLS verification for both hosts: development only, logged as a "
         "warning at startup.",
     )
-    enabled: bool | None = _var(
+    enabled: bool | None = setting(
         None, parse_bool, "`false` turns the provider off; unset: on when it has credentials."
     )
-    max_inflight: int | None = _var(
+    max_inflight: int | None = setting(
         None,
         positive(int),
         "Requests open at once to GigaChat (more get 429 + Retry-After). Unset: GigaChat's "
         "own limit for the scope, 1 for PERS, 10 for B2B and CORP.",
     )
-    models: tuple[str, ...] = _var(
-        (), _csv, "Models listed on `/v1/models` besides discovery (comma-separated)."
+    models: tuple[str, ...] = setting(
+        (), comma_list, "Models listed on `/v1/models` besides discovery (comma-separated)."
     )
-    connect_timeout_s: float = _var(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
-    read_timeout_s: float = _var(
+    connect_timeout_s: float = setting(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
+    read_timeout_s: float = setting(
         120.0, _POSITIVE_FLOAT, "Longest silence between bytes (a stream lives while bytes flow)."
     )
-    total_timeout_s: float = _var(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
-    oauth_timeout_s: float = _var(15.0, _POSITIVE_FLOAT, "Deadline of a token request.")
-    max_retries: int = _var(
-        2, _count, "Retries for connect errors, 429 and 5xx; never once streaming."
+    total_timeout_s: float = setting(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
+    oauth_timeout_s: float = setting(15.0, _POSITIVE_FLOAT, "Deadline of a token request.")
+    max_retries: int = setting(
+        2, non_negative_int, "Retries for connect errors, 429 and 5xx; never once streaming."
     )
 
     @property
     def has_credentials(self) -> bool:
         return bool(self.auth_key or self.access_token or (self.user and self.password))
 
-    def __repr__(self) -> str:  # secrets stay out of logs and tracebacks
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            shown.append(f"{f.name}={'***' if f.metadata['secret'] and value else repr(value)}")
-        return f"GigaChatConfig({', '.join(shown)})"
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     def settings(self) -> GigaChatSettings:
         cert = (self.cert_file, self.key_file) if self.cert_file and self.key_file else None

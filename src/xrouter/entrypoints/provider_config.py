@@ -17,12 +17,22 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from xrouter.entrypoints.config import ConfigError, parse_bool, positive, show_default
+from xrouter.entrypoints.env_fields import (
+    ConfigError,
+    comma_list,
+    masked_repr,
+    non_negative_int,
+    one_of,
+    parse_bool,
+    positive,
+    setting,
+    show_default,
+)
 
 log = logging.getLogger("xrouter.config")
 
@@ -40,34 +50,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _ENV_PROVIDER = re.compile(r"^XR_([A-Z][A-Z0-9_]*?)_(BASE_URL|API_KEY)$")
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}")
-        return raw
-
-    return parse
-
-
-def _count(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected 0 or more")
-    return value
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
 _POSITIVE_FLOAT = positive(float)
 _POSITIVE_INT = positive(int)
-_KIND = _choice("openai_compatible", "openrouter")
-_PROTOCOL = _choice("chat", "responses")
-
-
-def _fld(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "doc": doc})
+_KIND = one_of("openai_compatible", "openrouter")
+_PROTOCOL = one_of("chat", "responses")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,41 +61,46 @@ class ProviderConfig:
     """One upstream. Every field can be set as `XR_<NAME>_<FIELD>` or in the TOML table."""
 
     name: str
-    kind: ProviderKind = _fld(
+    kind: ProviderKind = setting(
         "openai_compatible",
         _KIND,
         "`openai_compatible` (OpenAI, vLLM, Ollama, DeepSeek...) or `openrouter`.",
     )
-    base_url: str | None = _fld(None, str, "Upstream API root, e.g. `http://127.0.0.1:9000/v1`.")
-    api_key: str | None = _fld(None, str, "Key sent as `Authorization: Bearer`; never logged.")
-    enabled: bool | None = _fld(
+    base_url: str | None = setting(None, str, "Upstream API root, e.g. `http://127.0.0.1:9000/v1`.")
+    api_key: str | None = setting(
+        None, str, "Key sent as `Authorization: Bearer`; never logged.", secret=True
+    )
+    enabled: bool | None = setting(
         None, parse_bool, "Force on (a server that needs no key) or off; unset: on when keyed."
     )
-    protocol: Protocol = _fld(
+    protocol: Protocol = setting(
         "chat",
         _PROTOCOL,
         "Upstream API spoken: `chat` (Chat Completions) or `responses`.",
     )
-    connect_timeout_s: float = _fld(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
-    read_timeout_s: float = _fld(
+    connect_timeout_s: float = setting(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
+    read_timeout_s: float = setting(
         120.0, _POSITIVE_FLOAT, "Longest silence between bytes (a stream lives while bytes flow)."
     )
-    write_timeout_s: float = _fld(30.0, _POSITIVE_FLOAT, "Request upload timeout.")
-    pool_timeout_s: float = _fld(10.0, _POSITIVE_FLOAT, "Wait for a pooled connection.")
-    total_timeout_s: float = _fld(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
-    max_retries: int = _fld(
-        2, _count, "Retries for connect errors, 408, 409, 429, 5xx; never once streaming."
+    write_timeout_s: float = setting(30.0, _POSITIVE_FLOAT, "Request upload timeout.")
+    pool_timeout_s: float = setting(10.0, _POSITIVE_FLOAT, "Wait for a pooled connection.")
+    total_timeout_s: float = setting(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
+    max_retries: int = setting(
+        2, non_negative_int, "Retries for connect errors, 408, 409, 429, 5xx; never once streaming."
     )
-    max_inflight: int = _fld(
+    max_inflight: int = setting(
         64, _POSITIVE_INT, "Requests open at once to this upstream; more get 429 + Retry-After."
     )
-    models: tuple[str, ...] = _fld(
-        (), _csv, "Models listed on `/v1/models` besides discovery (comma-separated)."
+    models: tuple[str, ...] = setting(
+        (), comma_list, "Models listed on `/v1/models` besides discovery (comma-separated)."
     )
-    title: str | None = _fld(
+    title: str | None = setting(
         None, str, "OpenRouter only: app name sent as X-OpenRouter-Title / X-Title."
     )
-    referer: str | None = _fld(None, str, "OpenRouter only: site URL sent as HTTP-Referer.")
+    referer: str | None = setting(None, str, "OpenRouter only: site URL sent as HTTP-Referer.")
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     def serves(self, byok: bool) -> bool:
         if self.enabled is not None:
@@ -184,7 +175,7 @@ def _file_tables(
 
 def _aliases_from_env(raw: str) -> dict[str, str]:
     aliases: dict[str, str] = {}
-    for pair in _csv(raw):
+    for pair in comma_list(raw):
         alias, sep, target = pair.partition("=")
         if not sep or not alias.strip() or not target.strip():
             raise ConfigError(f"XR_ALIASES: '{pair}' is not of the form alias=provider/model.")
