@@ -22,11 +22,12 @@ class Request:
     name: str
     raw: bytes
     stream: bool
+    port: int = 0  # where to send it; 0: the phase's port
 
 
 def get(name: str, port: int, path: str) -> Request:
     raw = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
-    return Request(name, raw, stream=False)
+    return Request(name, raw, stream=False, port=port)
 
 
 def post_json(name: str, port: int, path: str, body: bytes, stream: bool) -> Request:
@@ -34,7 +35,7 @@ def post_json(name: str, port: int, path: str, body: bytes, stream: bool) -> Req
         f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
-    return Request(name, head.encode() + body, stream=stream)
+    return Request(name, head.encode() + body, stream=stream, port=port)
 
 
 @dataclass(slots=True)
@@ -149,7 +150,7 @@ async def connect(port: int) -> _Connection:
 
 async def fetch(port: int, request: Request) -> Sample:
     """One request on a fresh connection, keeping the whole body (for probes and checks)."""
-    conn = await connect(port)
+    conn = await connect(request.port or port)
     try:
         return await asyncio.wait_for(conn.send(request, keep_body=True), 10)
     finally:
@@ -200,14 +201,16 @@ class Recorder:
 async def _worker(
     port: int, requests: list[Request], offset: int, deadline: float, recorder: Recorder
 ) -> None:
-    conn = await connect(port)
+    conns: dict[int, _Connection] = {}  # one keep-alive connection per port
     i = offset
     try:
         while time.perf_counter() < deadline:
             request = requests[i % len(requests)]
             i += 1
-            if not conn.open:
-                conn = await connect(port)
+            target = request.port or port
+            conn = conns.get(target)
+            if conn is None or not conn.open:
+                conn = conns[target] = await connect(target)
             try:
                 sample = await asyncio.wait_for(conn.send(request, keep_body=False), 10)
             except (ConnectionError, TimeoutError):
@@ -216,14 +219,16 @@ async def _worker(
                 continue
             recorder.add(request, sample)
     finally:
-        conn.close()
+        for conn in conns.values():
+            conn.close()
 
 
 async def run_phase(
     port: int, requests: list[Request], concurrency: int, duration_s: float
 ) -> Recorder:
-    """Closed loop: `concurrency` connections, each cycling through `requests` back to back,
-    for `duration_s` seconds. Requests in flight at the deadline are finished and counted."""
+    """Closed loop: `concurrency` workers, each cycling through `requests` back to back (one
+    keep-alive connection per port: requests may go to different servers), for `duration_s`
+    seconds. Requests in flight at the deadline are finished and counted."""
     recorder = Recorder()
     cpu = time.process_time()
     start = time.perf_counter()
@@ -243,3 +248,18 @@ def percentile_ms(samples_ns: list[int], p: float) -> float:
     ordered = sorted(samples_ns)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1] / 1e6
+
+
+def merged(recorders: list[Recorder]) -> Recorder:
+    """One recorder holding the samples, time and CPU of several phases."""
+    out = Recorder()
+    for r in recorders:
+        for name, samples in r.latency_ns.items():
+            out.latency_ns.setdefault(name, []).extend(samples)
+        for name, samples in r.ttfb_ns.items():
+            out.ttfb_ns.setdefault(name, []).extend(samples)
+        out.errors += r.errors
+        out.elapsed_s += r.elapsed_s
+        out.server_cpu_s += r.server_cpu_s
+        out.client_cpu_s += r.client_cpu_s
+    return out

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+import sections
 from loadgen import Recorder, percentile_ms
 
-BEGIN = "<!-- bench:begin (written by bench/run.py) -->"
-END = "<!-- bench:end -->"
+BEGIN, END = sections.markers("")
 PACKAGES = ("litestar", "msgspec", "uvicorn", "uvloop", "httptools", "granian")
 STARTUP_TARGET_S = 1.5
 OVERHEAD_TARGET_MS = 1.0
@@ -231,7 +231,8 @@ def _targets(report: Report) -> list[str]:
     return lines
 
 
-def _machine() -> list[str]:
+def machine() -> list[str]:
+    """Date, CPU, kernel, Python and package versions, as markdown list items."""
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -259,7 +260,7 @@ def render(report: Report) -> str:
         "",
         f"    {report.command}",
         "",
-        *_machine(),
+        *machine(),
         f"- Code measured: {report.source}",
         f"- Load average (1, 5, 15 min) before / after the run: {report.loadavg[0]} / "
         f"{report.loadavg[1]} (the machine may be shared: figures move by ~10% between runs)",
@@ -310,14 +311,19 @@ def render(report: Report) -> str:
 def write(path: Path, markdown: str) -> None:
     """Write `markdown` to `path`; if the file has the bench markers, replace only the text
     between them, keeping what was written around them by hand."""
-    if path.exists():
-        text = path.read_text()
-        start, end = text.find(BEGIN), text.find(END)
-        if start >= 0 and end > start:
-            path.write_text(text[:start] + markdown.rstrip("\n") + text[end + len(END) :])
-            return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Benchmarks\n\n" + markdown)
+    sections.write(path, "", markdown)
+
+
+def run_lines(command: str, source: str, loadavg: tuple[str, str], placement: str) -> list[str]:
+    """The "how, when, where" list items that open a generated section."""
+    return [
+        f"    {command}",
+        "",
+        *machine(),
+        f"- Code measured: {source}",
+        f"- Load average (1, 5, 15 min) before / after: {loadavg[0]} / {loadavg[1]}",
+        f"- {placement}",
+    ]
 
 
 def summary_line(r: RunResult) -> str:

@@ -1,12 +1,20 @@
-"""XRouter benchmark: the gateway on `local/echo` against a raw ASGI baseline, per ASGI server,
-with and without gc.freeze(). Every load phase is bounded in time.
+"""XRouter benchmark. Every load phase is bounded in time. Suites:
 
-    .venv/bin/python bench/run.py [--server uvicorn|granian|both] [--duration S]
+- local: the gateway on `local/echo` against a raw ASGI baseline, per ASGI server, with and
+  without gc.freeze() (issue 2);
+- chat: /v1/chat/completions beside /v1/responses, and the mapping timed in-process (issue 4);
+- relay: the gateway relaying to a fake OpenAI-compatible upstream against calling it
+  directly (issue 5);
+- memory: the gateway's RSS while relaying long streams, fast and slow clients (issue 5);
+- upstream: relay and memory; all: every suite.
+
+    .venv/bin/python bench/run.py [--suite local|chat|relay|memory|upstream|all]
+                                  [--server uvicorn|granian|both] [--duration S]
                                   [--out docs/benchmarks.md] [--rev REV] [--no-pin]
 
 The load generator runs in this process (uvloop, raw HTTP/1.1 keep-alive connections); the
-server runs in a subprocess with one worker. By default the server is pinned to CPU 0 and
-the load generator to CPU 1, so they do not compete for a core.
+servers run in subprocesses with one worker. By default the server under test is pinned to
+CPU 0 and the load generator (and the fake upstream, when there is one) to CPU 1.
 """
 
 from __future__ import annotations
@@ -20,15 +28,30 @@ import tempfile
 from pathlib import Path
 from typing import cast
 
+import chat_bench
+import chat_report
 import loadgen
+import memory_bench
+import memory_report
 import msgspec
+import relay_bench
+import relay_report
 import report
+import sections
 import servers
 import uvloop
 from report import Run, RunResult
+from workload import INPUT
 
-INPUT = "The quick brown fox jumps over the lazy dog."
 CONCURRENCY = 32
+SUITES = {
+    "local": ("local",),
+    "chat": ("chat",),
+    "relay": ("relay",),
+    "memory": ("memory",),
+    "upstream": ("relay", "memory"),
+    "all": ("local", "chat", "relay", "memory"),
+}
 STARTUP_SAMPLES = 3
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,10 +142,13 @@ def cached_startup(cpus: set[int] | None, src: Path | None) -> list[float]:
         return product_startup(cpus, src, env)
 
 
+def _cpus(args: argparse.Namespace) -> tuple[set[int] | None, set[int] | None]:
+    """(server under test, load generator and fake upstream)."""
+    return ({0}, {1}) if args.pin else (None, None)
+
+
 async def bench(args: argparse.Namespace, baseline_file: Path) -> report.Report:
-    server_cpus, client_cpus = ({0}, {1}) if args.pin else (None, None)
-    if client_cpus:
-        os.sched_setaffinity(0, client_cpus)
+    server_cpus, _ = _cpus(args)
     stacks = ["uvicorn", "granian"] if args.server == "both" else [args.server]
     env = {"BENCH_BASELINE_FILE": str(baseline_file)}
     sizes = (0, 0, 0)
@@ -148,7 +174,7 @@ async def bench(args: argparse.Namespace, baseline_file: Path) -> report.Report:
             print(report.summary_line(result), flush=True)
             results.append(result)
     return report.Report(
-        command=" ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
+        command=_command(),
         duration_s=args.duration,
         warmup_s=args.warmup,
         pinned=args.pin,
@@ -192,9 +218,77 @@ def _working_tree() -> str:
     return f"working tree at {commit}, {state}"
 
 
+def _command() -> str:
+    return " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]])
+
+
+def _placement(args: argparse.Namespace, upstream: bool) -> str:
+    if not args.pin:
+        return "No CPU pinning."
+    if upstream:
+        return (
+            "Pinning (2 cores): the gateway (one uvicorn worker) alone on CPU 0; the fake "
+            "upstream and the load generator share CPU 1."
+        )
+    return "Pinning: the gateway (one uvicorn worker) on CPU 0, the load generator on CPU 1."
+
+
+async def chat_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    result = await chat_bench.measure(_cpus(args)[0], args.src, args.duration, args.warmup)
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), _placement(args, False))
+    lines.append(
+        f"- Each phase: {args.warmup:g} s warm-up (c=8), c=1 for {args.duration:g} s, "
+        f"c={chat_bench.CONCURRENCY} for 2 x {args.duration / 2:g} s per request kind."
+    )
+    print(f"chat: errors {result.errors}, mapping {result.mapping['us']}", flush=True)
+    return sections.wrap(chat_report.NAME, chat_report.render(result, lines))
+
+
+async def relay_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    gateway_cpus, other_cpus = _cpus(args)
+    result = await relay_bench.measure(
+        gateway_cpus, other_cpus, args.src, args.duration, args.warmup
+    )
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), _placement(args, True))
+    lines.append(
+        f"- Phases: {args.warmup:g} s warm-up (c={relay_bench.CONCURRENCY}, every kind), c=1 for "
+        f"{args.duration:g} s, c={relay_bench.CONCURRENCY} for {args.duration:g} s per kind."
+    )
+    for line in relay_report.targets(result):
+        print("relay:", line, flush=True)
+    return sections.wrap(relay_report.NAME, relay_report.render(result, lines))
+
+
+async def memory_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    gateway_cpus, other_cpus = _cpus(args)
+    runs = await memory_bench.measure(gateway_cpus, other_cpus, args.src)
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), _placement(args, True))
+    for line in memory_report.findings(runs):
+        print("memory:", line, flush=True)
+    return sections.wrap(memory_report.NAME, memory_report.render(runs, lines))
+
+
+def _run_local(args: argparse.Namespace) -> tuple[str, report.Report]:
+    baseline_file = Path(tempfile.mkstemp(prefix="bench-baseline-", suffix=".json")[1])
+    try:
+        result = uvloop.run(bench(args, baseline_file))
+    finally:
+        baseline_file.unlink()
+    return report.render(result), result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=["uvicorn", "granian", "both"], default="both")
+    parser.add_argument("--suite", choices=list(SUITES), default="all")
+    parser.add_argument(
+        "--server",
+        choices=["uvicorn", "granian", "both"],
+        default="both",
+        help="ASGI servers for the local suite (the other suites use uvicorn)",
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load phase")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per run")
     parser.add_argument("--out", type=Path, help="write the markdown report here")
@@ -205,21 +299,32 @@ def main() -> int:
     args = parser.parse_args()
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         args.pin = False
-    baseline_file = Path(tempfile.mkstemp(prefix="bench-baseline-", suffix=".json")[1])
+    if args.pin:
+        os.sched_setaffinity(0, _cpus(args)[1] or set())
+    written: list[tuple[str, str]] = []  # (section name, markdown)
+    local: report.Report | None = None
     with tempfile.TemporaryDirectory(prefix="bench-src-") as snapshot:
         args.src = Path(snapshot) / "src" if args.rev else None
         args.source = _snapshot(args.rev, Path(snapshot)) if args.rev else _working_tree()
-        try:
-            result = uvloop.run(bench(args, baseline_file))
-        finally:
-            baseline_file.unlink()
-    markdown = report.render(result)
+        for suite in SUITES[args.suite]:
+            if suite == "local":
+                markdown, local = _run_local(args)
+                written.append(("", markdown))
+            elif suite == "chat":
+                written.append((chat_report.NAME, uvloop.run(chat_suite(args))))
+            elif suite == "relay":
+                written.append((relay_report.NAME, uvloop.run(relay_suite(args))))
+            elif suite == "memory":
+                written.append((memory_report.NAME, uvloop.run(memory_suite(args))))
+    for name, markdown in written:
+        if args.out:
+            sections.write(args.out, name, markdown)
+        else:
+            print(markdown)
     if args.out:
-        report.write(args.out, markdown)
         print(f"wrote {args.out}")
-    else:
-        print(markdown)
-    print(f"median xrouter serve startup: {statistics.median(result.product_startup_s):.3f} s")
+    if local is not None:
+        print(f"median xrouter serve startup: {statistics.median(local.product_startup_s):.3f} s")
     return 0
 
 
