@@ -31,6 +31,13 @@ from xrouter.entrypoints.http.sse import SSEWriter
 log = logging.getLogger("xrouter")
 
 
+def quiet_http_client_logs() -> None:
+    """httpx logs every upstream call at INFO; at gateway rates that line costs more than the
+    call's own parsing, and the gateway logs failures itself. Keep the client's warnings."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def create_app(container: Container | None = None) -> ASGIApp:
     """The ASGI app: Litestar wrapped in the request-id middleware, outermost so that even
     routing errors (404, 405) carry `x-request-id`."""
@@ -41,6 +48,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
     """Build the Litestar app from `container` (a fresh one from the environment by default)."""
     container = container or Container()
     settings: Settings = container.settings()
+    quiet_http_client_logs()
     engine = container.engine()  # resolves the token counter etc. now, not on first request
     catalog = container.catalog()
     use_cases = UseCases(
