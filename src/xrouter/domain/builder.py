@@ -10,6 +10,7 @@ encoded after they leave here, possibly after the builder has moved on.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,7 +49,9 @@ NewId = Callable[[str], str]
 class _OpenText:
     item_id: str
     output_index: int
-    parts: list[str] = field(default_factory=list)
+    # One growing buffer, not a list of deltas: a long stream of small deltas would cost
+    # a string object per delta (tens of bytes each) instead of ~1x the text.
+    text: io.StringIO = field(default_factory=io.StringIO)
     data: str | None = None  # opaque reasoning state (reasoning items only)
 
 
@@ -58,7 +61,7 @@ class _OpenCall:
     output_index: int
     call_id: str
     name: str
-    parts: list[str] = field(default_factory=list)
+    arguments: io.StringIO = field(default_factory=io.StringIO)
 
 
 class ResponseBuilder:
@@ -151,7 +154,7 @@ class ResponseBuilder:
         if not text:
             return out
         self.chunks += 1
-        message.parts.append(text)
+        message.text.write(text)
         out.append(
             ev.OutputTextDelta(
                 sequence_number=self._next_seq(),
@@ -191,7 +194,7 @@ class ResponseBuilder:
         if not text:
             return out
         self.chunks += 1
-        reasoning.parts.append(text)
+        reasoning.text.write(text)
         out.append(
             ev.ReasoningSummaryTextDelta(
                 sequence_number=self._next_seq(),
@@ -234,7 +237,7 @@ class ResponseBuilder:
             call.name = delta.name
         if delta.arguments:
             self.chunks += 1
-            call.parts.append(delta.arguments)
+            call.arguments.write(delta.arguments)
             out.append(
                 ev.FunctionCallArgumentsDelta(
                     sequence_number=self._next_seq(),
@@ -255,7 +258,7 @@ class ResponseBuilder:
         if message is None:
             return []
         self._message = None
-        text = "".join(message.parts)
+        text = message.text.getvalue()
         part = OutputText(text=text)
         item = MessageItem(
             id=message.item_id, status=self._item_status(), content=[OutputText(text=text)]
@@ -287,7 +290,7 @@ class ResponseBuilder:
         if reasoning is None:
             return []
         self._reasoning = None
-        text = "".join(reasoning.parts)
+        text = reasoning.text.getvalue()
         item = ReasoningItem(
             id=reasoning.item_id,
             summary=[SummaryText(text=text)],
@@ -319,7 +322,7 @@ class ResponseBuilder:
     def _close_calls(self) -> list[ev.StreamEvent]:
         out: list[ev.StreamEvent] = []
         for call in sorted(self._calls.values(), key=lambda c: c.output_index):
-            arguments = "".join(call.parts)
+            arguments = call.arguments.getvalue()
             item = FunctionCallItem(
                 id=call.item_id,
                 call_id=call.call_id,
@@ -362,9 +365,9 @@ class ResponseBuilder:
                 pieces.extend(s.text for s in item.summary)
         for open_text in (self._message, self._reasoning):
             if open_text is not None:
-                pieces.extend(open_text.parts)
+                pieces.append(open_text.text.getvalue())
         for call in self._calls.values():
-            pieces.extend(call.parts)
+            pieces.append(call.arguments.getvalue())
         return "".join(pieces)
 
     def close_items(self) -> list[ev.StreamEvent]:
@@ -432,12 +435,12 @@ class ResponseBuilder:
         """Open items by output_index, frozen as `incomplete`."""
         items: dict[int, OutputItem] = {}
         if self._message is not None:
-            text = "".join(self._message.parts)
+            text = self._message.text.getvalue()
             items[self._message.output_index] = MessageItem(
                 id=self._message.item_id, status="incomplete", content=[OutputText(text=text)]
             )
         if self._reasoning is not None:
-            text = "".join(self._reasoning.parts)
+            text = self._reasoning.text.getvalue()
             items[self._reasoning.output_index] = ReasoningItem(
                 id=self._reasoning.item_id,
                 summary=[SummaryText(text=text)],
@@ -449,7 +452,7 @@ class ResponseBuilder:
                 id=call.item_id,
                 call_id=call.call_id,
                 name=call.name,
-                arguments="".join(call.parts),
+                arguments=call.arguments.getvalue(),
                 status="incomplete",
             )
         return items
