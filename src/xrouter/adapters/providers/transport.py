@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import httpx
 import msgspec
 
+from xrouter.adapters.providers.http1 import Http1Transport, environment_proxy_mounts
 from xrouter.adapters.providers.sse_reader import SSEEvent, SSEParser
 from xrouter.adapters.providers.tls import client_ssl_context
 from xrouter.adapters.providers.upstream_errors import (
@@ -122,23 +123,7 @@ class HttpTransport:
         self._jitter = jitter
         self._inflight = 0
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            base_url=settings.base_url,
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s,
-                read=settings.read_timeout_s,
-                write=settings.write_timeout_s,
-                pool=settings.pool_timeout_s,
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_inflight,
-                max_keepalive_connections=settings.max_inflight,
-            ),
-            verify=_tls(provider, settings),
-            http2=False,
-            follow_redirects=False,
-            trust_env=settings.trust_env,
-        )
+        self._client = client or _pooled_client(provider, settings)
 
     @property
     def provider(self) -> str:
@@ -473,6 +458,42 @@ def _tls(provider: str, settings: TransportSettings) -> ssl.SSLContext | bool:
     return client_ssl_context(
         verify=settings.verify, cert=settings.cert, trust_env=settings.trust_env
     )
+
+
+def _pooled_client(provider: str, settings: TransportSettings) -> httpx.AsyncClient:
+    """The upstream's client: httpx's API on the lean HTTP/1.1 transport (`http1.py`)."""
+    tls = _tls(provider, settings)
+    limits = httpx.Limits(
+        max_connections=settings.max_inflight,
+        max_keepalive_connections=settings.max_inflight,
+    )
+    return httpx.AsyncClient(
+        base_url=settings.base_url,
+        transport=Http1Transport(ssl_context=_ssl_context(tls, settings), limits=limits),
+        mounts=environment_proxy_mounts(verify=tls, limits=limits) if settings.trust_env else None,
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout_s,
+            read=settings.read_timeout_s,
+            write=settings.write_timeout_s,
+            pool=settings.pool_timeout_s,
+        ),
+        http2=False,
+        follow_redirects=False,
+        trust_env=settings.trust_env,
+    )
+
+
+def _ssl_context(tls: ssl.SSLContext | bool, settings: TransportSettings) -> ssl.SSLContext | None:
+    """`_tls`'s answer as the SSL context Http1Transport uses for https; None (plain http, or
+    the default trust store from the environment) lets it build the default context on first
+    use."""
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if not settings.base_url.lower().startswith("https:"):
+        return None
+    if tls is False:
+        return client_ssl_context(verify=False)
+    return client_ssl_context(verify=True, trust_env=settings.trust_env)
 
 
 def _describe(exc: Exception) -> str:
