@@ -19,7 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.upstreams import End, FakeUpstream, Reply
-from xrouter.adapters.providers.http1 import Http1Transport, _Connection, _Pool
+from xrouter.adapters.providers.http1 import Http1Transport
+from xrouter.adapters.providers.http1.connection import Connection
+from xrouter.adapters.providers.http1.pool import Pool
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 
 CHAT = "/v1/chat/completions"
@@ -282,7 +284,7 @@ RESPONSE_BODY = b"".join(PIECES)
 
 
 class _FakeTransport(asyncio.Transport):
-    """Just enough of a socket transport to drive a _Connection by hand."""
+    """Just enough of a socket transport to drive a Connection by hand."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -314,9 +316,9 @@ class _FakeTransport(asyncio.Transport):
 
 async def _feed_and_read(segments: list[bytes]) -> tuple[httpx.Response, bytes, bool]:
     """Drive one exchange on a hand-made connection: the answer arrives in `segments`."""
-    pool = _Pool(asyncio.get_running_loop(), "example.test", 80, None, httpx.Limits())
+    pool = Pool(asyncio.get_running_loop(), "example.test", 80, None, httpx.Limits())
     pool._total = 1
-    conn = _Connection(pool)
+    conn = Connection(pool)
     wire = _FakeTransport()
     conn.connection_made(wire)
     request = httpx.Request("GET", "http://example.test/x")

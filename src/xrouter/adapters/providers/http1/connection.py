@@ -1,55 +1,17 @@
-"""A lean HTTP/1.1 client transport for httpx: asyncio protocols and httptools' response parser.
-
-`httpx.AsyncClient(transport=Http1Transport(...))` keeps httpx's client API (auth flows, base
-URLs, headers, cookies, `send(stream=True)`, its exception types) and replaces httpcore, whose
-connection pool scans every connection for every request (about 0.5-1 ms of CPU per request
-at 32 connections). Here a request costs a dictionary lookup, a list pop and a list append.
-
-Pooling: one pool per (scheme, host, port) with a LIFO list of idle keep-alive connections
-and a count of open ones; `max_connections` caps the count (a request over it waits, FIFO, for
-a released connection or a freed slot, up to the pool timeout: httpx.PoolTimeout);
-`max_keepalive_connections` caps the idle list; an idle connection older than
-`keepalive_expiry` is closed instead of reused. A connection goes back to the pool only once
-its response was read to the end and both sides allow keep-alive; a response closed before
-its end closes its connection.
-
-Stale connections: the event loop keeps reading idle sockets, so a connection the server
-closed while idle (FIN or RST) is dropped from the pool when that happens. The remaining race
-(the server closes just as a request is sent) is handled by one retry: when a request on a
-REUSED connection fails because the peer closed or reset the connection before a single byte
-of the answer arrived, it is sent once more on a new connection. The server produced no
-answer, which is what idle-connection closes look like; a request whose body is a one-shot
-stream (not bytes) is not retried. Timeouts are never retried.
-
-Errors are httpx's: httpx.ConnectError (refused, DNS, TLS handshake), httpx.ConnectTimeout,
-httpx.WriteTimeout, httpx.ReadTimeout (the longest silence between two reads),
-httpx.PoolTimeout, httpx.RemoteProtocolError (malformed answer; the peer closed before the end
-of a Content-Length or chunked body, or without answering), httpx.ReadError (the connection
-was reset), httpx.LocalProtocolError (a header with CR or LF in it).
-
-Timeouts come from the request's `extensions["timeout"]` (httpx puts its Timeout there).
-Proxies are not handled here; httpx ignores the environment's proxies when a client is given a
-transport, so `environment_proxy_mounts` gives the client what it would have mounted (httpx's
-own transports through the proxies; NO_PROXY hosts stay on this transport).
-"""
+"""One HTTP/1.1 connection: an asyncio protocol feeding httptools, the response body stream,
+and the request head encoder. See the package docstring for the error mapping."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import ssl
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from typing import Final, cast
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 import httpx
-from httpx._utils import get_environment_proxies
 
-from xrouter.adapters.providers.tls import client_ssl_context
-
-__all__ = ["Http1Transport", "environment_proxy_mounts"]
+if TYPE_CHECKING:  # the pool owns its connections; only its type is needed here
+    from xrouter.adapters.providers.http1.pool import Pool
 
 READ_HIGH_WATER: Final = 256 * 1024
 """Unread body bytes above which the socket stops being read (a slow consumer)."""
@@ -58,7 +20,7 @@ SINGLE_WRITE_LIMIT: Final = 256 * 1024
 _HTTP11: Final = b"HTTP/1.1"
 
 
-class _Stale(Exception):
+class Stale(Exception):
     """Internal: the peer closed or reset the connection before a byte of the answer."""
 
     def __init__(self, error: httpx.TransportError, *, unsent: bool = False) -> None:
@@ -68,12 +30,12 @@ class _Stale(Exception):
         """Nothing of the request was written: always safe to send elsewhere."""
 
 
-def _expire(waiter: asyncio.Future[bool]) -> None:
+def expire(waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
         waiter.set_result(False)
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: the asyncio protocol, its parser and the current exchange."""
 
     __slots__ = (
@@ -108,7 +70,7 @@ class _Connection(asyncio.Protocol):
         "served",
     )
 
-    def __init__(self, pool: _Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._loop = pool.loop
         self._transport: asyncio.Transport | None = None
@@ -249,11 +211,11 @@ class _Connection(asyncio.Protocol):
         chunked: bool,
         write_timeout: float | None,
     ) -> None:
-        """Write the request. Raises _Stale when the connection is already closed."""
+        """Write the request. Raises Stale when the connection is already closed."""
         transport = self._transport
         self._reset(request, head_request=request.method == "HEAD")
         if transport is None or self._eof or transport.is_closing():
-            raise _Stale(
+            raise Stale(
                 httpx.RemoteProtocolError("The connection was closed before use."), unsent=True
             )
         if body is not None:
@@ -288,7 +250,7 @@ class _Connection(asyncio.Protocol):
         while self._write_paused and not self._closed:
             waiter: asyncio.Future[bool] = self._loop.create_future()
             self._drain_waiter = waiter
-            timer = None if limit_s is None else self._loop.call_later(limit_s, _expire, waiter)
+            timer = None if limit_s is None else self._loop.call_later(limit_s, expire, waiter)
             try:
                 woken = await waiter
             finally:
@@ -299,7 +261,7 @@ class _Connection(asyncio.Protocol):
                 raise httpx.WriteTimeout("Timed out while sending the request.")
 
     async def receive_head(self, read_timeout: float | None) -> httpx.Response:
-        """Wait for the status line and the headers. Raises _Stale when the peer closed or
+        """Wait for the status line and the headers. Raises Stale when the peer closed or
         reset the connection before sending a byte."""
         while not self._head_done:
             if self._error is not None:
@@ -307,7 +269,7 @@ class _Connection(asyncio.Protocol):
             if self._eof:
                 error: httpx.TransportError
                 if isinstance(self._lost, OSError):
-                    error = httpx.ReadError(_describe(self._lost))
+                    error = httpx.ReadError(describe(self._lost))
                 elif self._received:
                     error = httpx.RemoteProtocolError(
                         "The server closed the connection in the middle of the response head."
@@ -318,13 +280,13 @@ class _Connection(asyncio.Protocol):
                     )
                 if self._received:
                     raise error
-                raise _Stale(error)
+                raise Stale(error)
             await self._wait(read_timeout)
         reason = self._reason
         return httpx.Response(
             self._status,
             headers=self._headers,
-            stream=_Body(self, read_timeout),
+            stream=Body(self, read_timeout),
             extensions={"http_version": self._version(), "reason_phrase": reason},
         )
 
@@ -356,7 +318,7 @@ class _Connection(asyncio.Protocol):
                     self._keep_alive = False
                     return None
                 if isinstance(self._lost, OSError):
-                    raise httpx.ReadError(_describe(self._lost))
+                    raise httpx.ReadError(describe(self._lost))
                 raise httpx.RemoteProtocolError(
                     "peer closed connection without sending complete message body"
                 )
@@ -373,7 +335,7 @@ class _Connection(asyncio.Protocol):
     async def _wait(self, limit_s: float | None) -> None:
         waiter: asyncio.Future[bool] = self._loop.create_future()
         self._waiter = waiter
-        timer = None if limit_s is None else self._loop.call_later(limit_s, _expire, waiter)
+        timer = None if limit_s is None else self._loop.call_later(limit_s, expire, waiter)
         try:
             woken = await waiter
         finally:
@@ -438,13 +400,13 @@ class _Connection(asyncio.Protocol):
         return True
 
 
-class _Body(httpx.AsyncByteStream):
+class Body(httpx.AsyncByteStream):
     """A response body, read as it arrives; the end returns the connection to the pool."""
 
     __slots__ = ("_conn", "_read_timeout")
 
-    def __init__(self, conn: _Connection, read_timeout: float | None) -> None:
-        self._conn: _Connection | None = conn
+    def __init__(self, conn: Connection, read_timeout: float | None) -> None:
+        self._conn: Connection | None = conn
         self._read_timeout = read_timeout
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -477,265 +439,7 @@ class _Body(httpx.AsyncByteStream):
             conn.abort()  # never reuse a half-read connection
 
 
-class _Pool:
-    """The connections to one origin."""
-
-    __slots__ = (
-        "_all",
-        "_closed",
-        "_expiry",
-        "_host",
-        "_idle",
-        "_max",
-        "_max_idle",
-        "_port",
-        "_server_hostname",
-        "_ssl",
-        "_total",
-        "_waiters",
-        "loop",
-    )
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        host: str,
-        port: int,
-        ssl_context: ssl.SSLContext | None,
-        limits: httpx.Limits,
-    ) -> None:
-        self.loop = loop
-        self._host = host
-        self._port = port
-        self._ssl = ssl_context
-        self._server_hostname = host if ssl_context is not None else None
-        self._max = limits.max_connections
-        self._max_idle = limits.max_keepalive_connections
-        self._expiry = limits.keepalive_expiry
-        self._idle: list[_Connection] = []
-        self._all: set[_Connection] = set()
-        self._total = 0
-        """Open connections and connections being opened."""
-        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
-        self._closed = False
-
-    async def acquire(
-        self, request: httpx.Request, pool_timeout: float | None, connect_timeout: float | None
-    ) -> _Connection:
-        if self._closed:
-            raise RuntimeError("The transport is closed.")
-        idle = self._idle
-        if idle:
-            now = self.loop.time()
-            expiry = self._expiry
-            while idle:
-                conn = idle.pop()
-                conn.in_idle = False
-                if conn.usable(now, expiry):
-                    return conn
-                conn.close()
-        if self._max is None or self._total < self._max:
-            self._total += 1
-            return await self._open(request, connect_timeout)
-        waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout(pool_timeout):
-                granted = await waiter
-        except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                self._give_back(waiter.result())
-            else:
-                waiter.cancel()
-            if isinstance(exc, TimeoutError):
-                raise httpx.PoolTimeout(
-                    "Timed out waiting for a free connection.", request=request
-                ) from None
-            raise
-        if granted is None:  # a slot was freed and handed to us
-            return await self._open(request, connect_timeout)
-        return granted
-
-    async def _open(self, request: httpx.Request, limit_s: float | None) -> _Connection:
-        """Open a connection in a slot already counted in `_total`."""
-        try:
-            async with asyncio.timeout(limit_s):
-                _, conn = await self.loop.create_connection(
-                    lambda: _Connection(self),
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._server_hostname,
-                )
-        except BaseException as exc:
-            self._slot_freed()
-            if isinstance(exc, TimeoutError):
-                raise httpx.ConnectTimeout(
-                    f"Timed out connecting to {self._host}:{self._port}.", request=request
-                ) from None
-            if isinstance(exc, OSError):
-                raise httpx.ConnectError(_describe(exc), request=request) from None
-            raise
-        if self._closed:
-            conn.abort()
-            raise RuntimeError("The transport is closed.")
-        self._all.add(conn)
-        transport = conn._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
-
-    def release(self, conn: _Connection) -> None:
-        """A connection whose exchange ended cleanly."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        if self._closed or (self._max_idle is not None and len(self._idle) >= self._max_idle):
-            conn.close()
-            return
-        conn.idle_since = self.loop.time()
-        conn.in_idle = True
-        self._idle.append(conn)
-
-    def forget(self, conn: _Connection) -> None:
-        """A connection closed: drop it and free its slot (once)."""
-        if not conn.mark_forgotten():
-            return
-        if conn.in_idle:
-            conn.in_idle = False
-            self._idle.remove(conn)  # only when a server closes an idle connection
-        self._all.discard(conn)
-        self._slot_freed()
-
-    def _slot_freed(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes to the waiter; `_total` stays
-                return
-        self._total -= 1
-
-    def _give_back(self, granted: _Connection | None) -> None:
-        if granted is None:
-            self._slot_freed()
-        else:
-            self.release(granted)
-
-    def close(self) -> None:
-        self._closed = True
-        for conn in list(self._all):
-            conn.close()
-        self._idle.clear()
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.cancel()
-
-
-class Http1Transport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 over pooled keep-alive connections (see the module docstring).
-
-    `ssl_context`: used for https; None builds the default verifying context on first use.
-    `limits`: max_connections, max_keepalive_connections, keepalive_expiry, per origin.
-    """
-
-    def __init__(
-        self,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        limits: httpx.Limits | None = None,
-    ) -> None:
-        self._ssl_context = ssl_context
-        self._limits = limits or httpx.Limits(
-            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0
-        )
-        self._pools: dict[tuple[bytes, bytes, int], _Pool] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
-            raise RuntimeError("The transport is closed.")
-        timeouts: Mapping[str, float | None] = request.extensions.get("timeout") or {}
-        pool = self._pool_for(request.url)
-        head, body, chunked = _encode_head(request)
-        replayable = body is not None
-        pool_timeout = timeouts.get("pool")
-        connect_timeout = timeouts.get("connect")
-        write_timeout = timeouts.get("write")
-        read_timeout = timeouts.get("read")
-        retried = False
-        while True:
-            conn = await pool.acquire(request, pool_timeout, connect_timeout)
-            try:
-                await conn.send(request, head, body, chunked, write_timeout)
-                return await conn.receive_head(read_timeout)
-            except _Stale as stale:
-                conn.abort()
-                if conn.served and stale.unsent:
-                    continue  # closed while idle, noticed late: take another connection
-                if conn.served and replayable and not retried:
-                    retried = True
-                    continue
-                raise stale.error from None
-            except BaseException:
-                conn.abort()
-                raise
-
-    def _pool_for(self, url: httpx.URL) -> _Pool:
-        scheme = url.raw_scheme
-        host = url.raw_host
-        port = url.port
-        if port is None:
-            port = 443 if scheme == b"https" else 80
-        key = (scheme, host, port)
-        pool = self._pools.get(key)
-        if pool is None:
-            if scheme not in (b"http", b"https"):
-                raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {scheme!r}.")
-            loop = asyncio.get_running_loop()
-            if self._loop is None:
-                self._loop = loop
-            elif loop is not self._loop:
-                raise RuntimeError("Http1Transport is bound to another event loop.")
-            context = None
-            if scheme == b"https":
-                if self._ssl_context is None:
-                    self._ssl_context = client_ssl_context(verify=True)
-                context = self._ssl_context
-            pool = _Pool(loop, host.decode("ascii"), port, context, self._limits)
-            self._pools[key] = pool
-        return pool
-
-    async def aclose(self) -> None:
-        self._closed = True
-        pools = list(self._pools.values())
-        self._pools.clear()
-        for pool in pools:
-            pool.close()
-
-
-def environment_proxy_mounts(
-    *, verify: ssl.SSLContext | bool, limits: httpx.Limits
-) -> dict[str, httpx.AsyncBaseTransport | None]:
-    """`mounts=` for a client on Http1Transport with `trust_env=True`: HTTP(S)_PROXY / ALL_PROXY
-    / NO_PROXY from the environment, as httpx applies them to a client without a transport
-    (a proxied URL goes through httpx's own transport and the proxy; None: this transport)."""
-    return {
-        pattern: None
-        if proxy is None
-        else httpx.AsyncHTTPTransport(proxy=proxy, verify=verify, limits=limits, trust_env=True)
-        for pattern, proxy in get_environment_proxies().items()
-    }
-
-
-def _encode_head(request: httpx.Request) -> tuple[bytes, bytes | None, bool]:
+def encode_head(request: httpx.Request) -> tuple[bytes, bytes | None, bool]:
     """The request head, the body when it is bytes (None: an async stream), and whether the
     body goes out chunked. Host, Content-Length and Transfer-Encoding come from the request's
     headers (httpx sets them) and are added only when missing."""
@@ -778,6 +482,6 @@ def _encode_head(request: httpx.Request) -> tuple[bytes, bytes | None, bool]:
     return head, body, chunked
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,175 @@
+"""The connection pool of one origin: a LIFO idle list, a count of open connections and a
+FIFO queue of waiters; acquire and release are O(1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections import deque
+
+import httpx
+
+from xrouter.adapters.providers.http1.connection import Connection, describe
+
+
+class Pool:
+    """The connections to one origin."""
+
+    __slots__ = (
+        "_all",
+        "_closed",
+        "_expiry",
+        "_host",
+        "_idle",
+        "_max",
+        "_max_idle",
+        "_port",
+        "_server_hostname",
+        "_ssl",
+        "_total",
+        "_waiters",
+        "loop",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+        limits: httpx.Limits,
+    ) -> None:
+        self.loop = loop
+        self._host = host
+        self._port = port
+        self._ssl = ssl_context
+        self._server_hostname = host if ssl_context is not None else None
+        self._max = limits.max_connections
+        self._max_idle = limits.max_keepalive_connections
+        self._expiry = limits.keepalive_expiry
+        self._idle: list[Connection] = []
+        self._all: set[Connection] = set()
+        self._total = 0
+        """Open connections and connections being opened."""
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._closed = False
+
+    async def acquire(
+        self, request: httpx.Request, pool_timeout: float | None, connect_timeout: float | None
+    ) -> Connection:
+        if self._closed:
+            raise RuntimeError("The transport is closed.")
+        idle = self._idle
+        if idle:
+            now = self.loop.time()
+            expiry = self._expiry
+            while idle:
+                conn = idle.pop()
+                conn.in_idle = False
+                if conn.usable(now, expiry):
+                    return conn
+                conn.close()
+        if self._max is None or self._total < self._max:
+            self._total += 1
+            return await self._open(request, connect_timeout)
+        waiter: asyncio.Future[Connection | None] = self.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(pool_timeout):
+                granted = await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._give_back(waiter.result())
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout(
+                    "Timed out waiting for a free connection.", request=request
+                ) from None
+            raise
+        if granted is None:  # a slot was freed and handed to us
+            return await self._open(request, connect_timeout)
+        return granted
+
+    async def _open(self, request: httpx.Request, limit_s: float | None) -> Connection:
+        """Open a connection in a slot already counted in `_total`."""
+        try:
+            async with asyncio.timeout(limit_s):
+                _, conn = await self.loop.create_connection(
+                    lambda: Connection(self),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname,
+                )
+        except BaseException as exc:
+            self._slot_freed()
+            if isinstance(exc, TimeoutError):
+                raise httpx.ConnectTimeout(
+                    f"Timed out connecting to {self._host}:{self._port}.", request=request
+                ) from None
+            if isinstance(exc, OSError):
+                raise httpx.ConnectError(describe(exc), request=request) from None
+            raise
+        if self._closed:
+            conn.abort()
+            raise RuntimeError("The transport is closed.")
+        self._all.add(conn)
+        transport = conn._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """A connection whose exchange ended cleanly."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if self._closed or (self._max_idle is not None and len(self._idle) >= self._max_idle):
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        conn.in_idle = True
+        self._idle.append(conn)
+
+    def forget(self, conn: Connection) -> None:
+        """A connection closed: drop it and free its slot (once)."""
+        if not conn.mark_forgotten():
+            return
+        if conn.in_idle:
+            conn.in_idle = False
+            self._idle.remove(conn)  # only when a server closes an idle connection
+        self._all.discard(conn)
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to the waiter; `_total` stays
+                return
+        self._total -= 1
+
+    def _give_back(self, granted: Connection | None) -> None:
+        if granted is None:
+            self._slot_freed()
+        else:
+            self.release(granted)
+
+    def close(self) -> None:
+        self._closed = True
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.cancel()
