@@ -39,12 +39,9 @@ import pytest
 import trustme
 
 from tests.upstreams import FakeUpstream, RecordedRequest, Reply
-from xrouter.adapters.providers.gigachat import (
-    GigaChatProvider,
-    GigaChatSettings,
-    TLSSettings,
-    create_gigachat_provider,
-)
+from xrouter.adapters.providers.gigachat.factory import GigaChatSettings, create_gigachat_provider
+from xrouter.adapters.providers.gigachat.provider import GigaChatProvider
+from xrouter.adapters.providers.gigachat.tls import TLSSettings
 from xrouter.application.ports import CallContext, GenerationRequest
 from xrouter.domain.models import ModelRoute
 from xrouter.domain.responses import InputItem, ResponseRequest

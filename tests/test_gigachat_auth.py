@@ -29,8 +29,9 @@ from tests.gigachat_fake import (
     provider_for,
 )
 from tests.upstreams import Reply
-from xrouter.adapters.providers.gigachat import GigaChatProvider, TLSSettings
 from xrouter.adapters.providers.gigachat.auth import expires_at_seconds
+from xrouter.adapters.providers.gigachat.provider import GigaChatProvider
+from xrouter.adapters.providers.gigachat.tls import TLSSettings
 from xrouter.application.ports import CallContext
 from xrouter.domain.errors import GatewayError, Overloaded, ProviderError, Unauthorized
 from xrouter.domain.provider_events import TextDelta

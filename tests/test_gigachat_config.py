@@ -19,7 +19,7 @@ from tests.gigachat_fake import (
     certificates_fixture,  # noqa: F401  (the fixture)
     gigachat_fixture,  # noqa: F401  (the fixture)
 )
-from xrouter.adapters.providers.gigachat import GigaChatProvider
+from xrouter.adapters.providers.gigachat.provider import GigaChatProvider
 from xrouter.entrypoints.config import ConfigError
 from xrouter.entrypoints.gigachat_config import (
     build_gigachat,

@@ -14,18 +14,19 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xrouter.adapters.providers.gigachat import (
+from xrouter.adapters.providers.gigachat.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_OAUTH_URL,
     SCOPES,
-    GigaChatSettings,
-    TLSSettings,
-    create_gigachat_provider,
     default_max_inflight,
 )
 from xrouter.application.ports import Provider
+
+if TYPE_CHECKING:
+    from xrouter.adapters.providers.gigachat.factory import GigaChatSettings
+
 from xrouter.entrypoints.env_fields import (
     ConfigError,
     comma_list,
@@ -139,6 +140,10 @@ class GigaChatConfig:
         return masked_repr(self)
 
     def settings(self) -> GigaChatSettings:
+        # Imported here: the HTTP stack loads only when GigaChat is configured.
+        from xrouter.adapters.providers.gigachat.factory import GigaChatSettings
+        from xrouter.adapters.providers.gigachat.tls import TLSSettings
+
         cert = (self.cert_file, self.key_file) if self.cert_file and self.key_file else None
         return GigaChatSettings(
             base_url=self.base_url,
@@ -236,6 +241,8 @@ def build_gigachat(config: GigaChatConfig | None, byok: bool) -> Provider | None
             "run with XR_BYOK=true."
         )
         return None
+    from xrouter.adapters.providers.gigachat.factory import create_gigachat_provider
+
     settings = config.settings()
     try:
         provider = create_gigachat_provider(settings, byok=byok)

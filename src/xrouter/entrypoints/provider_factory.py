@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from xrouter.adapters.providers.local import LocalProvider
-from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
-from xrouter.adapters.providers.openrouter import OpenRouterProvider
-from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 from xrouter.application.ports import Provider
 from xrouter.entrypoints.gigachat_config import build_gigachat, load_gigachat_config
 from xrouter.entrypoints.provider_config import GatewayConfig, ProviderConfig
+
+if TYPE_CHECKING:
+    from xrouter.adapters.providers.transport import TransportSettings
 
 log = logging.getLogger("xrouter.providers")
 
 
 def transport_settings(config: ProviderConfig) -> TransportSettings:
+    from xrouter.adapters.providers.transport import TransportSettings
+
     assert config.base_url is not None  # only served providers reach here
     return TransportSettings(
         base_url=config.base_url,
@@ -32,6 +35,12 @@ def transport_settings(config: ProviderConfig) -> TransportSettings:
 
 
 def build_provider(config: ProviderConfig, byok: bool) -> Provider:
+    # Imported here, not at the top: a gateway with no upstream configured never loads the
+    # HTTP stack, which is a third of the cold start.
+    from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
+    from xrouter.adapters.providers.openrouter import OpenRouterProvider
+    from xrouter.adapters.providers.transport import HttpTransport
+
     transport = HttpTransport(config.name, transport_settings(config))
     if config.kind == "openrouter":
         return OpenRouterProvider(

@@ -18,20 +18,16 @@ from xrouter.adapters.providers.gigachat.auth import (
     TokenCache,
     TokenSource,
 )
+from xrouter.adapters.providers.gigachat.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_OAUTH_URL,
+    DEFAULT_SCOPE,
+    default_max_inflight,
+)
 from xrouter.adapters.providers.gigachat.provider import AuthMode, GigaChatProvider
 from xrouter.adapters.providers.gigachat.tls import TLSSettings, ssl_context
 from xrouter.adapters.providers.http1 import Http1Transport, environment_proxy_mounts
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
-
-DEFAULT_BASE_URL = "https://gigachat.devices.sberbank.ru/api/v1"
-DEFAULT_OAUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
-DEFAULT_SCOPE = "GIGACHAT_API_PERS"
-SCOPES = ("GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP")
-
-
-def default_max_inflight(scope: str) -> int:
-    """GigaChat's concurrency limit for the scope: 1 for individuals, 10 for businesses."""
-    return 1 if scope == "GIGACHAT_API_PERS" else 10
 
 
 @dataclass(frozen=True, slots=True)
