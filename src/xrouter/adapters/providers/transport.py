@@ -461,14 +461,22 @@ def _tls(provider: str, settings: TransportSettings) -> ssl.SSLContext | bool:
 
 
 def _pooled_client(provider: str, settings: TransportSettings) -> httpx.AsyncClient:
-    """The upstream's client: httpx's API on the lean HTTP/1.1 transport (`http1.py`)."""
-    tls = _tls(provider, settings)
+    return pooled_client(settings, tls=_tls(provider, settings))
+
+
+def pooled_client(
+    settings: TransportSettings, *, tls: ssl.SSLContext | bool, auth: httpx.Auth | None = None
+) -> httpx.AsyncClient:
+    """An upstream's client: httpx's API on the lean HTTP/1.1 transport (`http1/`), sized and
+    timed from `settings`; `tls` is a context or the verify flag; `auth` an httpx auth flow
+    (GigaChat's token refresh)."""
     limits = httpx.Limits(
         max_connections=settings.max_inflight,
         max_keepalive_connections=settings.max_inflight,
     )
     return httpx.AsyncClient(
         base_url=settings.base_url,
+        auth=auth,
         transport=Http1Transport(ssl_context=_ssl_context(tls, settings), limits=limits),
         mounts=environment_proxy_mounts(verify=tls, limits=limits) if settings.trust_env else None,
         timeout=httpx.Timeout(

@@ -26,8 +26,7 @@ from xrouter.adapters.providers.gigachat.defaults import (
 )
 from xrouter.adapters.providers.gigachat.provider import AuthMode, GigaChatProvider
 from xrouter.adapters.providers.gigachat.tls import TLSSettings, ssl_context
-from xrouter.adapters.providers.http1 import Http1Transport, environment_proxy_mounts
-from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
+from xrouter.adapters.providers.transport import HttpTransport, TransportSettings, pooled_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,25 +95,10 @@ def create_gigachat_provider(
         verify=settings.tls.ca_bundle or settings.tls.verify,
         cert=settings.tls.cert,
     )
-    limits = httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
-    api_client = httpx.AsyncClient(
-        base_url=settings.base_url,
+    api_client = pooled_client(
+        transport_settings,
+        tls=context,
         auth=BearerAuth(tokens) if tokens is not None else None,
-        transport=Http1Transport(ssl_context=context, limits=limits),
-        mounts=(
-            environment_proxy_mounts(verify=context, limits=limits)
-            if transport_settings.trust_env
-            else None
-        ),
-        timeout=httpx.Timeout(
-            connect=transport_settings.connect_timeout_s,
-            read=transport_settings.read_timeout_s,
-            write=transport_settings.write_timeout_s,
-            pool=transport_settings.pool_timeout_s,
-        ),
-        http2=False,
-        follow_redirects=False,
-        trust_env=transport_settings.trust_env,
     )
     transport = HttpTransport(name, transport_settings, client=api_client)
 
