@@ -10,7 +10,7 @@ What differs from a plain OpenAI-compatible server, and lives only here:
 - routing extensions passed through from the client: `provider`, `models` (fallbacks; our
   `openrouter/` prefix is stripped from them), `reasoning`, `transforms`, `plugins` and the
   extra samplers;
-- `usage.cost` (credits) reported through `report_cost`.
+- `usage.cost` (credits) carried on the usage report to the usage sink, off the wire.
 
 Errors inside a 200 (a per-choice `error`, a mid-stream error frame, `finish_reason:"error"`)
 are failures, handled by the shared parser; `: OPENROUTER PROCESSING` comments never get past
@@ -19,7 +19,6 @@ the SSE reader.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,8 +26,6 @@ from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAIComp
 from xrouter.adapters.providers.openai_compatible.provider import Protocol
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 from xrouter.application.ports import GenerationRequest
-
-log = logging.getLogger(__name__)
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 
@@ -92,10 +89,6 @@ class OpenRouterProvider(OpenAICompatibleProvider):
                 m.removeprefix(prefix) if isinstance(m, str) else m for m in models
             ]
         return payload
-
-    def report_cost(self, cost: float | None, call: GenerationRequest) -> None:
-        if cost is not None:
-            log.info("openrouter call for %s cost %s credits", call.route.upstream_model, cost)
 
 
 def openrouter_settings(base_url: str = OPENROUTER_BASE_URL, **overrides: Any) -> TransportSettings:
