@@ -206,7 +206,7 @@ UsageOnceAtTerminal ==
 
 \* Once terminal, only the usage record may still change.
 TerminalIsFinal ==
-    [][stage \in Terminal =>
+    [][(stage \in Terminal) =>
          UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome>>]_vars
 
 \* After the client went away nothing more is written to it, and it never comes back.

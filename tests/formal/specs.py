@@ -96,13 +96,20 @@ def read_config(name: str) -> Config:
 
 
 def recorded_state_count(cfg_name: str) -> int:
-    """The distinct-state count formal/README.md records for `cfg_name`.cfg."""
-    readme = (FORMAL / "README.md").read_text()
+    """The distinct-state count formal/README.md records for `cfg_name`.cfg. TLC's figure and
+    the transcription's are recorded side by side and must agree."""
+    readme = " ".join((FORMAL / "README.md").read_text().split())
     pattern = (
-        rf"`{re.escape(cfg_name)}\.cfg`: TLC: not run here \(TLC is not installable from the "
-        rf"package registries\); the Python transcription finds (\d+) distinct states"
+        rf"`{re.escape(cfg_name)}\.cfg`: TLC finds (\d+) distinct states [^;]*; "
+        rf"the Python transcription finds (\d+) distinct states"
     )
-    match = re.search(pattern, " ".join(readme.split()))
+    match = re.search(pattern, readme)
     if match is None:
         raise AssertionError(f"formal/README.md records no state count for {cfg_name}.cfg")
-    return int(match.group(1))
+    tlc, transcription = int(match.group(1)), int(match.group(2))
+    if tlc != transcription:
+        raise AssertionError(
+            f"formal/README.md: TLC found {tlc} states for {cfg_name}.cfg, the transcription "
+            f"{transcription}; the transcription is wrong"
+        )
+    return tlc
