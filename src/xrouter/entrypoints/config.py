@@ -83,6 +83,11 @@ class Settings:
     discovery_startup_timeout_s: float = setting(
         2.0, float, "Longest startup waits for the first discovery; it goes on in the background."
     )
+    tokenizer_max_chars: int = setting(
+        1_000_000,
+        positive(int),
+        "Characters of one text handed to tiktoken; the rest is estimated (usage stays bounded).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -32,7 +32,9 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(RandomIds)
-    token_counter = providers.Singleton(TiktokenCounter)
+    token_counter = providers.Singleton(
+        TiktokenCounter, max_chars=settings.provided.tokenizer_max_chars
+    )
     response_store = providers.Singleton(
         InMemoryResponseStore, max_responses=settings.provided.store_max_responses
     )
