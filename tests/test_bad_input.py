@@ -64,6 +64,67 @@ def test_unusable_body_is_400(client: httpx.Client, raw: bytes) -> None:
     assert error["type"] == "invalid_request_error"
 
 
+def nest(depth: int, inner: bytes = b"1") -> bytes:
+    return b"[" * depth + inner + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (
+            b'{"model": "local/echo", "input": "x", "client_metadata": {"a": ' + nest(1000) + b"}}",
+            "client_metadata",
+        ),
+        (
+            b'{"model": "local/echo", "input": "x", "tools": [{"type": "function", "name": "f", '
+            b'"parameters": {"p": ' + nest(5000) + b"}}]}",
+            "tools",
+        ),
+        (
+            b'{"model": "local/echo", "input": "x", "text": {"format": {"type": "json_schema", '
+            b'"name": "x", "schema": {"p": ' + nest(50_000) + b"}}}}",
+            "text",
+        ),
+    ],
+    ids=["client_metadata-1000", "tool-parameters-5000", "text-schema-50000"],
+)
+def test_json_nested_too_deep_is_400_naming_the_field(
+    client: httpx.Client, raw: bytes, param: str
+) -> None:
+    for path in ("/v1/responses", "/v1/chat/completions"):
+        body = raw if path == "/v1/responses" else raw.replace(b'"input": "x"', b'"messages": []')
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        error = assert_envelope(response, 400)
+        assert error["code"] == "json_too_deep", error
+        assert error["param"] == param, error
+        assert "deep" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"model": "local/echo", "input": "caf\xe9 au lait"}', "input"),
+        (b'{"model": "local/echo", "input": "x", "metadata": {"k": "\xff\xfe"}}', "metadata"),
+        (b'{"model": "local/echo", "input": "x", "metadata": {"k\xc3": "v"}}', "metadata"),
+        (
+            b'{"model": "local/echo", "input": [{"role": "user", "content": "\xed\xa0\x80"}]}',
+            "input",
+        ),
+    ],
+    ids=["latin1-in-input", "garbage-in-metadata-value", "truncated-in-key", "surrogate-bytes"],
+)
+def test_invalid_utf8_inside_a_string_is_400_naming_the_field(
+    client: httpx.Client, raw: bytes, param: str
+) -> None:
+    response = client.post(
+        "/v1/responses", content=raw, headers={"content-type": "application/json"}
+    )
+    error = assert_envelope(response, 400)
+    assert error["code"] == "invalid_utf8", error
+    assert error["param"] == param, error
+    assert "UTF-8" in error["message"]
+
+
 def test_malformed_json_names_the_problem(client: httpx.Client) -> None:
     response = client.post(
         "/v1/responses", content=b"{not json", headers={"content-type": "application/json"}
@@ -453,9 +514,44 @@ mixed_bodies = st.fixed_dictionaries(
 any_body = plausible_bodies | mixed_bodies | json_values
 
 
-def send(client: httpx.Client, body: Any) -> tuple[httpx.Response, bytes]:
-    """POST `body` (NaN and Infinity written as JS does, which is not JSON) and read it all."""
+# Bodies no JSON encoder writes: one field replaced by deep nesting or by a string with bytes
+# that are not UTF-8.
+HOLE = "@@hole@@"
+deep_values = st.builds(
+    lambda depth, opener, inner: opener * depth + inner + _closing(opener) * depth,
+    st.integers(min_value=900, max_value=20_000),
+    st.sampled_from([b"[", b'{"a":']),
+    st.sampled_from([b"1", b'"x"', b"[]", b"{}"]),
+)
+not_utf8 = st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3", b"\xe9", b"\xed\xa0\x80", b"\xf8\x88"])
+bad_strings = st.builds(
+    lambda before, bad, after: b'"' + before.encode() + bad + after.encode() + b'"',
+    st.text(alphabet="abc xyz", max_size=5),
+    not_utf8,
+    st.text(alphabet="abc xyz", max_size=5),
+)
+
+
+def _closing(opener: bytes) -> bytes:
+    return b"]" if opener == b"[" else b"}"
+
+
+@st.composite
+def raw_hostile_bodies(draw: st.DrawFn) -> bytes:
+    body = draw(plausible_bodies | mixed_bodies)
+    field = draw(st.sampled_from(REQUEST_FIELDS))
+    body[field] = HOLE
     raw = json.dumps(body, allow_nan=True).encode()
+    value = draw(deep_values | bad_strings)
+    if draw(st.booleans()) and value.startswith(b'"'):
+        value = b"[" + value + b"]"  # the bad string one level down, in an array
+    return raw.replace(json.dumps(HOLE).encode(), value)
+
+
+def send(client: httpx.Client, body: Any) -> tuple[httpx.Response, bytes]:
+    """POST `body` (NaN and Infinity written as JS does, which is not JSON; bytes as they are)
+    and read it all."""
+    raw = body if isinstance(body, bytes) else json.dumps(body, allow_nan=True).encode()
     headers = {"content-type": "application/json"}
     with client.stream("POST", "/v1/responses", content=raw, headers=headers) as response:
         return response, response.read()
@@ -466,7 +562,7 @@ def send(client: httpx.Client, body: Any) -> tuple[httpx.Response, bytes]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(body=any_body)
+@given(body=any_body | raw_hostile_bodies())
 def test_no_body_makes_a_server_error(client: httpx.Client, body: Any) -> None:
     response, raw = send(client, body)
     event(f"HTTP {response.status_code}")
