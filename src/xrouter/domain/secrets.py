@@ -8,7 +8,12 @@ tokens it obtains at run time, and the client's own token in BYOK mode.
 `SecretMasker` is an immutable value: build one from the configured secrets at startup and
 derive a per-request one with `including(token)`. `SecretRegistry` is the one mutable piece:
 the container owns it, run-time token sources (GigaChat's OAuth) `add` to it, and long-lived
-consumers (the log filter) read its `current` masker.
+consumers (the engine, the HTTP error handlers, the log filter) hold its `live()` masker, a
+SecretMasker that masks with whatever the registry knows at the moment of each call.
+
+Values are masked as they are: a secret that reaches a text in another encoding (URL-encoded,
+Base64 of something else) is not recognised; the pattern masking of upstream text
+(`adapters/providers/upstream_errors.redact`) stays as a second net for credential shapes.
 """
 
 from __future__ import annotations
@@ -126,9 +131,45 @@ class SecretRegistry:
         """The masker for every secret known now: configured plus learned."""
         return self._current
 
+    def live(self) -> SecretMasker:
+        """A SecretMasker that always masks with the registry's `current` secrets, for
+        consumers built once at startup (before any token is fetched)."""
+        return _LiveMasker(self)
+
     def add(self, secret: str | None) -> None:
         """Remember a secret obtained at run time (idempotent; short values ignored)."""
         if not secret or len(secret) < MIN_SECRET_LENGTH or secret in self._learned:
             return
         self._learned.append(secret)
         self._current = self._configured.including(*self._learned)
+
+
+class _LiveMasker(SecretMasker):
+    """The registry's current masker, looked up on every call. Itself immutable (it always
+    reads the same registry); `including` returns a plain snapshot."""
+
+    __slots__ = ("_registry",)
+
+    def __init__(self, registry: SecretRegistry) -> None:
+        super().__init__()
+        object.__setattr__(self, "_registry", registry)
+
+    _registry: SecretRegistry
+
+    def __bool__(self) -> bool:
+        return bool(self._registry.current)
+
+    def __len__(self) -> int:
+        return len(self._registry.current)
+
+    def __repr__(self) -> str:
+        return f"live {self._registry.current!r}"
+
+    def including(self, *extra: str | None) -> SecretMasker:
+        return self._registry.current.including(*extra)
+
+    def mask(self, text: str) -> str:
+        return self._registry.current.mask(text)
+
+    def mask_error(self, error: GatewayError) -> GatewayError:
+        return self._registry.current.mask_error(error)
