@@ -22,9 +22,11 @@ from xrouter.application.engine import EngineSettings, ExecutionEngine
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.application.registry import ModelRegistry
+from xrouter.domain.secrets import SecretRegistry
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
+from xrouter.entrypoints.secret_sources import configured_secrets
 
 
 class Container(containers.DeclarativeContainer):
@@ -51,12 +53,22 @@ class Container(containers.DeclarativeContainer):
         config_file=settings.provided.config_file,
         byok=settings.provided.byok,
     )
+    # Every configured secret, plus the tokens fetched at run time (GigaChat's OAuth), masked
+    # by value wherever text leaves the process: errors, stored responses, logs.
+    secret_registry = providers.Singleton(
+        SecretRegistry,
+        providers.Singleton(
+            configured_secrets, settings=settings, gateway=gateway_config, environ=environ
+        ),
+    )
+    secret_masker = providers.Singleton(SecretRegistry.live, secret_registry)
     model_providers = providers.Singleton(
         build_providers,
         local=local_provider,
         config=gateway_config,
         byok=settings.provided.byok,
         environ=environ,
+        secrets=secret_registry,
     )
     catalog = providers.Singleton(
         ModelRegistry, providers=model_providers, aliases=gateway_config.provided.aliases
@@ -65,7 +77,7 @@ class Container(containers.DeclarativeContainer):
     engine_settings = providers.Singleton(
         EngineSettings,
         max_inflight=settings.provided.max_inflight,
-        provider_idle_timeout_s=settings.provided.provider_idle_timeout_s,
+        generation_timeout_s=settings.provided.generation_timeout_s,
     )
     engine = providers.Singleton(
         ExecutionEngine,
@@ -81,5 +93,7 @@ class Container(containers.DeclarativeContainer):
 
     create_response = providers.Singleton(CreateResponse, engine=engine)
     chat_completions = providers.Singleton(ChatCompletions, create_response=create_response)
-    get_response = providers.Singleton(GetResponse, store=response_store)
+    get_response = providers.Singleton(
+        GetResponse, store=response_store, running=engine.provided.running
+    )
     list_models = providers.Singleton(ListModels, catalog=catalog)

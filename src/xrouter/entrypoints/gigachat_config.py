@@ -23,6 +23,7 @@ from xrouter.adapters.providers.gigachat.defaults import (
     default_max_inflight,
 )
 from xrouter.application.ports import Provider
+from xrouter.domain.secrets import SecretRegistry
 
 if TYPE_CHECKING:
     from xrouter.adapters.providers.gigachat.factory import GigaChatSettings
@@ -226,9 +227,11 @@ def _check(config: GigaChatConfig) -> None:
         )
 
 
-def build_gigachat(config: GigaChatConfig | None, byok: bool) -> Provider | None:
+def build_gigachat(
+    config: GigaChatConfig | None, byok: bool, secrets: SecretRegistry | None = None
+) -> Provider | None:
     """The GigaChat provider when `config` asks for one, else None (with a log line saying
-    why, when it was mentioned)."""
+    why, when it was mentioned). The access tokens it fetches are added to `secrets`."""
     if config is None:
         return None
     if config.enabled is False:
@@ -245,7 +248,7 @@ def build_gigachat(config: GigaChatConfig | None, byok: bool) -> Provider | None
 
     settings = config.settings()
     try:
-        provider = create_gigachat_provider(settings, byok=byok)
+        provider = create_gigachat_provider(settings, byok=byok, secrets=secrets)
     except OSError as exc:  # a CA bundle or client certificate that cannot be loaded
         variable = "XR_GIGACHAT_CERT_FILE" if settings.tls.cert else "XR_GIGACHAT_CA_BUNDLE"
         raise ConfigError(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from xrouter.adapters.providers.local import LocalProvider
 from xrouter.application.ports import Provider
+from xrouter.domain.secrets import SecretRegistry
 from xrouter.entrypoints.gigachat_config import build_gigachat, load_gigachat_config
 from xrouter.entrypoints.provider_config import GatewayConfig, ProviderConfig
 
@@ -64,7 +65,11 @@ def build_provider(config: ProviderConfig, byok: bool) -> Provider:
 
 
 def build_providers(
-    local: LocalProvider, config: GatewayConfig, byok: bool, environ: Mapping[str, str]
+    local: LocalProvider,
+    config: GatewayConfig,
+    byok: bool,
+    environ: Mapping[str, str],
+    secrets: SecretRegistry | None = None,
 ) -> list[Provider]:
     providers: list[Provider] = [local]
     for provider_config in config.providers:
@@ -77,7 +82,7 @@ def build_providers(
             provider_config.protocol,
             ", BYOK" if byok else "",
         )
-    gigachat = build_gigachat(load_gigachat_config(environ), byok)
+    gigachat = build_gigachat(load_gigachat_config(environ), byok, secrets)
     if gigachat is not None:
         providers.append(gigachat)
     return providers

@@ -6,7 +6,9 @@ error, a per-choice error). Both keep the upstream's status and message, because
 the person debugging needs, and both prefix the message with the provider's name.
 
 What never reaches a message: request headers (the transport does not pass them here) and
-anything in the upstream text that looks like a credential (masked by `redact`). When the
+anything in the upstream text that looks like a credential (masked by `redact`, in `message`,
+`param` and `code` alike). Credentials of any shape the gateway knows by value are masked later,
+on every exit (domain/secrets.py). When the
 gateway's own key is refused, the upstream text is dropped altogether: it may quote the key,
 and the client cannot fix it anyway; the message tells the operator which setting to check.
 """
@@ -303,15 +305,17 @@ def _from_error_object(error: Mapping[str, Any]) -> _Detail:
     elif isinstance(code, str) and code.isdigit():
         status_code = int(code)
     elif isinstance(code, str) and code:
-        string_code = code
+        string_code = _clean(code)
     kind = error.get("type")
     param = error.get("param")
     return _Detail(
         message=text,
         code=string_code,
         status_code=status_code if status_code is not None and 100 <= status_code < 600 else None,
-        param=param if isinstance(param, str) else None,
-        error_type=error_type,
+        # `param` and `code` reach the client next to `message`: an upstream that echoes a
+        # credential into them is cleaned the same way.
+        param=_clean(param) if isinstance(param, str) else None,
+        error_type=_clean(error_type) if error_type else None,
         kind=kind if isinstance(kind, str) and kind else None,
         moderation=moderation,
     )

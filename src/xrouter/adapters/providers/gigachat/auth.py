@@ -12,7 +12,9 @@ Because it runs inside httpx, the shared transport's retries, deadlines and in-f
 the whole exchange, streams included (a 401 always comes before a stream starts).
 
 Every failure here is a canonical error whose message names the cause and the setting to check,
-never a secret: not the key, not the password, not a token.
+never a secret: not the key, not the password, not a token. Each token fetched is also handed to
+`on_token` (the container's SecretRegistry), so it is masked by value wherever it could show up
+later: an upstream error that echoes it, a log line.
 """
 
 from __future__ import annotations
@@ -170,6 +172,11 @@ class OAuthSource:
         return ProviderError(f"GigaChat authentication failed: {text}", code="upstream_auth_failed")
 
 
+def basic_credentials(user: str, password: str) -> str:
+    """The HTTP Basic credentials of `/token`: a secret of its own (it decodes to the password)."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 class PasswordSource:
     """Tokens from the API's `POST /token` with HTTP Basic user:password (some hosts only)."""
 
@@ -178,7 +185,7 @@ class PasswordSource:
     def __init__(self, client: httpx.AsyncClient, url: str, user: str, password: str) -> None:
         self._client = client
         self._url = url
-        self._credentials = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self._credentials = basic_credentials(user, password)
 
     async def fetch(self) -> AccessToken:
         what = "the GigaChat /token endpoint"
@@ -223,10 +230,13 @@ class TokenCache:
         *,
         now: Callable[[], float] = time.time,
         refresh_margin_s: float = REFRESH_MARGIN_S,
+        on_token: Callable[[str], None] | None = None,
     ) -> None:
         self._source = source
         self._now = now
         self._margin = refresh_margin_s
+        self._on_token = on_token
+        """Told every fresh token before it is used (to mask it by value everywhere)."""
         self._token: AccessToken | None = None
         self._flight: asyncio.Future[AccessToken] | None = None
         self.fetches = 0
@@ -273,6 +283,8 @@ class TokenCache:
                     return previous
                 raise
             self.fetches += 1
+            if self._on_token is not None:
+                self._on_token(token.value)
             self._token = token
             if token.expires_at is not None and token.expires_at - self._margin <= self._now():
                 log.warning(

@@ -17,6 +17,7 @@ from xrouter.adapters.providers.gigachat.auth import (
     StaticToken,
     TokenCache,
     TokenSource,
+    basic_credentials,
 )
 from xrouter.adapters.providers.gigachat.defaults import (
     DEFAULT_BASE_URL,
@@ -27,6 +28,7 @@ from xrouter.adapters.providers.gigachat.defaults import (
 from xrouter.adapters.providers.gigachat.provider import AuthMode, GigaChatProvider
 from xrouter.adapters.providers.gigachat.tls import TLSSettings, ssl_context
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings, pooled_client
+from xrouter.domain.secrets import SecretRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,14 @@ class GigaChatSettings:
             return "token"
         return "byok"
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured credential, and the Basic credentials derived from user and
+        password: the values to mask wherever they could leave the process."""
+        values = [v for v in (self.auth_key, self.access_token, self.password) if v]
+        if self.user and self.password:
+            values.append(basic_credentials(self.user, self.password))
+        return tuple(values)
+
     def __repr__(self) -> str:  # the key, the token and the password stay out of logs
         return (
             f"GigaChatSettings(base_url={self.base_url!r}, oauth_url={self.oauth_url!r}, "
@@ -72,9 +82,10 @@ def create_gigachat_provider(
     byok: bool = False,
     now: Callable[[], float] = time.time,
     name: str = "gigachat",
+    secrets: SecretRegistry | None = None,
 ) -> GigaChatProvider:
     """The provider, its clients and its token cache. `now` is the clock token expiry is
-    judged by (tests move it)."""
+    judged by (tests move it); every access token fetched is added to `secrets`."""
     context = ssl_context(settings.tls)
     auth_client = httpx.AsyncClient(
         verify=context,
@@ -82,7 +93,7 @@ def create_gigachat_provider(
         follow_redirects=False,
         trust_env=True,
     )
-    tokens = _token_cache(settings, auth_client, now)
+    tokens = _token_cache(settings, auth_client, now, secrets)
     inflight = settings.max_inflight or default_max_inflight(settings.scope)
     transport_settings = TransportSettings(
         base_url=settings.base_url,
@@ -117,7 +128,10 @@ def create_gigachat_provider(
 
 
 def _token_cache(
-    settings: GigaChatSettings, client: httpx.AsyncClient, now: Callable[[], float]
+    settings: GigaChatSettings,
+    client: httpx.AsyncClient,
+    now: Callable[[], float],
+    secrets: SecretRegistry | None,
 ) -> TokenCache | None:
     source: TokenSource
     mode = settings.auth_mode
@@ -133,4 +147,4 @@ def _token_cache(
         source = StaticToken(settings.access_token)
     else:
         return None
-    return TokenCache(source, now=now)
+    return TokenCache(source, now=now, on_token=secrets.add if secrets is not None else None)
