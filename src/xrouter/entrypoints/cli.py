@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -38,9 +37,8 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn  # imported here so `xrouter --version` stays instant
 
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from xrouter.entrypoints.logging_setup import serve_log_config
+
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -50,6 +48,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),
+        # The root handler in every worker; the app factory adds the secret-masking filter.
+        log_config=serve_log_config(settings.log_level),
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,

@@ -7,26 +7,21 @@ import logging
 from typing import get_args
 
 from litestar import Litestar, Router
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import ASGIApp
 
 from xrouter import __version__
-from xrouter.domain.errors import GatewayError
 from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.codec import Codec
-from xrouter.entrypoints.http.errors import (
-    handle_gateway_error,
-    handle_http_exception,
-    handle_internal_error,
-)
+from xrouter.entrypoints.http.errors import exception_handlers
 from xrouter.entrypoints.http.openapi import WireTypesJsonPlugin, openapi_document_route
 from xrouter.entrypoints.http.request_id import request_id_middleware
 from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_probe_routes
 from xrouter.entrypoints.http.sse import SSEWriter
+from xrouter.entrypoints.logging_setup import install_secret_filter
 
 log = logging.getLogger("xrouter")
 
@@ -49,6 +44,8 @@ def create_litestar(container: Container | None = None) -> Litestar:
     container = container or Container()
     settings: Settings = container.settings()
     quiet_http_client_logs()
+    masker = container.secret_masker()
+    install_secret_filter(masker)
     engine = container.engine()  # resolves the token counter etc. now, not on first request
     catalog = container.catalog()
     use_cases = UseCases(
@@ -109,11 +106,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
             *build_probe_routes(lambda: state["ready"]),
             *([openapi_document_route()] if settings.docs_enabled else []),
         ],
-        exception_handlers={
-            GatewayError: handle_gateway_error,
-            HTTPException: handle_http_exception,
-            Exception: handle_internal_error,
-        },
+        exception_handlers=exception_handlers(masker),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=openapi,
