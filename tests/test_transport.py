@@ -7,13 +7,10 @@ import asyncio
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import time
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,16 @@ import certifi
 import httpx
 import pytest
 
+from tests.transport_harness import (
+    CHAT,
+    HEADERS,
+    SECRET,
+    Harness,
+    chat_body,
+    closed_port,
+    collect,
+    harness_fixture,  # noqa: F401  (the `harness` fixture)
+)
 from tests.upstreams import End, FakeUpstream, Reply, sse_frame
 from xrouter.adapters.providers.transport import (
     STREAM_CLOSED_EARLY,
@@ -48,64 +55,6 @@ from xrouter.domain.errors import (
     Unauthorized,
     UpstreamRateLimited,
 )
-
-CHAT = "/v1/chat/completions"
-SECRET = "sk-live-0123456789abcdefSECRET"
-HEADERS = {
-    "Authorization": f"Bearer {SECRET}",
-    "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
-}
-
-
-def chat_body(text: str = "hello world", *, stream: bool = False) -> bytes:
-    payload: dict[str, Any] = {"model": "gpt-test", "messages": [{"role": "user", "content": text}]}
-    if stream:
-        payload["stream"] = True
-    return json.dumps(payload).encode()
-
-
-@dataclass
-class Harness:
-    upstream: FakeUpstream
-    waits: list[float] = field(default_factory=list)
-    made: list[HttpTransport] = field(default_factory=list)
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-    def transport(self, **overrides: Any) -> HttpTransport:
-        """A transport to the fake that records its retry waits instead of sleeping."""
-        options: dict[str, Any] = {
-            "base_url": self.upstream.base_url,
-            "read_timeout_s": 5.0,
-            "trust_env": False,  # a proxy in the environment must not sit between us and 127.0.0.1
-        }
-        options.update(overrides)
-        made = HttpTransport(
-            "fake", TransportSettings(**options), sleep=self.sleep, jitter=lambda: 0.5
-        )
-        self.made.append(made)
-        return made
-
-
-@pytest.fixture
-async def harness(fake_upstream: FakeUpstream) -> AsyncIterator[Harness]:
-    harness = Harness(fake_upstream)
-    yield harness
-    for made in harness.made:
-        await made.aclose()
-
-
-async def collect(events: AsyncGenerator[SSEEvent, None]) -> list[SSEEvent]:
-    async with aclosing(events) as iterator:
-        return [event async for event in iterator]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # -- success -------------------------------------------------------------------------------
 
@@ -164,7 +113,8 @@ async def test_stream_reassembles_split_frames_and_skips_keepalive_comments(
             done=False,
         ),
     )
-    events = await collect(harness.transport().stream_events("/chat/completions", b"{}", {}))
+    stream = harness.transport().stream_events("/chat/completions", b"{}", {}, require_done=False)
+    events = await collect(stream)
     assert events == [
         SSEEvent(None, '{"a":1}'),
         SSEEvent(None, json.dumps(error)),
@@ -174,7 +124,9 @@ async def test_stream_reassembles_split_frames_and_skips_keepalive_comments(
 
 async def test_responses_stream_ends_cleanly_at_the_end_of_the_body(harness: Harness) -> None:
     body = json.dumps({"model": "gpt-test", "input": "hi", "stream": True}).encode()
-    events = await collect(harness.transport().stream_events("/responses", body, {}))
+    # The Responses protocol never sends `[DONE]`: its last event ends the stream.
+    stream = harness.transport().stream_events("/responses", body, {}, require_done=False)
+    events = await collect(stream)
     assert events[0].event == "response.created"
     assert events[-1].event == "response.completed"
     assert [json.loads(e.data)["sequence_number"] for e in events] == list(range(len(events)))
@@ -384,9 +336,10 @@ async def test_a_stream_whose_upstream_never_answers_times_out_without_retry(
     harness: Harness,
 ) -> None:
     harness.upstream.script(CHAT, Reply.stall())
-    transport = harness.transport(read_timeout_s=0.2)
-    with pytest.raises(ProviderTimeout):
+    transport = harness.transport(first_byte_timeout_s=0.2)
+    with pytest.raises(ProviderTimeout) as caught:
         await collect(transport.stream_events("/chat/completions", b"{}", {}))
+    assert caught.value.phase == "first_byte"
     assert harness.upstream.hits(CHAT) == 1
 
 

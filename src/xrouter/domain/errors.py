@@ -104,6 +104,12 @@ class ProviderTimeout(GatewayError):
     type = "server_error"
     code = "provider_timeout"
 
+    def __init__(self, message: str, *, phase: str | None = None) -> None:
+        super().__init__(message)
+        self.phase = phase
+        """The gateway's limit that ran out (connect, write, pool, first_byte, idle, total);
+        None when the upstream itself reported the timeout."""
+
 
 class ClientDisconnected(GatewayError):
     """The client went away before generation started; nobody reads this answer."""

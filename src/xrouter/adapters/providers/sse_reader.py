@@ -6,9 +6,15 @@ one optional space after the colon; several `data:` lines of one event joined wi
 blank line dispatches the event; an event without data is dropped. `id:` and `retry:` are
 ignored: no upstream we call resumes streams.
 
-Chunks may split an event anywhere, even inside a line or a UTF-8 sequence. Work is linear in
-the input: each chunk is scanned once, and a partial line is kept as a list of pieces joined
-only when its end arrives.
+Lines are split as bytes (CR and LF never occur inside a UTF-8 sequence) and decoded once
+complete, so chunks may split an event anywhere, even inside a line or a UTF-8 sequence, and
+sizes are counted in bytes. Work is linear in the input: each chunk is scanned once, and a
+partial line is kept as a list of pieces joined only when its end arrives.
+
+One event may hold at most `max_event_bytes` (its field lines, without line breaks). The
+parser checks before it keeps a piece of a line, so an upstream that sends one endless line
+costs the limit plus one chunk, not whatever it sends: over the limit, `feed` raises
+`LimitExceeded`.
 
 One deviation, on purpose: `close()` dispatches an event whose blank line never came (the spec
 drops it). The transport calls `close()` only after a clean end of the body, so the event is
@@ -17,11 +23,13 @@ complete as the upstream meant it; some upstreams omit the last blank line.
 
 from __future__ import annotations
 
-import codecs
 import re
 from typing import NamedTuple
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+from xrouter.adapters.providers.body_limits import DEFAULT_MAX_EVENT_BYTES, LimitExceeded
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
 
 
 class SSEEvent(NamedTuple):
@@ -36,81 +44,106 @@ class SSEParser:
 
     __slots__ = (
         "_data",
-        "_decoder",
         "_event",
+        "_event_size",
+        "_first_line",
         "_has_data",
+        "_limit",
         "_partial",
+        "_partial_size",
         "_skip_lf",
-        "_started",
     )
 
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._partial: list[str] = []
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._limit = max_event_bytes
+        self._partial: list[bytes] = []
         """Pieces of the current, unfinished line."""
+        self._partial_size = 0
         self._skip_lf = False
         """The last chunk ended with CR: a LF starting the next one belongs to that CRLF."""
-        self._started = False
-        self._event: str | None = None
-        self._data: list[str] = []
+        self._first_line = True
+        self._event: bytes | None = None
+        self._data: list[bytes] = []
         self._has_data = False
+        self._event_size = 0
+        """Bytes of the kept lines of the current event."""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """The events completed by `chunk` (often none, sometimes several)."""
-        return self._feed_text(self._decoder.decode(chunk))
+        """The events completed by `chunk` (often none, sometimes several).
 
-    def close(self) -> list[SSEEvent]:
-        """Flush at the end of the stream: a last line and event without their line breaks."""
-        events = self._feed_text(self._decoder.decode(b"", final=True))
-        if self._partial:
-            line = "".join(self._partial)
-            self._partial.clear()
-            self._line(line, events)
-        self._line("", events)
-        return events
-
-    def _feed_text(self, text: str) -> list[SSEEvent]:
+        Raises LimitExceeded when the current event would grow past `max_event_bytes`."""
         events: list[SSEEvent] = []
-        if not text:
+        if not chunk:
             return events
-        if not self._started:
-            self._started = True
-            if text.startswith("\ufeff"):
-                text = text[1:]
         if self._skip_lf:
             self._skip_lf = False
-            if text.startswith("\n"):
-                text = text[1:]
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
         start = 0
-        for match in _LINE_BREAK.finditer(text):
-            piece = text[start : match.start()]
+        for match in _LINE_BREAK.finditer(chunk):
+            end = match.start()
             if self._partial:
-                self._partial.append(piece)
-                piece = "".join(self._partial)
+                self._check(self._partial_size + end - start)
+                self._partial.append(chunk[start:end])
+                line = b"".join(self._partial)
                 self._partial.clear()
-            self._line(piece, events)
+                self._partial_size = 0
+            else:
+                self._check(end - start)
+                line = chunk[start:end]
+            self._line(line, events)
             start = match.end()
-        if start < len(text):
-            self._partial.append(text[start:])
-        elif text.endswith("\r"):
+        if start < len(chunk):
+            size = self._partial_size + len(chunk) - start
+            self._check(size)
+            self._partial.append(chunk[start:])
+            self._partial_size = size
+        elif chunk.endswith(b"\r"):
             self._skip_lf = True
         return events
 
-    def _line(self, line: str, events: list[SSEEvent]) -> None:
+    def close(self) -> list[SSEEvent]:
+        """Flush at the end of the stream: a last line and event without their line breaks."""
+        events: list[SSEEvent] = []
+        if self._partial:
+            line = b"".join(self._partial)
+            self._partial.clear()
+            self._partial_size = 0
+            self._line(line, events)
+        self._line(b"", events)
+        return events
+
+    def _check(self, line_size: int) -> None:
+        if self._event_size + line_size > self._limit:
+            raise LimitExceeded("one server-sent event", self._limit, "MAX_EVENT_BYTES")
+
+    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
+        if self._first_line:
+            self._first_line = False
+            if line.startswith(_BOM):
+                line = line[len(_BOM) :]
         if not line:
             if self._has_data:
-                events.append(SSEEvent(self._event, "\n".join(self._data)))
+                name = None if self._event is None else _text(self._event)
+                events.append(SSEEvent(name, _text(b"\n".join(self._data))))
             self._event = None
             self._data.clear()
             self._has_data = False
+            self._event_size = 0
             return
-        if line.startswith(":"):
+        if line.startswith(b":"):
             return
-        field, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
+        field, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
             value = value[1:]
-        if field == "data":
+        if field == b"data":
             self._data.append(value)
             self._has_data = True
-        elif field == "event":
+            self._event_size += len(line)
+        elif field == b"event":
             self._event = value or None
+            self._event_size += len(line)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")

@@ -1,12 +1,26 @@
 """Shared HTTP transport for every upstream provider.
 
 One pooled `httpx.AsyncClient` per upstream, created at startup and closed at shutdown;
-connect/read/write/pool timeouts and a total deadline for non-stream calls; retries with
-exponential backoff and full jitter (connect errors, 408, 409, 429, 5xx; `Retry-After` and
-`retry-after-ms` honoured) but never once a stream's first byte was received; a per-provider
-in-flight limit (over it: `Overloaded`, 429 with Retry-After; open streams count until they
-end); upstream errors mapped to canonical errors with the upstream status and message kept and
-secrets never shown.
+retries with exponential backoff and full jitter (connect errors, 408, 409, 429, 5xx;
+`Retry-After` and `retry-after-ms` honoured) but never once a stream's first byte was
+received; a per-provider in-flight limit (over it: `Overloaded`, 429 with Retry-After; open
+streams count until they end); upstream errors mapped to canonical errors with the upstream
+status and message kept and secrets never shown.
+
+Timeouts, one policy enforced here and nowhere else (`transport_failures.py` names each):
+connect, write and pool are the connection layer's; the first byte (the response head) and
+the silence between bytes of a body are both bounded: the connection's read timeout is set to
+the larger of the two, and the transport times the smaller itself; a non-stream call also has
+a total deadline. Streams have no total deadline here (the engine bounds a generation).
+
+Answers are bounded too (`body_limits.py`): a non-stream body, one server-sent event, and
+what a compressed answer inflates to, each checked before the bytes over it are kept
+(`response_body.py`, `decoding.py`, `sse_reader.py`); over a limit the call fails with a 502
+naming the setting and the connection is dropped, never returned to the pool half-read.
+Non-stream calls ask for `gzip, deflate` (LLM JSON shrinks 5-10x, and decoding is bounded);
+streams ask for `identity`, because a compressing server or proxy may hold events back to fill
+its buffer, and latency matters more than bandwidth there. A stream that does come
+compressed is decoded all the same; any other encoding is refused.
 
 Protocol modules build the body and the headers (auth, traceparent) and read the events; this
 module only moves bytes. It never logs or reports a header: not a key, not a value.
@@ -18,72 +32,56 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
+from xrouter.adapters.providers.body_limits import ERROR_BODY_LIMIT, LimitExceeded
+from xrouter.adapters.providers.decoding import ACCEPTED_ENCODINGS
 from xrouter.adapters.providers.http1 import Http1Transport, environment_proxy_mounts
+from xrouter.adapters.providers.response_body import BodyReader, read_prefix
 from xrouter.adapters.providers.sse_reader import SSEEvent, SSEParser
 from xrouter.adapters.providers.tls import client_ssl_context
+from xrouter.adapters.providers.transport_failures import (
+    STREAM_CLOSED_EARLY,
+    TransportFailures,
+    proxy_for,
+)
+from xrouter.adapters.providers.transport_settings import TransportSettings
 from xrouter.adapters.providers.upstream_errors import (
     env_name,
     map_stream_error,
     map_upstream_error,
     parse_retry_after,
 )
-from xrouter.domain.errors import GatewayError, Overloaded, ProviderError, ProviderTimeout
+from xrouter.domain.errors import GatewayError, Overloaded, ProviderError
 
-__all__ = ["HttpTransport", "SSEEvent", "TransportSettings", "UpstreamReply"]
+__all__ = [
+    "STREAM_CLOSED_EARLY",
+    "HttpTransport",
+    "SSEEvent",
+    "TransportSettings",
+    "UpstreamReply",
+    "pooled_client",
+]
 
 log = logging.getLogger("xrouter.transport")
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
-ERROR_BODY_LIMIT = 64 * 1024
-"""Bytes of an error body read before mapping it; the rest is dropped."""
 DRAIN_AFTER_DONE_S = 0.1
 """How long the end of a body after `[DONE]` may take to arrive before the connection is
 dropped instead of reused."""
-STREAM_CLOSED_EARLY = "the upstream closed the stream before it finished"
+_JSON_TYPES = ("application/json",)
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class TransportSettings:
-    base_url: str
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 120.0
-    """Longest silence between bytes; a long stream lives while bytes flow."""
-    write_timeout_s: float = 30.0
-    pool_timeout_s: float = 10.0
-    total_timeout_s: float = 600.0
-    """Deadline for a whole non-stream call, retries and waits included."""
-    max_retries: int = 2
-    """Retries after the first try."""
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 8.0
-    max_inflight: int = 64
-    headers: Mapping[str, str] = field(default_factory=dict)
-    """Static headers on every call (attribution headers, for instance)."""
-    verify: bool | str = True
-    """TLS verification: True, or a CA bundle path. Never disabled silently."""
-    cert: tuple[str, str] | None = None
-    """Client certificate and key files, for mutual TLS."""
-    max_retry_wait_s: float = 30.0
-    """Longest wait an upstream's Retry-After may ask for; asking more ends the retries."""
-    overload_retry_after_s: float = 1.0
-    """Retry-After given to a caller rejected by the in-flight limit."""
-    trust_env: bool = True
-    """Honour HTTP(S)_PROXY / NO_PROXY and SSL_CERT_FILE / SSL_CERT_DIR from the environment."""
-
-
-@dataclass(frozen=True, slots=True)
 class UpstreamReply:
-    """A successful (2xx) non-stream answer."""
+    """A successful (2xx) non-stream answer; `content` is the decoded body."""
 
     status: int
     headers: httpx.Headers
@@ -124,6 +122,16 @@ class HttpTransport:
         self._inflight = 0
         self._owns_client = client is None
         self._client = client or _pooled_client(provider, settings)
+        self._failures = TransportFailures(
+            provider, settings, proxy_for(settings.base_url, trust_env=settings.trust_env)
+        )
+        self._timeout = call_timeout(settings)
+        # The connection's read timeout is the larger of the first-byte and idle timeouts;
+        # the transport times the smaller one itself (none when they are equal).
+        read = self._timeout.read
+        first_byte, idle = settings.first_byte_timeout_s, settings.read_timeout_s
+        self._head_timer_s = first_byte if read is not None and first_byte < read else None
+        self._idle_timer_s = idle if read is not None and idle < read else None
 
     @property
     def provider(self) -> str:
@@ -149,7 +157,8 @@ class HttpTransport:
         """POST `body` (JSON) to `path` and return the 2xx answer.
 
         Raises the mapped GatewayError for a non-2xx answer (after retries), ProviderTimeout
-        past `total_timeout_s`, Overloaded when `max_inflight` calls are running.
+        when a timeout ran out (`phase` says which), ProviderError for a body over a size
+        limit, Overloaded when `max_inflight` calls are running.
         """
         request_headers = self._headers(headers, "application/json", has_body=True)
         return await self._call("POST", path, body, request_headers, byok)
@@ -167,27 +176,43 @@ class HttpTransport:
             ) from None
 
     def stream_events(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, byok: bool = False
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        byok: bool = False,
+        require_done: bool = True,
     ) -> AsyncGenerator[SSEEvent, None]:
         """POST `body` to `path` and yield the server-sent events of the answer, `[DONE]` ending
         the iteration (it is not yielded).
 
+        `require_done`: a body that ends cleanly without `data: [DONE]` is a ProviderError
+        (the upstream stopped before it finished); False for upstreams that never send it
+        (the Responses protocol ends with its own terminal event).
+
         Retries happen only before the answer starts; once the first byte of a 2xx arrived,
         a failure is final: ProviderTimeout when the upstream is silent for `read_timeout_s`,
-        ProviderError when it drops the connection. The in-flight slot is held until the
-        iteration ends or the iterator is closed, so close it (`contextlib.aclosing`) when
-        you stop early. Raises Overloaded at once when the limit is reached.
+        ProviderError when it drops the connection or sends an event over `max_event_bytes`.
+        A 2xx that is not an event stream fails before the first event. The in-flight slot is
+        held until the iteration ends or the iterator is closed, so close it
+        (`contextlib.aclosing`) when you stop early. Raises Overloaded at once when the limit
+        is reached.
         """
         self._check_capacity()
         request_headers = self._headers(headers, "text/event-stream", has_body=True)
-        return self._stream(path, body, request_headers, byok)
+        return self._stream(path, body, request_headers, byok, require_done)
 
     # -- internals -----------------------------------------------------------------------
 
     def _headers(
         self, headers: Mapping[str, str], accept: str, *, has_body: bool
     ) -> dict[str, str]:
-        merged = {"accept": accept}
+        streaming = accept == "text/event-stream"
+        merged = {
+            "accept": accept,
+            "accept-encoding": "identity" if streaming else ACCEPTED_ENCODINGS,
+        }
         if has_body:
             merged["content-type"] = "application/json"
         for source in (self._settings.headers, headers):
@@ -230,10 +255,7 @@ class HttpTransport:
                         deadline=deadline,
                     )
             except TimeoutError:
-                raise ProviderTimeout(
-                    f"{self._provider} did not answer within "
-                    f"{self._settings.total_timeout_s:g} s (the total deadline of a call)."
-                ) from None
+                raise self._failures.timeout("total") from None
         finally:
             self._release()
 
@@ -243,20 +265,21 @@ class HttpTransport:
         response = await self._send(method, path, body, headers)
         try:
             if not response.is_success:
-                content = await self._read_bounded(response)
-                raise self._status_failure(response, content, byok)
-            try:
-                content = await response.aread()
-            except httpx.TimeoutException:
-                raise self._read_timeout() from None
-            except httpx.TransportError as exc:
-                raise self._broken(exc) from None
+                raise self._status_failure(response, await self._error_body(response), byok)
+            reader = BodyReader(
+                response,
+                self._failures,
+                max_decoded_bytes=self._settings.max_decompressed_bytes,
+                idle_timeout_s=self._idle_timer_s,
+                max_raw_bytes=self._settings.max_body_bytes,
+            )
+            content = await reader.read_all()
             return UpstreamReply(response.status_code, response.headers, content)
         finally:
             await response.aclose()
 
     async def _stream(
-        self, path: str, body: bytes, headers: dict[str, str], byok: bool
+        self, path: str, body: bytes, headers: dict[str, str], byok: bool, require_done: bool
     ) -> AsyncGenerator[SSEEvent, None]:
         self._acquire()
         try:
@@ -264,52 +287,54 @@ class HttpTransport:
                 lambda: self._open_stream(path, body, headers, byok), deadline=None
             )
             try:
-                content_type = response.headers.get("content-type", "").lower()
-                if content_type.startswith("application/json"):
-                    raise await self._json_instead_of_stream(response)
-                parser = SSEParser()
-                async with aclosing(
-                    cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-                ) as chunks:
-                    while True:
-                        chunk = await self._next_chunk(chunks)
-                        events = parser.feed(chunk) if chunk is not None else parser.close()
-                        for event in events:
-                            if event.data == "[DONE]":
-                                await self._finish_body(chunks)
-                                return
-                            yield event
-                        if chunk is None:
+                await self._check_event_stream(response)
+                reader = BodyReader(
+                    response,
+                    self._failures,
+                    max_decoded_bytes=self._settings.max_decompressed_bytes,
+                    idle_timeout_s=self._idle_timer_s,
+                )
+                parser = SSEParser(self._settings.max_event_bytes)
+                while True:
+                    piece = await reader.next()
+                    try:
+                        events = parser.feed(piece) if piece is not None else parser.close()
+                    except LimitExceeded as exc:
+                        raise self._failures.too_large(exc) from None
+                    for event in events:
+                        if event.data == "[DONE]":
+                            await reader.drain(ERROR_BODY_LIMIT, DRAIN_AFTER_DONE_S)
                             return
+                        yield event
+                    if piece is None:
+                        if require_done:
+                            raise self._failures.no_done()
+                        return
             finally:
                 await response.aclose()
         finally:
             self._release()
 
-    async def _finish_body(self, chunks: AsyncIterator[bytes]) -> None:
-        """Read the little that follows `[DONE]` (the end of the chunked body), briefly, so the
-        connection goes back to the pool instead of being closed half-read."""
-        try:
-            async with asyncio.timeout(DRAIN_AFTER_DONE_S):
-                size = 0
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > ERROR_BODY_LIMIT:
-                        return
-        except (TimeoutError, httpx.TransportError):
+    async def _check_event_stream(self, response: httpx.Response) -> None:
+        """A 2xx to a streaming request must be an event stream: JSON may carry an error,
+        anything else (an HTML page, an empty body) fails before the first event."""
+        content_type = response.headers.get("content-type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media == "text/event-stream":
             return
-
-    async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
-        """The next chunk of a streamed body, None at its clean end; a stall or a dropped
-        connection becomes the canonical error."""
-        try:
-            return await anext(chunks)
-        except StopAsyncIteration:
-            return None
-        except httpx.TimeoutException:
-            raise self._read_timeout() from None
-        except httpx.TransportError as exc:
-            raise self._broken(exc) from None
+        if media in _JSON_TYPES or media.endswith("+json"):
+            raise await self._json_instead_of_stream(response)
+        length = response.headers.get("content-length")
+        if length is not None and length.strip().isdigit():
+            size = f"{int(length)} bytes" if int(length) else "an empty body"
+        else:
+            prefix = await self._error_body(response)
+            size = (
+                f"more than {ERROR_BODY_LIMIT} bytes"
+                if len(prefix) >= ERROR_BODY_LIMIT
+                else (f"{len(prefix)} bytes" if prefix else "an empty body")
+            )
+        raise self._failures.not_a_stream(response.status_code, media, size)
 
     async def _open_stream(
         self, path: str, body: bytes, headers: dict[str, str], byok: bool
@@ -318,7 +343,7 @@ class HttpTransport:
         if response.is_success:
             return response
         try:
-            content = await self._read_bounded(response)
+            content = await self._error_body(response)
         finally:
             await response.aclose()
         raise self._status_failure(response, content, byok)
@@ -327,32 +352,32 @@ class HttpTransport:
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> httpx.Response:
         """Send the request and wait for the status line and headers."""
-        request = self._client.build_request(method, path, content=body, headers=headers)
+        failures = self._failures
+        request = self._client.build_request(
+            method, path, content=body, headers=headers, timeout=self._timeout
+        )
         try:
-            return await self._client.send(request, stream=True)
+            if self._head_timer_s is None:
+                return await self._client.send(request, stream=True)
+            try:
+                async with asyncio.timeout(self._head_timer_s):
+                    return await self._client.send(request, stream=True)
+            except TimeoutError:
+                raise failures.timeout("first_byte") from None
         except httpx.ConnectTimeout:
-            raise _Retry(
-                ProviderTimeout(
-                    f"Could not connect to {self._provider} within "
-                    f"{self._settings.connect_timeout_s:g} s ({self._host()})."
-                ),
-                None,
-                "connect timeout",
-            ) from None
+            raise _Retry(failures.timeout("connect"), None, "connect timeout") from None
+        except httpx.ProxyError as exc:
+            raise failures.proxy_failed(exc) from None
         except httpx.ConnectError as exc:
-            raise _Retry(
-                ProviderError(
-                    f"Could not connect to {self._provider} ({self._host()}): {_describe(exc)}."
-                ),
-                None,
-                "connect error",
-            ) from None
-        except httpx.TimeoutException:
-            raise self._read_timeout() from None
+            raise _Retry(failures.connect_failed(exc), None, "connect error") from None
+        except httpx.PoolTimeout:
+            raise failures.timeout("pool") from None
+        except httpx.WriteTimeout:
+            raise failures.timeout("write") from None
+        except httpx.TimeoutException:  # ReadTimeout: waiting for the head
+            raise failures.timeout("first_byte") from None
         except httpx.TransportError as exc:
-            raise ProviderError(
-                f"{self._provider} closed the connection without answering: {_describe(exc)}."
-            ) from None
+            raise failures.hung_up(exc) from None
 
     async def _with_retries(
         self, attempt_once: Callable[[], Awaitable[T]], *, deadline: float | None
@@ -404,22 +429,12 @@ class HttpTransport:
             return error
         return _Retry(error, parse_retry_after(response.headers), f"status {status}")
 
-    async def _read_bounded(self, response: httpx.Response) -> bytes:
-        """Up to ERROR_BODY_LIMIT bytes of an error body; a failure to read it is no body."""
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                parts.append(chunk)
-                size += len(chunk)
-                if size >= ERROR_BODY_LIMIT:
-                    break
-        except httpx.TransportError:
-            pass
-        return b"".join(parts)[:ERROR_BODY_LIMIT]
+    async def _error_body(self, response: httpx.Response) -> bytes:
+        """Up to ERROR_BODY_LIMIT bytes of a body that only informs a message."""
+        return await read_prefix(response, self._failures, ERROR_BODY_LIMIT, self._idle_timer_s)
 
     async def _json_instead_of_stream(self, response: httpx.Response) -> GatewayError:
-        content = await self._read_bounded(response)
+        content = await self._error_body(response)
         try:
             decoded = msgspec.json.decode(content)
         except msgspec.DecodeError:
@@ -429,21 +444,6 @@ class HttpTransport:
         return ProviderError(
             f"{self._provider} answered a streaming request with JSON instead of an event stream."
         )
-
-    def _read_timeout(self) -> ProviderTimeout:
-        return ProviderTimeout(
-            f"{self._provider} sent nothing for {self._settings.read_timeout_s:g} s "
-            "(the read timeout); the call was abandoned."
-        )
-
-    def _broken(self, exc: httpx.TransportError) -> ProviderError:
-        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-            return ProviderError(f"{self._provider}: {STREAM_CLOSED_EARLY}.")
-        return ProviderError(f"The connection to {self._provider} failed: {_describe(exc)}.")
-
-    def _host(self) -> str:
-        url = httpx.URL(self._settings.base_url)
-        return f"{url.host}:{url.port}" if url.port else url.host
 
 
 def _tls(provider: str, settings: TransportSettings) -> ssl.SSLContext | bool:
@@ -479,15 +479,22 @@ def pooled_client(
         auth=auth,
         transport=Http1Transport(ssl_context=_ssl_context(tls, settings), limits=limits),
         mounts=environment_proxy_mounts(verify=tls, limits=limits) if settings.trust_env else None,
-        timeout=httpx.Timeout(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            write=settings.write_timeout_s,
-            pool=settings.pool_timeout_s,
-        ),
+        timeout=call_timeout(settings),
         http2=False,
         follow_redirects=False,
         trust_env=settings.trust_env,
+    )
+
+
+def call_timeout(settings: TransportSettings) -> httpx.Timeout:
+    """The connection layer's timeouts for one call. Its read timeout bounds both the wait
+    for the head and the silences of a body, so it is the larger of the first-byte and idle
+    timeouts; HttpTransport enforces the smaller one itself."""
+    return httpx.Timeout(
+        connect=settings.connect_timeout_s,
+        read=max(settings.first_byte_timeout_s, settings.read_timeout_s),
+        write=settings.write_timeout_s,
+        pool=settings.pool_timeout_s,
     )
 
 
@@ -502,13 +509,6 @@ def _ssl_context(tls: ssl.SSLContext | bool, settings: TransportSettings) -> ssl
     if tls is False:
         return client_ssl_context(verify=False)
     return client_ssl_context(verify=True, trust_env=settings.trust_env)
-
-
-def _describe(exc: Exception) -> str:
-    """The exception's kind and text; httpx's texts name sockets and protocol states, never
-    the request's headers."""
-    text = str(exc).strip().rstrip(".")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _path_only(path: str) -> str:

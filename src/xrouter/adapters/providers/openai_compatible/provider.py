@@ -140,7 +140,11 @@ class OpenAICompatibleProvider:
             for event in self._parse_whole(reply.content, call):
                 yield event
             return
-        events = self._transport.stream_events(path, body, headers, byok=self._byok)
+        # A Responses upstream ends with its own terminal event, never `[DONE]` (OpenAI's
+        # does not send it); a Chat Completions stream without `[DONE]` was cut short.
+        events = self._transport.stream_events(
+            path, body, headers, byok=self._byok, require_done=self._protocol != "responses"
+        )
         try:
             if self._protocol == "responses":
                 async for event in self._responses_stream(events):

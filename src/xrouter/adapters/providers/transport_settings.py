@@ -1,0 +1,57 @@
+"""What one upstream's transport is configured with: where it is, its timeouts, retries, limits.
+
+Built in `entrypoints` from the provider's configuration (`XR_<NAME>_*` or the TOML file);
+docs/providers.md documents each field under its variable name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from xrouter.adapters.providers.body_limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    base_url: str
+    connect_timeout_s: float = 10.0
+    """Opening a connection (TCP and TLS), to the upstream or to its proxy."""
+    first_byte_timeout_s: float = 120.0
+    """From handing the request over to the response's status line and headers. A non-stream
+    answer starts only when it is complete, so this bounds its generation too."""
+    read_timeout_s: float = 120.0
+    """Longest silence between bytes of a body; a long stream lives while bytes flow."""
+    write_timeout_s: float = 30.0
+    """Longest stall while sending the request."""
+    pool_timeout_s: float = 10.0
+    """Waiting for a free connection when every pooled one is busy."""
+    total_timeout_s: float = 600.0
+    """Deadline for a whole non-stream call, retries and waits included."""
+    max_retries: int = 2
+    """Retries after the first try."""
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 8.0
+    max_inflight: int = 64
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """A non-stream answer's body as received (compressed or not)."""
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    """One server-sent event of a stream."""
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+    """What a compressed answer may inflate to (a stream: in total)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Static headers on every call (attribution headers, for instance)."""
+    verify: bool | str = True
+    """TLS verification: True, or a CA bundle path. Never disabled silently."""
+    cert: tuple[str, str] | None = None
+    """Client certificate and key files, for mutual TLS."""
+    max_retry_wait_s: float = 30.0
+    """Longest wait an upstream's Retry-After may ask for; asking more ends the retries."""
+    overload_retry_after_s: float = 1.0
+    """Retry-After given to a caller rejected by the in-flight limit."""
+    trust_env: bool = True
+    """Honour HTTP(S)_PROXY / NO_PROXY and SSL_CERT_FILE / SSL_CERT_DIR from the environment."""
