@@ -18,10 +18,10 @@ from xrouter.application.engine import EngineSettings, ExecutionEngine
 from xrouter.application.get_response import GetResponse
 from xrouter.application.ports import GenerationRequest, ModelCatalog
 from xrouter.application.registry import ModelRegistry
-from xrouter.domain.errors import GatewayError
 from xrouter.domain.models import ModelInfo
 from xrouter.domain.provider_events import ProviderEvent
 from xrouter.domain.responses import InputItem
+from xrouter.domain.secrets import SecretMasker
 
 
 class FixedClock:
@@ -65,14 +65,23 @@ class WordCounter:
         return len(text.split())
 
 
+@dataclass(frozen=True)
+class Wait:
+    """A script step: pause this long (math.inf: until cancelled), like a silent upstream."""
+
+    seconds: float
+
+
 @dataclass
 class ScriptedProvider:
-    """Yields `script` (events, or exceptions to raise), with an optional pause per step."""
+    """Yields `script` (events, exceptions to raise, `Wait` pauses), with an optional pause
+    before every step."""
 
-    script: list[ProviderEvent | GatewayError]
+    script: list[ProviderEvent | Exception | Wait]
     name: str = "fake"
     delay_s: float = 0.0
     calls: list[GenerationRequest] = field(default_factory=list)
+    closed: bool = False
 
     def knows_model(self, upstream_model: str) -> bool:
         return True
@@ -83,14 +92,20 @@ class ScriptedProvider:
     async def list_models(self) -> list[ModelInfo]:
         return self.static_models()
 
+    async def aclose(self) -> None:
+        self.closed = True
+
     async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
         self.calls.append(call)
         for step in self.script:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
-            if isinstance(step, GatewayError):
+            if isinstance(step, Wait):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, Exception):
                 raise step
-            yield step
+            else:
+                yield step
 
 
 class SlowCatalog:
@@ -130,6 +145,7 @@ def build_harness(
     *,
     counter: WordCounter | None = None,
     catalog_delay_s: float = 0.0,
+    masker: SecretMasker | None = None,
     **settings: float,
 ) -> Harness:
     store = InMemoryResponseStore()
@@ -147,7 +163,7 @@ def build_harness(
         lifecycle_listener=listener,
         usage_sink=usage,
         settings=EngineSettings(**settings),  # type: ignore[arg-type]
+        masker=masker,
     )
-    return Harness(
-        engine, CreateResponse(engine), GetResponse(store), store, listener, usage, provider
-    )
+    get = GetResponse(store, engine.running)
+    return Harness(engine, CreateResponse(engine), get, store, listener, usage, provider)

@@ -111,7 +111,7 @@ def test_provider_error_mid_stream_is_an_error_frame_then_done(server: LiveServe
 
 
 def test_timeout(serve_with: Callable[..., LiveServer]) -> None:
-    server = serve_with(provider_idle_timeout_s=0.05, local_slow_delay_s=0.5)
+    server = serve_with(generation_timeout_s=0.3, local_slow_delay_s=0.5)
     body = {"model": "local/slow", "messages": [{"role": "user", "content": "a b c"}]}
     with server.client() as client:
         plain = client.post(CHAT, json=body)

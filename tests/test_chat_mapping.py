@@ -215,7 +215,7 @@ def test_stream_mapping_one_id_role_first_tool_indexes_and_usage_chunk() -> None
     async def run() -> list[ChatCompletionChunk | ChatStreamError]:
         request = ResponseRequest(model="fake/model", input="x", stream=True)
         execution = await harness.create.start(request)
-        events = await execution.first_events() + [e async for e in execution.events()]
+        events = [e async for e in execution.events()]
         return [chunk for event in events for chunk in mapper.map(event)]
 
     chunks = asyncio.run(run())

@@ -23,14 +23,14 @@ def test_environment_overrides_are_parsed() -> None:
             "XR_PORT": "9001",
             "XR_API_PREFIXES": "v2, /api/v2/",
             "XR_DOCS_ENABLED": "no",
-            "XR_PROVIDER_IDLE_TIMEOUT_S": "2.5",
+            "XR_GENERATION_TIMEOUT_S": "2.5",
             "XR_LOG_LEVEL": "debug",
         }
     )
     assert settings.port == 9001
     assert settings.api_prefixes == ("/v2", "/api/v2")
     assert settings.docs_enabled is False
-    assert settings.provider_idle_timeout_s == 2.5
+    assert settings.generation_timeout_s == 2.5
     assert settings.log_level == "DEBUG"
 
 

@@ -127,18 +127,29 @@ def test_provider_error_mid_stream_non_stream_is_a_502(server: LiveServer) -> No
 
 
 def test_provider_timeout(serve_with: Callable[..., LiveServer]) -> None:
-    server = serve_with(provider_idle_timeout_s=0.05, local_slow_delay_s=0.5)
+    # The generation deadline acts on streamed and non-stream generations alike.
+    server = serve_with(generation_timeout_s=0.3, local_slow_delay_s=0.5)
     body = {"model": "local/slow", "input": "one two three"}
     with server.client() as client:
         plain = client.post("/v1/responses", json=body, headers={"x-request-id": "timeout-1"})
-        streamed = client.post("/v1/responses", json={**body, "stream": True})
+        streamed = client.post(
+            "/v1/responses", json={**body, "stream": True}, headers={"x-request-id": "timeout-2"}
+        )
     assert plain.status_code == 504
     assert plain.json()["error"]["code"] == "provider_timeout"
-    assert "XR_PROVIDER_IDLE_TIMEOUT_S" in plain.json()["error"]["message"]
+    assert "XR_GENERATION_TIMEOUT_S" in plain.json()["error"]["message"]
     events, _ = sse_events(streamed.text)
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
-    assert events[-1]["response"]["error"]["code"] == "provider_timeout"
-    assert Action.TIME_OUT in trace(server, "timeout-1")
+    assert "XR_GENERATION_TIMEOUT_S" in events[-2]["error"]["message"]
+    failed = events[-1]["response"]
+    assert failed["error"]["code"] == "provider_timeout"
+    for request_id in ("timeout-1", "timeout-2"):
+        assert trace(server, request_id)[-2:] == [Action.TIME_OUT, Action.RECORD_USAGE]
+        (record,) = usage_records(server, request_id)
+        assert record.status == "failed"
+    with server.client() as client:
+        stored = client.get(f"/v1/responses/{failed['id']}").json()
+    assert stored["status"] == "failed" and stored["error"]["code"] == "provider_timeout"
 
 
 def test_overload_is_a_429_with_retry_after(serve_with: Callable[..., LiveServer]) -> None:

@@ -107,7 +107,7 @@ def test_live_request_traces_conform_to_the_model(
 
 
 def test_a_timeout_in_generate_conforms(serve_with: ServeWith) -> None:
-    live = serve_with(provider_idle_timeout_s=0.05)
+    live = serve_with(generation_timeout_s=0.1)
     request_id = _request_id()
     response, _ = _post(live, {"model": "local/slow", "input": "one two three"}, request_id)
     assert response.status_code == 504, response.text

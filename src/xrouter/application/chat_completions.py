@@ -19,7 +19,7 @@ ChatStreamItem = ChatCompletionChunk | ChatStreamError
 
 
 class ChatExecution:
-    """A running chat request: `completion()` (non-stream) or `first_chunks()` + `chunks()`."""
+    """A running chat request: `completion()` (non-stream) or `chunks()` (stream)."""
 
     def __init__(self, execution: Execution, include_usage: bool) -> None:
         self.execution = execution
@@ -28,11 +28,9 @@ class ChatExecution:
     async def completion(self) -> ChatCompletion:
         return to_chat_completion(await self.execution.result())
 
-    async def first_chunks(self) -> list[ChatStreamItem]:
-        """Raises the GatewayError when generation failed before any output."""
-        return [c for event in await self.execution.first_events() for c in self._mapper.map(event)]
-
     async def chunks(self) -> AsyncIterator[ChatStreamItem]:
+        """The stream's chunks until its end or until the client is gone. Raises the
+        GatewayError when generation failed before any output (so before the first chunk)."""
         async for event in self.execution.events():
             for chunk in self._mapper.map(event):
                 yield chunk

@@ -23,8 +23,11 @@ class CreateResponse:
         passthrough: dict[str, Any] | None = None,
         context: CallContext | None = None,
     ) -> Execution:
-        """Admit the request and start generating. Read the execution's events (stream) or
-        its `result()` (non-stream). Raises GatewayError before generation starts."""
+        """Admit the request and start generating. Read the execution's `events()` (stream)
+        or its `result()` (non-stream). Raises GatewayError before generation starts.
+
+        The request's own extension options (`provider`, `models`...) ride along as
+        passthrough, under the caller's `passthrough` (Chat Completions options)."""
         return await self._engine.start(
             request,
             request_id=request_id,
@@ -35,5 +38,5 @@ class CreateResponse:
 
     async def run(self, request: ResponseRequest, *, request_id: str | None = None) -> Response:
         """The non-stream answer: the same event stream, folded into the final response."""
-        execution = await self._engine.start(request, request_id=request_id)
+        execution = await self.start(request, request_id=request_id)
         return await execution.result()

@@ -1,23 +1,22 @@
 """A running request as its reader sees it, and the signal of a client that left.
 
-`Execution` connects the generation task (producer: `send`, `close`, `fail_before_output`,
-`settle`) with the transport writing to the client (consumer: `first_events`, `events`,
-`result`, `detach`). The queue between them is bounded, so a slow client slows the provider
-down instead of growing memory; once the client is gone, events are dropped.
+`Execution` is a channel from the generation task (producer: `send`, `close`,
+`fail_before_output`, `settle`) to the one reader writing to the client (`events` for a
+stream, `result` for a non-stream answer, `detach` when the client is gone). The channel is
+bounded, so a slow client slows the provider down instead of growing memory. Detaching
+empties it and wakes both sides: the reader's `events` ends, its `result` raises, and the
+producer's later sends are dropped, so nobody waits on a client that left.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from xrouter.application.idle_timeout import IdleTimeout
-from xrouter.domain.errors import GatewayError
+from xrouter.domain.errors import ClientDisconnected, GatewayError
 from xrouter.domain.events import StreamEvent
-from xrouter.domain.lifecycle import Lifecycle
 from xrouter.domain.responses import Response
-
-_END = object()  # closes an execution's event channel
 
 
 class DisconnectSignal:
@@ -55,96 +54,131 @@ class DisconnectSignal:
         await self._event.wait()
 
 
+def _gone() -> ClientDisconnected:
+    return ClientDisconnected("The client disconnected before the response was ready.")
+
+
 class Execution:
-    """One admitted request in generate. Read it with `first_events` then `events` (stream),
-    or `result` (non-stream). Generation runs in its own task either way."""
+    """One admitted request in generate. Generation runs in its own task; read it with
+    `events()` (stream) or `result()` (non-stream), from one reader."""
+
+    __slots__ = (
+        "_answer",
+        "_batches",
+        "_capacity",
+        "_closed",
+        "_detached",
+        "_outcome",
+        "_readable",
+        "_streaming",
+        "_writable",
+        "on_detach",
+        "request_id",
+        "response_id",
+    )
 
     def __init__(self, request_id: str, response_id: str, streaming: bool, buffer: int) -> None:
         self.request_id = request_id
         self.response_id = response_id
         self._streaming = streaming
-        self._queue: asyncio.Queue[object] = asyncio.Queue(buffer) if streaming else None  # type: ignore[assignment]
-        self._result: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._capacity = buffer
+        self._batches: deque[list[StreamEvent] | GatewayError] = deque()
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._closed = False
         self._detached = False
-        self.task: asyncio.Task[None] | None = None
-        self.lifecycle: Lifecycle | None = None
+        loop = asyncio.get_running_loop()
+        self._outcome: asyncio.Future[Response] = loop.create_future()  # generation's
+        self._answer: asyncio.Future[Response] = loop.create_future()  # the reader's
         self.on_detach: Callable[[], None] | None = None
 
     # --- producer side (the generation task) ---------------------------------------------------
 
-    async def send(self, item: object, idle: IdleTimeout | None = None) -> None:
-        """Queue a batch of events for the client (dropped once it is gone). A full queue
-        waits: backpressure up to the provider, with the idle clock paused meanwhile."""
-        if not self._streaming or self._detached:
-            return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            # A slow client is not a slow provider: stop the idle clock while we wait.
-            if idle is not None:
-                idle.paused = True
-            await self._queue.put(item)
-            if idle is not None:
-                idle.paused = False
-                idle.touch()
+    async def send(self, batch: list[StreamEvent]) -> None:
+        """Queue a batch of events for the client (dropped once it is gone). A full channel
+        waits until the reader takes a batch or leaves: backpressure up to the provider."""
+        while self._open():
+            if len(self._batches) < self._capacity:
+                self._batches.append(batch)
+                self._readable.set()
+                return
+            self._writable.clear()
+            await self._writable.wait()
 
-    async def close(self) -> None:
-        """The stream is complete: the client's reader stops after the queued events."""
-        await self.send(_END)
+    def _open(self) -> bool:
+        return self._streaming and not self._detached and not self._closed
 
-    async def fail_before_output(self, error: GatewayError) -> None:
-        """Generation failed before any output: the reader raises `error` (a JSON error)."""
-        await self.send(error)
+    def close(self) -> None:
+        """No more events: the reader stops after the queued ones. Never waits, so it can run
+        in a `finally` even when the reader is slow or gone. Idempotent."""
+        self._closed = True
+        self._readable.set()
+
+    def fail_before_output(self, error: GatewayError) -> None:
+        """Generation failed before any output: the reader's `events` raises `error` (the
+        caller answers with a JSON error). Closes the channel."""
+        if self._open():
+            self._batches.append(error)  # may exceed capacity by one: it is the last item
+        self.close()
 
     def settle(self, response: Response | None, error: GatewayError | None) -> None:
-        """The outcome for `result()`: the final response, or the failure."""
-        if self._result.done():
-            return
-        if error is not None:
-            self._result.set_exception(error)
-            # Mark retrieved: nobody may be waiting (a detached or streaming client).
-            self._result.exception()
-        elif response is not None:
-            self._result.set_result(response)
+        """The outcome: the final response, or the failure. The first call wins."""
+        for future in (self._outcome, self._answer):
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+                future.exception()  # retrieved: nobody may be waiting (stream, detached)
+            elif response is not None:
+                future.set_result(response)
 
-    # --- consumer side ---------------------------------------------------------------------------
-
-    async def first_events(self) -> list[StreamEvent]:
-        """The opening events (through the first output). Raises the GatewayError when
-        generation failed before any output: the caller answers with a JSON error."""
-        item = await self._queue.get()
-        if isinstance(item, GatewayError):
-            raise item
-        assert isinstance(item, list)
-        return item
+    # --- reader side ---------------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[StreamEvent]:
-        """The remaining events, through the terminal one."""
+        """The stream's events until its end or until the client is gone, whichever comes
+        first. Raises the GatewayError when generation failed before any output; the engine
+        releases nothing before the first output, so the first event tells which it is."""
+        batches = self._batches
         while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            assert isinstance(item, list)
-            for event in item:
+            while not batches:
+                if self._closed or self._detached:
+                    return
+                self._readable.clear()
+                await self._readable.wait()
+            batch = batches.popleft()
+            self._writable.set()
+            if isinstance(batch, GatewayError):
+                raise batch
+            for event in batch:
+                if self._detached:
+                    return
                 yield event
 
     async def result(self) -> Response:
-        """The final response; raises the GatewayError when generation failed. Cancelling
-        the wait cancels only the wait: generation runs in its own task regardless."""
-        return await self._result
+        """The final response. Raises the GatewayError when generation failed, and
+        ClientDisconnected once the client is gone. Cancelling the wait cancels only the wait:
+        generation runs in its own task regardless."""
+        return await asyncio.shield(self._answer)
+
+    async def outcome(self) -> Response:
+        """How generation ended, whether or not the client stayed (for observers and tests)."""
+        return await asyncio.shield(self._outcome)
+
+    @property
+    def settled(self) -> bool:
+        return self._outcome.done()
 
     def detach(self) -> None:
-        """The client is gone: stop writing to it, let generation reach its terminal state."""
+        """The client is gone: stop writing to it, wake its reader, let generation reach its
+        terminal state. Idempotent."""
         if self._detached:
             return
         self._detached = True
+        self._batches.clear()
+        self._readable.set()
+        self._writable.set()
+        if not self._answer.done():
+            self._answer.set_exception(_gone())
+            self._answer.exception()
         if self.on_detach is not None:
             self.on_detach()
-        if self._streaming:
-            # Unblock a producer waiting on a full queue; later puts are dropped.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-
-    @property
-    def detached(self) -> bool:
-        return self._detached

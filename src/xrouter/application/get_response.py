@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from xrouter.application.ports import ResponseStore
+from xrouter.application.running import RunningGenerations
 from xrouter.domain.errors import InvalidRequest, NotFound
 from xrouter.domain.responses import (
     DeletedResponse,
@@ -20,8 +21,9 @@ def _not_found(response_id: str) -> NotFound:
 
 
 class GetResponse:
-    def __init__(self, store: ResponseStore) -> None:
+    def __init__(self, store: ResponseStore, running: RunningGenerations | None = None) -> None:
         self._store = store
+        self._running = running if running is not None else RunningGenerations()
 
     async def _stored(self, response_id: str) -> StoredResponse:
         stored = await self._store.get(response_id)
@@ -33,7 +35,11 @@ class GetResponse:
         return (await self._stored(response_id)).response
 
     async def delete(self, response_id: str) -> DeletedResponse:
-        if not await self._store.delete(response_id):
+        """Delete a stored response, or one still generating: the delete wins, and the
+        response is not stored when its generation ends."""
+        running = self._running.delete(response_id)
+        stored = await self._store.delete(response_id)
+        if not (running or stored):
             raise _not_found(response_id)
         return DeletedResponse(id=response_id)
 

@@ -65,8 +65,14 @@ class Provider(Protocol):
         ...
 
     def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
-        """Generate, yielding canonical deltas; raise ProviderError / ProviderTimeout on
-        failure. The engine may stop iterating early (then `aclose` is called)."""
+        """Generate, yielding canonical deltas, and `Finish` only when the upstream said it
+        finished (a stream that ends without one is a failure); raise ProviderError /
+        ProviderTimeout on failure. The engine may stop iterating early (then the stream's
+        `aclose` is called)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the provider holds (pooled connections); called once at shutdown."""
         ...
 
 

@@ -119,7 +119,10 @@ class ClientDisconnected(GatewayError):
     code = "client_disconnected"
 
 
-class InternalError(GatewayError):
-    status = 500
+class ServerShuttingDown(GatewayError):
+    """The gateway is shutting down (503): a new request is refused, and a generation still
+    running when the shutdown grace ends is failed. Retry against another instance."""
+
+    status = 503
     type = "server_error"
-    code = "internal_error"
+    code = "server_shutting_down"

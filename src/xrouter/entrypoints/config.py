@@ -24,6 +24,14 @@ def _prefixes(raw: str) -> tuple[str, ...]:
     return prefixes
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"expected origins such as https://app.example.com, got {origin!r}")
+    return origins
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -43,6 +51,30 @@ class Settings:
     host: str = setting("127.0.0.1", str, "Address `xrouter serve` binds to.")
     port: int = setting(8000, _port, "Port `xrouter serve` listens on.")
     workers: int = setting(1, positive(int), "Worker processes for `xrouter serve`.")
+    header_timeout_s: float = setting(
+        10.0,
+        positive(float),
+        "Longest a client may take to send a request's line and headers; then 408 and close.",
+    )
+    keepalive_timeout_s: float = setting(
+        15.0, positive(float), "Longest an idle keep-alive connection stays open between requests."
+    )
+    max_header_bytes: int = setting(
+        65_536, positive(int), "Largest request line + headers accepted; larger gets 431 and close."
+    )
+    max_header_count: int = setting(
+        100, positive(int), "Most request headers accepted; more get 431 and close."
+    )
+    max_connections: int = setting(
+        1000,
+        positive(int),
+        "Open client connections per worker; more are answered 503 and closed at once.",
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        _origins,
+        "Comma-separated browser origins allowed to call the API (CORS); `*` for any. Unset: none.",
+    )
     log_level: str = setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING, ERROR.")
     api_prefixes: tuple[str, ...] = setting(
         ("/v1", "/api/v1"), _prefixes, "Comma-separated path prefixes the API is served under."
@@ -53,10 +85,10 @@ class Settings:
     max_inflight: int = setting(
         256, positive(int), "Requests admitted at once per worker; more get 429 + Retry-After."
     )
-    provider_idle_timeout_s: float = setting(
-        120.0,
+    generation_timeout_s: float = setting(
+        900.0,
         positive(float),
-        "Longest wait for a provider's next event before the request fails with 504.",
+        "Total deadline of one generation, streamed or not, client present or gone; then 504.",
     )
     shutdown_grace_s: float = setting(
         10.0, float, "On shutdown, how long running generations may take to finish."

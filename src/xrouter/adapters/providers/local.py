@@ -67,6 +67,9 @@ class LocalProvider:
     async def list_models(self) -> list[ModelInfo]:
         return list(self._models)
 
+    async def aclose(self) -> None:
+        """Nothing to release: no connections, no tasks."""
+
     async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
         model = call.route.upstream_model
         if model == "error":

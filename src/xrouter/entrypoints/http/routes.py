@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar import Request, delete, get, post
 from litestar import Response as HTTPResponse
@@ -26,7 +26,7 @@ from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatRequest
-from xrouter.domain.errors import InvalidRequest
+from xrouter.domain.errors import ClientDisconnected, InvalidRequest
 from xrouter.domain.models import ModelList
 from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
 from xrouter.entrypoints.http.codec import Codec
@@ -37,6 +37,7 @@ from xrouter.entrypoints.http.sse import SSEWriter
 JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 AnyRequest = Request[Any, Any, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,15 @@ def _call_context(request: AnyRequest) -> CallContext:
     return CallContext(client_token=token, traceparent=headers.get("traceparent"))
 
 
+async def _first(items: AsyncIterator[T]) -> T:
+    """The stream's first item, before the response starts: a failure before any output
+    raises here and becomes a JSON error; a client gone by then ends the handler."""
+    first = await anext(items, None)
+    if first is None:
+        raise ClientDisconnected("The client disconnected before the first output.")
+    return first
+
+
 def _event_stream(frames: AsyncIterator[bytes]) -> Stream:
     return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -106,8 +116,9 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
             )
             if not payload.stream:
                 return json(await execution.result())
-            first = await execution.first_events()
-        return _event_stream(sse.responses(execution, first))
+            events = execution.events()
+            first = await _first(events)
+        return _event_stream(sse.responses(first, events, execution.detach))
 
     @post(
         "/chat/completions",
@@ -127,8 +138,9 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
             )
             if not payload.stream:
                 return json(await execution.completion())
-            first = await execution.first_chunks()
-        return _event_stream(sse.chat(execution, first))
+            chunks = execution.chunks()
+            first = await _first(chunks)
+        return _event_stream(sse.chat(first, chunks, execution.detach))
 
     @get(
         "/responses/{response_id:str}",

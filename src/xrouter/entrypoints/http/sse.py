@@ -7,11 +7,10 @@ Open Responses wants the final `[DONE]`; the SDK and Codex stop on it harmlessly
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from xrouter.application.chat_completions import ChatExecution, ChatStreamItem
-from xrouter.application.execution import Execution
+from xrouter.application.chat_completions import ChatStreamItem
 from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.http.codec import Codec
 
@@ -24,7 +23,7 @@ def _prefix(event_type: Any) -> bytes:
 
 
 async def relay(
-    first: Iterable[T],
+    first: T,
     rest: AsyncIterator[T],
     frame: Callable[[T], bytes],
     detach: Callable[[], None],
@@ -33,8 +32,7 @@ async def relay(
     cancelled), `detach` runs and generation goes on to its terminal state."""
     finished = False
     try:
-        for item in first:
-            yield frame(item)
+        yield frame(first)
         async for item in rest:
             yield frame(item)
         finished = True
@@ -57,8 +55,15 @@ class SSEWriter:
     def chat_frame(self, chunk: ChatStreamItem) -> bytes:
         return b"data: " + self._encode(chunk) + b"\n\n"
 
-    def responses(self, execution: Execution, first: list[StreamEvent]) -> AsyncIterator[bytes]:
-        return relay(first, execution.events(), self.frame, execution.detach)
+    def responses(
+        self, first: StreamEvent, rest: AsyncIterator[StreamEvent], detach: Callable[[], None]
+    ) -> AsyncIterator[bytes]:
+        return relay(first, rest, self.frame, detach)
 
-    def chat(self, execution: ChatExecution, first: list[ChatStreamItem]) -> AsyncIterator[bytes]:
-        return relay(first, execution.chunks(), self.chat_frame, execution.detach)
+    def chat(
+        self,
+        first: ChatStreamItem,
+        rest: AsyncIterator[ChatStreamItem],
+        detach: Callable[[], None],
+    ) -> AsyncIterator[bytes]:
+        return relay(first, rest, self.chat_frame, detach)

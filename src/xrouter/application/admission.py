@@ -1,0 +1,39 @@
+"""Admission: who may start. At most `max_inflight` requests at once (ingest to terminal),
+and none once the gateway is shutting down."""
+
+from __future__ import annotations
+
+from xrouter.domain.errors import Overloaded, ServerShuttingDown
+
+
+class Admission:
+    __slots__ = ("_max_inflight", "_retry_after_s", "closing", "inflight")
+
+    def __init__(self, max_inflight: int, retry_after_s: float) -> None:
+        self._max_inflight = max_inflight
+        self._retry_after_s = retry_after_s
+        self.inflight = 0
+        self.closing = False
+
+    def admit(self) -> None:
+        """Take a slot, or raise ServerShuttingDown (503) / Overloaded (429)."""
+        if self.closing:
+            raise ServerShuttingDown(
+                "The gateway is shutting down and takes no new requests; retry against "
+                "another instance.",
+                retry_after=self._retry_after_s,
+            )
+        if self.inflight >= self._max_inflight:
+            raise Overloaded(
+                f"The gateway is handling {self.inflight} requests, its configured limit "
+                "(XR_MAX_INFLIGHT). Retry after a short wait.",
+                retry_after=self._retry_after_s,
+            )
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+
+    def close(self) -> None:
+        """Refuse every request from now on (shutdown)."""
+        self.closing = True

@@ -1,0 +1,63 @@
+"""One request in generate: everything its generation task works with, in one object."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from xrouter.application.execution import Execution
+from xrouter.application.ports import GenerationRequest, Provider
+from xrouter.domain.builder import ResponseBuilder
+from xrouter.domain.errors import GatewayError
+from xrouter.domain.lifecycle import Lifecycle
+from xrouter.domain.responses import InputItem
+
+
+@dataclass(slots=True, eq=False, repr=False)
+class Generation:
+    """The per-request state of a generation. `execution` is what the reader holds; the rest
+    is the engine's. `own_items` is this turn's input (stored with the response), `call`
+    what the provider is asked (with the history before it)."""
+
+    execution: Execution
+    lifecycle: Lifecycle
+    builder: ResponseBuilder
+    provider: Provider
+    call: GenerationRequest
+    own_items: list[InputItem]
+    input_tokens: int
+    started_ns: int
+    task: asyncio.Task[None] | None = None
+    output_sent: bool = False
+    """Whether the client has been sent anything (then a failure is in-band)."""
+    pumping: bool = False
+    """In the provider-stream phase, where a shutdown stop may interrupt it."""
+    deleted: bool = False
+    """`DELETE /v1/responses/{id}` came first: the response must not be stored."""
+    stop_reason: GatewayError | None = None
+    """Why the engine stopped this generation (shutdown), for the failure it records."""
+    detached_ns: int | None = None
+    """When the client left during generate, if it did."""
+    error: GatewayError | None = None
+    """The (masked) failure it ended with, if it failed."""
+
+    def __repr__(self) -> str:
+        # Never the call: it carries the client's token (BYOK).
+        return f"<Generation {self.response_id} {self.lifecycle.stage}>"
+
+    @property
+    def response_id(self) -> str:
+        return self.execution.response_id
+
+    @property
+    def request_id(self) -> str:
+        return self.execution.request_id
+
+    def stop(self, reason: GatewayError) -> bool:
+        """Interrupt the provider stream; the generation then fails with `reason`. False
+        when it is past that point (it is finishing on its own)."""
+        if not self.pumping or self.task is None or self.stop_reason is not None:
+            return False
+        self.stop_reason = reason
+        self.task.cancel()
+        return True

@@ -1,0 +1,226 @@
+"""The generation task: provider deltas -> `ResponseBuilder` -> the client, to done | failed.
+
+Runs in its own task (a client that leaves during generate does not stop it), under one total
+deadline (`generation_timeout_s`, XR_GENERATION_TIMEOUT_S). Timeouts of one upstream call
+(connect, first byte, idle, total) are the transport's: a `ProviderTimeout` a provider raises
+keeps its own message, and no other exception of a provider is turned into a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from xrouter.application.generation import Generation
+from xrouter.application.lifecycle_trace import LifecycleTracer
+from xrouter.application.ports import Clock, TokenCounter
+from xrouter.application.recording import Recorder
+from xrouter.domain.errors import GatewayError, ProviderError, ProviderTimeout, ServerShuttingDown
+from xrouter.domain.events import StreamEvent
+from xrouter.domain.lifecycle import Action, Reason
+from xrouter.domain.responses import Usage
+from xrouter.domain.secrets import SecretMasker
+
+log = logging.getLogger("xrouter.engine")
+
+
+class Pump:
+    """Drives each `Generation` from its first provider delta to its terminal state."""
+
+    def __init__(
+        self,
+        *,
+        counter: TokenCounter,
+        clock: Clock,
+        tracer: LifecycleTracer,
+        recorder: Recorder,
+        masker: SecretMasker,
+        generation_timeout_s: float,
+    ) -> None:
+        self._counter = counter
+        self._clock = clock
+        self._tracer = tracer
+        self._recorder = recorder
+        self._masker = masker
+        self._timeout_s = generation_timeout_s
+
+    async def run(self, generation: Generation) -> None:
+        """The whole of generate. Never raises but for a cancellation it did not ask for."""
+        lifecycle = generation.lifecycle
+        try:
+            await self._generate(generation)
+            await self._finish(generation)
+        except asyncio.CancelledError:
+            if lifecycle.terminal:  # cancelled while recording: usage still counts, once
+                self._recorder.record_usage(generation)
+                raise
+            stop = generation.stop_reason
+            if stop is not None:  # the engine's own stop (shutdown): handled here
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+            await self._fail(generation, stop or _shut_down())
+            if stop is None:
+                raise
+        except Exception as exc:
+            if lifecycle.terminal:  # failed after the terminal step: only the log can tell
+                log.exception("response %s failed after it was terminal", generation.response_id)
+                self._recorder.record_usage(generation)
+                return
+            error = exc if isinstance(exc, GatewayError) else self._unexpected(generation, exc)
+            await self._fail(generation, error)
+        finally:
+            self._end(generation)
+
+    async def _generate(self, generation: Generation) -> None:
+        """The provider stream under the total deadline."""
+        generation.pumping = True
+        try:
+            async with asyncio.timeout(self._timeout_s) as deadline:
+                await self._pump(generation)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # a provider's own TimeoutError: unexpected, not the deadline
+            raise ProviderTimeout(
+                f"The generation ran for {self._timeout_s:g} s, the longest this gateway "
+                "allows (XR_GENERATION_TIMEOUT_S), and was stopped. Ask for a shorter answer "
+                "(max_output_tokens) or raise the limit."
+            ) from None
+        finally:
+            generation.pumping = False
+
+    async def _pump(self, generation: Generation) -> None:
+        builder = generation.builder
+        execution = generation.execution
+        # The opening events wait for the first output: until then a failure is still a
+        # plain JSON error with its own status.
+        pending: list[StreamEvent] | None = builder.start()
+        stream = generation.provider.stream(generation.call)
+        try:
+            async for delta in stream:
+                chunks_before = builder.chunks
+                events = builder.feed(delta)
+                if builder.chunks != chunks_before:
+                    self._tracer.step(generation.lifecycle, Action.EMIT_CHUNK, Reason.CHUNK)
+                if pending is not None:
+                    if builder.chunks == 0:
+                        pending.extend(events)
+                        continue
+                    events = pending + events
+                    pending = None
+                if events:
+                    generation.output_sent = True
+                    await execution.send(events)
+        finally:
+            await _aclose(stream)
+        if builder.finish_reason is None:
+            # No silent success: a stream that stops without saying it finished was cut.
+            raise ProviderError(
+                f"The provider '{generation.call.route.provider}' ended its answer without "
+                "saying it had finished; the answer may be cut short, so it is not reported "
+                "as complete."
+            )
+        if pending is not None:
+            # Finished without output: still a valid stream (created ... completed).
+            generation.output_sent = True
+            await execution.send(pending)
+
+    async def _finish(self, generation: Generation) -> None:
+        builder = generation.builder
+        closing = builder.close_items()
+        usage = await self._usage(generation)
+        terminal = builder.complete(usage, int(self._clock.now()))
+        self._tracer.step(generation.lifecycle, Action.FINISH, Reason.DONE)
+        await self._recorder.record(generation)
+        await generation.execution.send([*closing, terminal])
+        generation.execution.close()
+        generation.execution.settle(builder.response, None)
+
+    async def _fail(self, generation: Generation, error: GatewayError) -> None:
+        # Masked before anything logs, stores or sends it (the client's own BYOK token too).
+        error = self._masker.including(generation.call.context.client_token).mask_error(error)
+        generation.error = error
+        timed_out = isinstance(error, ProviderTimeout)
+        self._tracer.step(
+            generation.lifecycle,
+            Action.TIME_OUT if timed_out else Action.PROVIDER_FAIL,
+            Reason.TIMEOUT if timed_out else Reason.PROVIDER_ERROR,
+        )
+        log.warning("response %s failed in generate: %s", generation.response_id, error.message)
+        try:
+            usage: Usage | None = await self._usage(generation)
+        except Exception:  # counting must not hide the original failure
+            usage = None
+        events = generation.builder.fail(error, usage)
+        await self._recorder.record(generation)
+        execution = generation.execution
+        if generation.output_sent:
+            await execution.send(events)
+            execution.close()
+        else:
+            # Nothing was sent yet: the client gets a plain JSON error with the right status.
+            execution.fail_before_output(error)
+        execution.settle(None, error)
+
+    def _end(self, generation: Generation) -> None:
+        """Whatever happened, the reader is never left waiting; a detached generation says
+        how it ended."""
+        execution = generation.execution
+        execution.close()
+        if not execution.settled:  # cancelled hard, mid-way through its failure
+            execution.settle(None, generation.error or _shut_down())
+        if generation.detached_ns is not None:
+            now = self._clock.monotonic_ns()
+            error = generation.error
+            log.info(
+                "response %s (client gone) ended %s%s after %.3f s (%.3f s after the client left)",
+                generation.response_id,
+                generation.builder.response.status,
+                f" ({error.code}: {error.message})" if error is not None else "",
+                (now - generation.started_ns) / 1e9,
+                (now - generation.detached_ns) / 1e9,
+            )
+
+    def client_left(self, generation: Generation) -> None:
+        """The client went away during generate: the model's DisconnectLate; generation
+        goes on to its terminal state, which the log then reports."""
+        lifecycle = generation.lifecycle
+        if lifecycle.terminal or not lifecycle.client_connected:
+            return
+        self._tracer.step(lifecycle, Action.DISCONNECT_LATE, Reason.CLIENT_DISCONNECT)
+        generation.detached_ns = self._clock.monotonic_ns()
+        log.info(
+            "response %s: client left during generate; generation continues "
+            "(at most %g s in all, XR_GENERATION_TIMEOUT_S)",
+            generation.response_id,
+            self._timeout_s,
+        )
+
+    async def _usage(self, generation: Generation) -> Usage:
+        builder = generation.builder
+        if builder.provider_usage is not None:
+            return builder.provider_usage
+        output_tokens = await self._counter.count_text(builder.generated_text())
+        input_tokens = generation.input_tokens
+        return Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
+        )
+
+    def _unexpected(self, generation: Generation, exc: Exception) -> GatewayError:
+        provider = generation.call.route.provider
+        log.error("provider %s raised unexpectedly", provider, exc_info=exc)
+        return ProviderError(f"The provider '{provider}' failed unexpectedly; see the gateway log.")
+
+
+def _shut_down() -> ServerShuttingDown:
+    return ServerShuttingDown("The gateway shut down during generation.")
+
+
+async def _aclose(stream: object) -> None:
+    # Provider streams are async generators; closing one runs its cleanup (the upstream
+    # connection goes back to the pool or is dropped) even when we stop early.
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,36 @@
+"""The generations running now, by response id: what shutdown waits for, and where a
+`DELETE` of a response still generating is recorded so that it wins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from xrouter.application.generation import Generation
+
+
+class RunningGenerations:
+    __slots__ = ("_by_response",)
+
+    def __init__(self) -> None:
+        self._by_response: dict[str, Generation] = {}
+
+    def add(self, generation: Generation) -> None:
+        self._by_response[generation.response_id] = generation
+
+    def discard(self, generation: Generation) -> None:
+        self._by_response.pop(generation.response_id, None)
+
+    def delete(self, response_id: str) -> bool:
+        """Mark a running response deleted: it is not stored when it ends. False when no
+        generation that would store it is running (the caller looks in the store)."""
+        generation = self._by_response.get(response_id)
+        if generation is None or generation.deleted or not generation.call.request.store:
+            return False  # nothing will be stored: the store answers for it
+        generation.deleted = True
+        return True
+
+    def __iter__(self) -> Iterator[Generation]:
+        return iter(list(self._by_response.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_response)
