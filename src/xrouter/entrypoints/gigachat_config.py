@@ -16,6 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from xrouter.adapters.providers.body_limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
+)
 from xrouter.adapters.providers.gigachat.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_OAUTH_URL,
@@ -38,6 +43,7 @@ from xrouter.entrypoints.env_fields import (
     setting,
     show_default,
 )
+from xrouter.entrypoints.provider_config import transport_options
 
 log = logging.getLogger("xrouter.providers")
 
@@ -123,14 +129,41 @@ class GigaChatConfig:
     models: tuple[str, ...] = setting(
         (), comma_list, "Models listed on `/v1/models` besides discovery (comma-separated)."
     )
-    connect_timeout_s: float = setting(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
+    connect_timeout_s: float = setting(
+        10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout (to either host or its proxy)."
+    )
+    first_byte_timeout_s: float = setting(
+        120.0,
+        _POSITIVE_FLOAT,
+        "Wait for the answer's status line after sending; a non-stream answer starts only "
+        "when complete, so this also bounds its generation.",
+    )
     read_timeout_s: float = setting(
         120.0, _POSITIVE_FLOAT, "Longest silence between bytes (a stream lives while bytes flow)."
+    )
+    write_timeout_s: float = setting(30.0, _POSITIVE_FLOAT, "Longest stall sending the request.")
+    pool_timeout_s: float = setting(
+        10.0, _POSITIVE_FLOAT, "Wait for a free connection when all are busy."
     )
     total_timeout_s: float = setting(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
     oauth_timeout_s: float = setting(15.0, _POSITIVE_FLOAT, "Deadline of a token request.")
     max_retries: int = setting(
         2, non_negative_int, "Retries for connect errors, 429 and 5xx; never once streaming."
+    )
+    max_body_bytes: int = setting(
+        DEFAULT_MAX_BODY_BYTES,
+        positive(int),
+        "Largest non-stream answer body as received; over it the call fails (502).",
+    )
+    max_event_bytes: int = setting(
+        DEFAULT_MAX_EVENT_BYTES,
+        positive(int),
+        "Largest single server-sent event of a stream; over it the stream fails (502).",
+    )
+    max_decompressed_bytes: int = setting(
+        DEFAULT_MAX_DECOMPRESSED_BYTES,
+        positive(int),
+        "Most a gzip/deflate answer may inflate to (a stream: in total); over it: 502.",
     )
 
     @property
@@ -156,12 +189,9 @@ class GigaChatConfig:
             password=self.password,
             tls=TLSSettings(ca_bundle=self.ca_bundle, cert=cert, verify=self.verify_ssl),
             max_inflight=self.max_inflight,
-            connect_timeout_s=self.connect_timeout_s,
-            read_timeout_s=self.read_timeout_s,
-            total_timeout_s=self.total_timeout_s,
             oauth_timeout_s=self.oauth_timeout_s,
-            max_retries=self.max_retries,
             models=self.models,
+            **transport_options(self),
         )
 
 

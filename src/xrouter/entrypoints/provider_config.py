@@ -22,6 +22,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from xrouter.adapters.providers.body_limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
+)
 from xrouter.entrypoints.env_fields import (
     ConfigError,
     comma_list,
@@ -78,13 +83,38 @@ class ProviderConfig:
         _PROTOCOL,
         "Upstream API spoken: `chat` (Chat Completions) or `responses`.",
     )
-    connect_timeout_s: float = setting(10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout.")
+    connect_timeout_s: float = setting(
+        10.0, _POSITIVE_FLOAT, "TCP/TLS connect timeout (to the upstream or its proxy)."
+    )
+    first_byte_timeout_s: float = setting(
+        120.0,
+        _POSITIVE_FLOAT,
+        "Wait for the answer's status line after sending; a non-stream answer starts only "
+        "when complete, so this also bounds its generation.",
+    )
     read_timeout_s: float = setting(
         120.0, _POSITIVE_FLOAT, "Longest silence between bytes (a stream lives while bytes flow)."
     )
-    write_timeout_s: float = setting(30.0, _POSITIVE_FLOAT, "Request upload timeout.")
-    pool_timeout_s: float = setting(10.0, _POSITIVE_FLOAT, "Wait for a pooled connection.")
+    write_timeout_s: float = setting(30.0, _POSITIVE_FLOAT, "Longest stall sending the request.")
+    pool_timeout_s: float = setting(
+        10.0, _POSITIVE_FLOAT, "Wait for a free connection when all are busy."
+    )
     total_timeout_s: float = setting(600.0, _POSITIVE_FLOAT, "Deadline of a whole non-stream call.")
+    max_body_bytes: int = setting(
+        DEFAULT_MAX_BODY_BYTES,
+        _POSITIVE_INT,
+        "Largest non-stream answer body as received; over it the call fails (502).",
+    )
+    max_event_bytes: int = setting(
+        DEFAULT_MAX_EVENT_BYTES,
+        _POSITIVE_INT,
+        "Largest single server-sent event of a stream; over it the stream fails (502).",
+    )
+    max_decompressed_bytes: int = setting(
+        DEFAULT_MAX_DECOMPRESSED_BYTES,
+        _POSITIVE_INT,
+        "Most a gzip/deflate answer may inflate to (a stream: in total); over it: 502.",
+    )
     max_retries: int = setting(
         2, non_negative_int, "Retries for connect errors, 408, 409, 429, 5xx; never once streaming."
     )
@@ -106,6 +136,28 @@ class ProviderConfig:
         if self.enabled is not None:
             return self.enabled and self.base_url is not None
         return self.base_url is not None and (self.api_key is not None or byok)
+
+
+TRANSPORT_FIELDS = (
+    "connect_timeout_s",
+    "first_byte_timeout_s",
+    "read_timeout_s",
+    "write_timeout_s",
+    "pool_timeout_s",
+    "total_timeout_s",
+    "max_retries",
+    "max_body_bytes",
+    "max_event_bytes",
+    "max_decompressed_bytes",
+)
+"""The timeouts, retries and limits every provider's configuration has under the same names
+(`ProviderConfig`, `GigaChatConfig`) and hands to its transport as they are."""
+
+
+def transport_options(config: Any) -> dict[str, Any]:
+    """The TRANSPORT_FIELDS of a provider's configuration, by name: one mapping for every
+    provider, so a new transport setting cannot be forgotten in one of them."""
+    return {name: getattr(config, name) for name in TRANSPORT_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)

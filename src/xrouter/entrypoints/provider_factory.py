@@ -11,7 +11,11 @@ from xrouter.adapters.providers.local import LocalProvider
 from xrouter.application.ports import Provider
 from xrouter.domain.secrets import SecretRegistry
 from xrouter.entrypoints.gigachat_config import build_gigachat, load_gigachat_config
-from xrouter.entrypoints.provider_config import GatewayConfig, ProviderConfig
+from xrouter.entrypoints.provider_config import (
+    GatewayConfig,
+    ProviderConfig,
+    transport_options,
+)
 
 if TYPE_CHECKING:
     from xrouter.adapters.providers.transport import TransportSettings
@@ -24,14 +28,7 @@ def transport_settings(config: ProviderConfig) -> TransportSettings:
 
     assert config.base_url is not None  # only served providers reach here
     return TransportSettings(
-        base_url=config.base_url,
-        connect_timeout_s=config.connect_timeout_s,
-        read_timeout_s=config.read_timeout_s,
-        write_timeout_s=config.write_timeout_s,
-        pool_timeout_s=config.pool_timeout_s,
-        total_timeout_s=config.total_timeout_s,
-        max_retries=config.max_retries,
-        max_inflight=config.max_inflight,
+        base_url=config.base_url, max_inflight=config.max_inflight, **transport_options(config)
     )
 
 

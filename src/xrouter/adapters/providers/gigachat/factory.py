@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from xrouter.adapters.providers.body_limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
+)
 from xrouter.adapters.providers.gigachat.auth import (
     BearerAuth,
     OAuthSource,
@@ -44,9 +49,15 @@ class GigaChatSettings:
     max_inflight: int | None = None
     """None: GigaChat's limit for the scope (default_max_inflight)."""
     connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float = 120.0
     read_timeout_s: float = 120.0
+    write_timeout_s: float = 30.0
+    pool_timeout_s: float = 10.0
     total_timeout_s: float = 600.0
     max_retries: int = 2
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
     backoff_initial_s: float = 0.5
     oauth_timeout_s: float = 15.0
     models: Sequence[str] = ()
@@ -98,9 +109,15 @@ def create_gigachat_provider(
     transport_settings = TransportSettings(
         base_url=settings.base_url,
         connect_timeout_s=settings.connect_timeout_s,
+        first_byte_timeout_s=settings.first_byte_timeout_s,
         read_timeout_s=settings.read_timeout_s,
+        write_timeout_s=settings.write_timeout_s,
+        pool_timeout_s=settings.pool_timeout_s,
         total_timeout_s=settings.total_timeout_s,
         max_retries=settings.max_retries,
+        max_body_bytes=settings.max_body_bytes,
+        max_event_bytes=settings.max_event_bytes,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
         backoff_initial_s=settings.backoff_initial_s,
         max_inflight=inflight,
         verify=settings.tls.ca_bundle or settings.tls.verify,
