@@ -258,7 +258,7 @@ def test_finish_reason_error_and_a_mid_stream_error_fail_the_response(
             Reply.json(completion("", finish="error")),
             Reply.sse([chunk({"content": "partial"}),
                        {"status": 500, "message": "Internal Server Error"}], done=False),
-            Reply.sse([chunk({"content": "cut short"})], done=False),
+            Reply.sse([chunk({"content": "cut short"})]),  # [DONE] without a finish reason
         ],
     )  # fmt: skip
     server = gateway(serve_with, gigachat, certificates)
@@ -272,6 +272,84 @@ def test_finish_reason_error_and_a_mid_stream_error_fail_the_response(
         events, _ = sse_events(reply.text)
         assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
         assert expected in events[-1]["response"]["error"]["message"]
+
+
+HTML_PAGE = b"<html><title>Service unavailable</title><body>token tok-in-page</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (Reply(headers={"Content-Type": "text/html"}, body=HTML_PAGE),
+         f"a {len(HTML_PAGE)}-byte text/html body"),
+        (Reply(headers={"Content-Type": "application/json"}), "an empty body"),
+        (Reply.json({"object": "chat.completion", "model": MODEL_VERSION}), "no `choices`"),
+        (Reply.json({"choices": [{"index": 0, "message": {"role": "assistant",
+                                                          "content": "hi"}}]}),
+         "no `finish_reason`"),
+    ],
+    ids=["html", "empty", "no-choices", "no-finish-reason"],
+)  # fmt: skip
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_a_malformed_answer_is_a_502(
+    serve_with: Any,
+    gigachat: GigaChatFake,
+    certificates: Certificates,
+    reply: Reply,
+    says: str,
+    api: str,
+) -> None:
+    gigachat.api.script(gigachat.CHAT, reply)
+    server = gateway(serve_with, gigachat, certificates)
+    with server.client() as client:
+        if api == "chat":
+            messages = [{"role": "user", "content": "x"}]
+            answer = client.post(
+                "/v1/chat/completions", json={"model": MODEL, "messages": messages}
+            )
+        else:
+            answer = client.post("/v1/responses", json={"model": MODEL, "input": "x"})
+    assert answer.status_code == 502, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "provider_error"
+    assert "'gigachat'" in error["message"] and says in error["message"]
+    assert "tok-in-page" not in answer.text
+
+
+def test_a_stream_cut_short_is_failed_and_stored_as_failed(
+    serve_with: Any, gigachat: GigaChatFake, certificates: Certificates
+) -> None:
+    gigachat.api.script(
+        gigachat.CHAT,
+        [
+            Reply.sse([chunk({"role": "assistant", "content": "cut "}),
+                       chunk({"content": "short"})]),
+            Reply.sse([chunk({"content": "cut "}), chunk({"content": ""}, "stop", usage())],
+                      done=False),
+            Reply(headers={"Content-Type": "text/html"}, chunks=[HTML_PAGE]),
+            Reply.sse([chunk({"content": "cut "})]),
+        ],
+    )  # fmt: skip
+    server = gateway(serve_with, gigachat, certificates)
+    body = {"model": MODEL, "input": "x", "stream": True}
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}
+    with server.client() as client:
+        no_finish = client.post("/v1/responses", json=body)
+        no_done = client.post("/v1/responses", json=body)
+        html = client.post("/v1/responses", json=body)
+        chat_cut = client.post("/v1/chat/completions", json=chat)
+        for reply, expected in ((no_finish, "without a finish reason"), (no_done, "[DONE]")):
+            events, _ = sse_events(reply.text)
+            assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+            failed = events[-1]["response"]
+            assert expected in failed["error"]["message"]
+            stored = client.get(f"/v1/responses/{failed['id']}")
+            assert stored.json()["status"] == "failed"
+    assert html.status_code == 502, html.text  # nothing was sent yet: a JSON error
+    assert "tok-in-page" not in html.text
+    chunks, _ = sse_events(chat_cut.text)
+    assert "without a finish reason" in chunks[-1]["error"]["message"]
+    assert not any(c["choices"][0].get("finish_reason") for c in chunks if c.get("choices"))
 
 
 # --- errors ---------------------------------------------------------------------------------------

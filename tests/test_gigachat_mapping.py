@@ -364,5 +364,26 @@ def test_stream_failures() -> None:
         stream([chunk({"content": "a"}), {"status": 429, "message": "Too many requests"}])
     with pytest.raises(ProviderError, match="not JSON"):
         stream(["{oops"])
-    with pytest.raises(ProviderError, match="no choices"):
+    with pytest.raises(ProviderError, match="`choices` is empty"):
         parse({"choices": [], "usage": usage()})
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (b"<html>502 Bad Gateway</html>", "text/html",
+         "answered with a 28-byte text/html body that is not a GigaChat chat answer: it is not "
+         "JSON"),
+        (b"", "application/json", "answered with an empty body"),
+        (b'{"object": "chat.completion"}', "application/json", "it has no `choices`"),
+        (json.dumps({"choices": [{"index": 0, "message": {"content": "hi"}}]}).encode(),
+         "application/json", "its choice has no `finish_reason`"),
+    ],
+)  # fmt: skip
+def test_a_200_that_is_not_an_answer_fails_saying_what_came_back(
+    body: bytes, content_type: str, says: str
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        parse_completion(body, provider="gigachat", map_error=mapper, content_type=content_type)
+    assert caught.value.status == 502
+    assert says in caught.value.message

@@ -5,6 +5,8 @@ upstream of tests/upstreams.py (client-visible answer and the exact upstream pay
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -425,7 +427,6 @@ def test_parse_completion_with_reasoning_parallel_calls_and_usage() -> None:
         ("tool_calls", True, "tool_calls"),
         ("function_call", False, "tool_calls"),
         ("stop", True, "tool_calls"),  # vLLM / Ollama answer calls with "stop"
-        (None, False, "stop"),
         ("eos", False, "stop"),
     ],
 )
@@ -454,11 +455,36 @@ def test_error_inside_a_200_completion_is_a_failure() -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b"not json", b'{"choices": []}', b'{"error": {"message": "boom", "code": "server_error"}}'],
-)
-def test_unusable_completion_bodies_fail(body: bytes) -> None:
-    with pytest.raises(ProviderError):
+    ("body", "content_type", "says"),
+    [
+        (b"<html><body>Bad gateway sk-secret-in-page</body></html>", "text/html; charset=utf-8",
+         "answered with a 55-byte text/html body that is not a Chat Completions answer: it is "
+         "not JSON"),
+        (b"", "application/json", "answered with an empty body"),
+        (b"  \n", None, "answered with an empty body"),
+        (b"[1, 2]", "application/json", "Expected `object`, got `array`"),
+        (b'{"id": "x", "object": "chat.completion"}', "application/json", "has no `choices`"),
+        (b'{"choices": []}', "application/json", "`choices` is empty"),
+        (b'{"choices": [{"index": 0, "message": {"content": "hi"}}]}', "application/json",
+         "its choice has no `finish_reason`"),
+        (b'{"choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": null}]}',
+         None, "its choice has no `finish_reason`"),
+    ],
+)  # fmt: skip
+def test_a_200_that_is_not_a_completion_fails_saying_what_came_back(
+    body: bytes, content_type: str | None, says: str
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        parse_completion(body, provider="up", map_error=mapper, content_type=content_type)
+    assert caught.value.status == 502
+    assert "The provider 'up'" in caught.value.message
+    assert says in caught.value.message
+    assert "sk-secret" not in caught.value.message  # what came back, never what it says
+
+
+def test_an_error_object_in_a_200_completion_is_the_upstream_s_error() -> None:
+    body = b'{"error": {"message": "boom", "code": "server_error"}}'
+    with pytest.raises(ProviderError, match="boom"):
         parse_completion(body, provider="up", map_error=mapper)
 
 
@@ -549,9 +575,14 @@ def test_chat_stream_tolerates_resent_ids_missing_indexes_and_reused_index() -> 
     ]
 
 
-def test_chat_stream_without_finish_reason_finishes_with_stop() -> None:
+def test_chat_stream_without_finish_reason_fails_rather_than_finishing() -> None:
     parser = ChatStreamParser(provider="up", map_error=mapper)
-    assert feed_all(parser, [chunk({"content": "hi"})]) == [TextDelta("hi"), Finish("stop")]
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    with pytest.raises(ProviderError, match="without a finish_reason"):
+        feed_all(parser, [chunk({"content": "hi"}), chunk(None, usage=usage)])
+    empty = ChatStreamParser(provider="up", map_error=mapper)
+    with pytest.raises(ProviderError, match="without a finish_reason"):
+        empty.finish()
 
 
 def test_chat_stream_error_frame_raises_the_mapped_error() -> None:
@@ -742,6 +773,75 @@ def test_responses_stream_cut_before_completed_fails() -> None:
         parser.finish()
 
 
+def test_the_terminal_event_s_type_says_how_the_response_ended() -> None:
+    """A terminal event whose embedded response lacks a status (or has none at all) ends as
+    its type says, never as `completed` by default."""
+    parser = ResponsesStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            rsp_event("response.output_text.delta", output_index=0, delta="Hi"),
+            rsp_event("response.incomplete", response={"incomplete_details": None}),
+        ],
+    )
+    assert events == [TextDelta("Hi"), Finish("length")]
+    bare = ResponsesStreamParser(provider="up", map_error=mapper)
+    assert feed_all(bare, [rsp_event("response.completed")]) == [Finish("stop")]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (b"<!doctype html><title>Login</title>", "text/html",
+         "a 35-byte text/html body that is not a Responses API response object: it is not JSON"),
+        (b"", "application/json", "answered with an empty body"),
+        (b'"completed"', "application/json", "Expected `object`, got `str`"),
+        (b"{}", "application/json", "it has no `status` and no `output`"),
+        (b'{"id": "resp_1", "output": []}', "application/json", "it has no `status`"),
+        (b'{"id": "resp_1", "status": "completed"}', "application/json", "it has no `output`"),
+        (b'{"status": "in_progress", "output": []}', "application/json",
+         "ended the response with status 'in_progress'"),
+    ],
+)  # fmt: skip
+def test_a_200_that_is_not_a_response_object_fails_saying_what_came_back(
+    body: bytes, content_type: str, says: str
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        parse_response(body, provider="up", map_error=mapper, content_type=content_type)
+    assert caught.value.status == 502
+    assert "The provider 'up'" in caught.value.message
+    assert says in caught.value.message
+
+
+def _parse_seconds(deltas: int) -> float:
+    """Seconds to parse a Responses stream of `deltas` token-sized text deltas and the done
+    item that repeats them (the best of three runs, so a busy machine cannot fake a trend)."""
+    datas = [rsp_event("response.output_text.delta", output_index=0, delta="token ")] * deltas
+    text = "token " * deltas
+    done = rsp_event(
+        "response.output_item.done",
+        output_index=0,
+        item={"type": "message", "content": [{"type": "output_text", "text": text}]},
+    )
+    best = float("inf")
+    for _ in range(3):
+        parser = ResponsesStreamParser(provider="up", map_error=mapper)
+        started = time.perf_counter()
+        for data in datas:
+            parser.feed(data)
+        assert parser.feed(done) == []  # everything was streamed: nothing to fill in
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_streamed_text_accumulates_in_linear_time() -> None:
+    """Issue 9, item 13: one string grown per delta cost 1.3 us a delta at first and 68.7 us at
+    100k deltas (quadratic: here 5x the deltas took 38x the time). Linear is 5x; 10x allows
+    for noise and still fails the quadratic version."""
+    small, large = _parse_seconds(20_000), _parse_seconds(100_000)
+    assert large / small < 10, f"20k deltas: {small:.3f} s, 100k deltas: {large:.3f} s"
+
+
 def test_parse_whole_response_object() -> None:
     body = {
         "id": "resp_u",
@@ -805,6 +905,7 @@ class FakeTransport:
         self.events = events or []
         self.calls: list[tuple[str, str, JSON, dict[str, str], bool]] = []
         self.closed = False
+        self.require_done: bool | None = None
 
     async def post_json(
         self, path: str, body: bytes, headers: Mapping[str, str], *, byok: bool = False
@@ -813,9 +914,16 @@ class FakeTransport:
         return UpstreamReply(200, {}, self.content)  # type: ignore[arg-type]
 
     async def stream_events(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, byok: bool = False
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        byok: bool = False,
+        require_done: bool = True,
     ) -> AsyncIterator[SSEEvent]:
         self.calls.append(("STREAM", path, json.loads(body), dict(headers), byok))
+        self.require_done = require_done
         try:
             for data in self.events:
                 yield SSEEvent(None, data)
@@ -874,6 +982,7 @@ async def test_provider_streams_chat_and_closes_the_upstream_stream() -> None:
     assert events == [TextDelta("a"), TextDelta("b"), Finish("stop")]
     assert transport.calls[0][0:2] == ("STREAM", "/chat/completions")
     assert transport.calls[0][2]["stream"] is True
+    assert transport.require_done is True  # a chat stream without [DONE] was cut short
     assert transport.closed
 
 
@@ -889,6 +998,7 @@ async def test_provider_stops_reading_a_responses_stream_at_its_terminal_event()
     events = await collect(provider, make_call({"input": "hi", "stream": True}))
     assert events == [TextDelta("a"), Finish("stop")]
     assert transport.calls[0][1] == "/responses"
+    assert transport.require_done is False  # OpenAI's Responses streams send no [DONE]
     assert transport.closed
 
 
@@ -1268,3 +1378,152 @@ def test_chat_client_over_responses_upstream_with_parallel_calls(
         {"type": "function", "name": "get_weather", "description": "Weather in a city",
          "parameters": WEATHER_TOOL["parameters"]}
     ]  # fmt: skip
+
+
+# --- a malformed answer is a failure, never a completed response (issue 9, item 2) --------------
+
+HTML_PAGE = b"<html><title>502</title><body>Bad gateway, key sk-leaked-in-page</body></html>"
+TEXT_FRAMES: list[Any] = [
+    upstream_chunk({"role": "assistant", "content": ""}),
+    upstream_chunk({"content": "cut "}),
+    upstream_chunk({"content": "short"}),
+]
+
+
+def ask(client: Any, api: str, *, stream: bool) -> Any:
+    """POST one question through the Responses or the Chat Completions API."""
+    if api == "chat":
+        body: JSON = {"model": "up/gpt-test", "messages": [{"role": "user", "content": "q"}]}
+        return client.post(CHAT_PATH, json={**body, "stream": stream})
+    return client.post(
+        RESPONSES_PATH, json={"model": "up/gpt-test", "input": "q", "stream": stream}
+    )
+
+
+def assert_502(answer: Any, says: str) -> None:
+    assert answer.status_code == 502, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    error = answer.json()["error"]
+    assert error["code"] == "provider_error"
+    assert re.search(r"\bup\b", error["message"]), "the message names the provider"
+    assert says in error["message"]
+    assert "sk-leaked" not in answer.text
+
+
+def assert_failed_mid_stream(client: Any, answer: Any, api: str, says: str) -> None:
+    """After output: `error` + `response.failed` (chat: an error frame, no finish_reason), and
+    the stored response is failed."""
+    assert answer.status_code == 200
+    events, _ = sse_events(answer.text)
+    if api == "chat":
+        assert says in events[-1]["error"]["message"]
+        assert not any(
+            choice.get("finish_reason") for event in events for choice in event.get("choices", [])
+        )
+        return
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert "response.completed" not in [e["type"] for e in events]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and says in failed["error"]["message"]
+    stored = client.get(f"/v1/responses/{failed['id']}")
+    assert stored.status_code == 200
+    assert stored.json()["status"] == "failed"
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (Reply(headers={"Content-Type": "text/html"}, body=HTML_PAGE),
+         f"a {len(HTML_PAGE)}-byte text/html body"),
+        (Reply(headers={"Content-Type": "application/json"}), "an empty body"),
+        (Reply.json({"id": "chatcmpl-1", "object": "chat.completion"}), "no `choices`"),
+        (Reply.json({"choices": [{"index": 0, "message": {"content": "hi"}}]}),
+         "no `finish_reason`"),
+    ],
+    ids=["html", "empty", "no-choices", "no-finish-reason"],
+)  # fmt: skip
+def test_a_malformed_chat_answer_is_a_502(
+    serve_with: Any, upstream: FakeUpstream, reply: Reply, says: str, api: str
+) -> None:
+    upstream.script(CHAT_PATH, reply)
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        assert_502(ask(client, api, stream=False), says)
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (Reply(headers={"Content-Type": "text/html"}, chunks=[HTML_PAGE]), "text/html"),
+        (Reply.sse([]), "without a finish_reason"),
+        (Reply.sse([upstream_chunk({"role": "assistant", "content": ""})]),
+         "without a finish_reason"),
+    ],
+    ids=["html", "only-done", "no-text-no-finish"],
+)  # fmt: skip
+def test_a_malformed_chat_stream_before_any_output_is_a_502(
+    serve_with: Any, upstream: FakeUpstream, reply: Reply, says: str, api: str
+) -> None:
+    upstream.script(CHAT_PATH, reply)
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        assert_502(ask(client, api, stream=True), says)
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (Reply.sse(TEXT_FRAMES), "without a finish_reason"),
+        (Reply.sse([*TEXT_FRAMES, upstream_chunk({}, "stop")], done=False), "[DONE]"),
+    ],
+    ids=["no-finish-reason", "no-done"],
+)  # fmt: skip
+def test_a_chat_stream_cut_after_output_fails_the_response(
+    serve_with: Any, upstream: FakeUpstream, reply: Reply, says: str, api: str
+) -> None:
+    upstream.script(CHAT_PATH, reply)
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        assert_failed_mid_stream(client, ask(client, api, stream=True), api, says)
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (Reply(headers={"Content-Type": "text/html"}, body=HTML_PAGE),
+         f"a {len(HTML_PAGE)}-byte text/html body"),
+        (Reply(headers={"Content-Type": "application/json"}), "an empty body"),
+        (Reply.json({"id": "resp_1", "object": "response"}), "no `status` and no `output`"),
+    ],
+    ids=["html", "empty", "no-status"],
+)  # fmt: skip
+def test_a_malformed_responses_answer_is_a_502(
+    serve_with: Any, upstream: FakeUpstream, reply: Reply, says: str, api: str
+) -> None:
+    upstream.script(RESPONSES_PATH, reply)
+    server = gateway(serve_with, upstream, protocol="responses")
+    with server.client() as client:
+        assert_502(ask(client, api, stream=False), says)
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_a_responses_stream_without_its_terminal_event_fails(
+    serve_with: Any, upstream: FakeUpstream, api: str
+) -> None:
+    frames = [
+        {"type": "response.created", "response": {"status": "in_progress"}},
+        {"type": "response.output_text.delta", "output_index": 0, "delta": "cut "},
+        {"type": "response.output_text.delta", "output_index": 0, "delta": "short"},
+    ]
+    upstream.script(
+        RESPONSES_PATH, [Reply.sse(frames, done=False), Reply.sse(frames[:1], done=False)]
+    )
+    server = gateway(serve_with, upstream, protocol="responses")
+    with server.client() as client:
+        cut = ask(client, api, stream=True)
+        assert_failed_mid_stream(client, cut, api, "before response.completed")
+        assert_502(ask(client, api, stream=True), "before response.completed")

@@ -403,3 +403,67 @@ def test_reasoning_details_round_trip_from_a_responses_client(
     assert reply.status_code == 200, reply.text
     (request,) = upstream.requests(CHAT_PATH)
     assert request.json["messages"][1]["reasoning_details"] == DETAILS
+
+
+# --- malformed answers are failures (issue 9, item 2) ---------------------------------------------
+
+CLOUDFLARE_PAGE = (
+    b"<!DOCTYPE html><html><title>openrouter.ai | 524: A timeout occurred</title></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (Reply(headers={"Content-Type": "text/html; charset=UTF-8"}, body=CLOUDFLARE_PAGE),
+         f"a {len(CLOUDFLARE_PAGE)}-byte text/html body"),
+        (Reply(headers={"Content-Type": "application/json"}), "an empty body"),
+        (Reply.json({"id": "gen-1", "provider": "Anthropic"}), "no `choices`"),
+    ],
+    ids=["html", "empty", "no-choices"],
+)  # fmt: skip
+def test_a_200_that_is_not_a_completion_is_a_502(
+    serve_with: Any, upstream: FakeUpstream, reply: Reply, says: str
+) -> None:
+    upstream.script(CHAT_PATH, reply)
+    server = gateway(serve_with, upstream)
+    with server.client() as client:
+        answer = client.post(
+            "/v1/responses", json={"model": "openrouter/openai/gpt-4o", "input": "hi"}
+        )
+    assert answer.status_code == 502, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "provider_error"
+    assert "'openrouter'" in error["message"] and says in error["message"]
+    assert "524" not in error["message"]  # what came back, never what it says
+
+
+def test_a_stream_without_a_finish_reason_fails_before_or_after_output(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    processing = b": OPENROUTER PROCESSING\n\n"
+    text = {"id": "gen-1", "choices": [{"index": 0, "delta": {"content": "Par"}}]}
+    upstream.script(
+        CHAT_PATH,
+        [Reply.sse([processing, processing]), Reply.sse([processing, text]),
+         Reply.sse([processing, text])],
+    )  # fmt: skip
+    server = gateway(serve_with, upstream)
+    model = "openrouter/anthropic/claude-sonnet-4"
+    with server.client() as client:
+        silent = client.post("/v1/responses", json={"model": model, "input": "hi", "stream": True})
+        cut = client.post("/v1/responses", json={"model": model, "input": "hi", "stream": True})
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert silent.status_code == 502, silent.text  # nothing sent yet: a JSON error
+        assert "without a finish_reason" in silent.json()["error"]["message"]
+        events, _ = sse_events(cut.text)
+        assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+        failed = events[-1]["response"]
+        assert "without a finish_reason" in failed["error"]["message"]
+        assert client.get(f"/v1/responses/{failed['id']}").json()["status"] == "failed"
+    chunks, _ = sse_events(chat.text)
+    assert "without a finish_reason" in chunks[-1]["error"]["message"]
+    assert not any(c.get("choices") and c["choices"][0].get("finish_reason") for c in chunks)

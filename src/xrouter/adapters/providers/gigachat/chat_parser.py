@@ -14,7 +14,9 @@ What differs from OpenAI's chat:
 - usage: `precached_prompt_tokens` are the cached input tokens. GigaChat's `total_tokens` is
   its billable count (cached tokens subtracted); the canonical total stays input + output.
 - The penultimate stream event carries finish_reason and usage; a stream that ends without a
-  finish reason failed, it did not complete.
+  finish reason failed, it did not complete. So did a whole answer that is not an answer (an
+  HTML page, an empty body, no choices, a choice without a finish reason): `Finish` comes only
+  from GigaChat's own finish_reason.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import msgspec
 from msgspec import Struct
 
 from xrouter.adapters.providers.gigachat.call_ids import new_call_id
+from xrouter.adapters.providers.malformed import malformed_answer
 from xrouter.domain.errors import GatewayError, ProviderError
 from xrouter.domain.provider_events import (
     Finish,
@@ -93,13 +96,26 @@ _decoder = msgspec.json.Decoder(_Answer)
 _encoder = msgspec.json.Encoder()
 
 
+_ANSWER = "a GigaChat chat answer"
+
+
 def _decode(data: bytes | str, provider: str) -> _Answer:
+    """One stream chunk (the decoder's message never quotes values)."""
     try:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProviderError(
-            f"{provider} sent an answer that is not JSON of the expected shape ({exc})."
+            f"{provider} sent a stream chunk that is not JSON of the expected shape ({exc})."
         ) from None
+
+
+def _decode_body(body: bytes, provider: str, content_type: str | None) -> _Answer:
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise malformed_answer(provider, _ANSWER, f"{exc}", body, content_type) from None
+    except msgspec.DecodeError:
+        raise malformed_answer(provider, _ANSWER, "it is not JSON", body, content_type) from None
 
 
 def _raise_error(answer: _Answer, map_error: ErrorMapper) -> None:
@@ -125,7 +141,7 @@ def arguments_json(arguments: Any) -> str:
     return _encoder.encode(arguments).decode()
 
 
-def finish_reason(raw: str | None, has_call: bool, provider: str) -> FinishReason:
+def finish_reason(raw: str, has_call: bool, provider: str) -> FinishReason:
     """The canonical reason for GigaChat's; `error` fails the response instead."""
     if raw == "error":
         raise ProviderError(
@@ -134,7 +150,7 @@ def finish_reason(raw: str | None, has_call: bool, provider: str) -> FinishReaso
         )
     if raw == "function_call" and not has_call:
         raise ProviderError(f"{provider} said it called a function but sent no function_call.")
-    reason = _FINISH.get(raw or "stop")
+    reason = _FINISH.get(raw)
     if reason is None:
         log.info("provider %s finished with unknown reason %r; treated as stop", provider, raw)
         reason = "stop"
@@ -152,13 +168,21 @@ def _call_event(name: str | None, arguments: Any, state_id: str | None) -> ToolC
     )
 
 
-def parse_completion(body: bytes, *, provider: str, map_error: ErrorMapper) -> list[ProviderEvent]:
-    """The events of a whole non-stream answer, in stream order."""
-    answer = _decode(body, provider)
+def parse_completion(
+    body: bytes, *, provider: str, map_error: ErrorMapper, content_type: str | None = None
+) -> list[ProviderEvent]:
+    """The events of a whole non-stream answer, in stream order. `content_type` (the
+    answer's header) only words the error for a body that is not an answer."""
+    answer = _decode_body(body, provider, content_type)
     _raise_error(answer, map_error)
     if not answer.choices:
-        raise ProviderError(f"{provider} answered with no choices.")
+        problem = "it has no `choices`" if answer.choices is None else "`choices` is empty"
+        raise malformed_answer(provider, _ANSWER, problem, body, content_type)
     choice = answer.choices[0]
+    if choice.finish_reason is None:
+        raise malformed_answer(
+            provider, _ANSWER, "its choice has no `finish_reason`", body, content_type
+        )
     message = choice.message or _Message()
     events: list[ProviderEvent] = []
     if message.reasoning_content:

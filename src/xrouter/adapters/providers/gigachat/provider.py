@@ -141,7 +141,10 @@ class GigaChatProvider:
         if not streaming:
             reply = await self._transport.post_json(CHAT_PATH, body, headers, byok=self._byok)
             for event in parse_completion(
-                reply.content, provider=self._name, map_error=self._map_error
+                reply.content,
+                provider=self._name,
+                map_error=self._map_error,
+                content_type=reply.headers.get("content-type"),
             ):
                 yield event
             return

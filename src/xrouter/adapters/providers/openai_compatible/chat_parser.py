@@ -5,6 +5,10 @@
 servers send (every field optional, unknown finish reasons, ids resent on every delta, missing
 tool-call indexes) and strict about failure: an `error` object anywhere, or a finish reason of
 `error` (OpenRouter), raises through `map_error` rather than completing silently.
+
+`Finish` comes only from the upstream's own `finish_reason`: a body that is not a completion
+(an HTML page, an empty body, no choices, a choice without a finish reason) and a stream that
+ends without a finish reason are failures, never a made-up `stop`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from xrouter.adapters.providers.malformed import malformed_answer
 from xrouter.domain.errors import GatewayError, ProviderError
 from xrouter.domain.provider_events import (
     Finish,
@@ -105,13 +110,29 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
+_COMPLETION = "a Chat Completions answer"
+
+
 def _decode(data: bytes | str, provider: str) -> _Completion:
+    """One stream chunk; a chunk is small and the stream already proved to be SSE, so the
+    decoder's message (which never quotes values) is enough."""
     try:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProviderError(
-            f"The provider '{provider}' sent a Chat Completions body that is not valid "
+            f"The provider '{provider}' sent a Chat Completions chunk that is not valid "
             f"JSON of the expected shape ({exc})."
+        ) from None
+
+
+def _decode_body(body: bytes, provider: str, content_type: str | None) -> _Completion:
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise malformed_answer(provider, _COMPLETION, f"{exc}", body, content_type) from None
+    except msgspec.DecodeError:
+        raise malformed_answer(
+            provider, _COMPLETION, "it is not JSON", body, content_type
         ) from None
 
 
@@ -133,17 +154,13 @@ def _usage(usage: _Usage) -> Usage:
     )
 
 
-def finish_reason(raw: str | None, saw_tool_calls: bool, provider: str) -> FinishReason:
+def finish_reason(raw: str, saw_tool_calls: bool, provider: str) -> FinishReason:
     """The canonical reason for an upstream one. Servers that answer tool calls with `stop`
     (vLLM, Ollama) still finish with `tool_calls`."""
-    if raw is None:
-        reason: FinishReason = "stop"
-    else:
-        known = _FINISH.get(raw)
-        if known is None:
-            log.info("provider %s finished with unknown reason %r; treated as stop", provider, raw)
-            known = "stop"
-        reason = known
+    reason = _FINISH.get(raw)
+    if reason is None:
+        log.info("provider %s finished with unknown reason %r; treated as stop", provider, raw)
+        reason = "stop"
     if reason == "stop" and saw_tool_calls:
         return "tool_calls"
     return reason
@@ -162,16 +179,23 @@ def _reasoning_text(message: _Message) -> str | None:
     return message.reasoning_content or message.reasoning
 
 
-def parse_completion(body: bytes, *, provider: str, map_error: ErrorMapper) -> list[ProviderEvent]:
-    """The events of a whole non-stream `chat.completion`, in stream order."""
-    completion = _decode(body, provider)
+def parse_completion(
+    body: bytes, *, provider: str, map_error: ErrorMapper, content_type: str | None = None
+) -> list[ProviderEvent]:
+    """The events of a whole non-stream `chat.completion`, in stream order. `content_type`
+    (the answer's header) only words the error for a body that is not a completion."""
+    completion = _decode_body(body, provider, content_type)
     if completion.error is not None:
         raise map_error(completion.error)
-    choices = completion.choices or []
-    if not choices:
-        raise ProviderError(f"The provider '{provider}' answered with no choices.")
-    choice = choices[0]
+    if not completion.choices:
+        problem = "it has no `choices`" if completion.choices is None else "`choices` is empty"
+        raise malformed_answer(provider, _COMPLETION, problem, body, content_type)
+    choice = completion.choices[0]
     _raise_choice_error(choice, map_error)
+    if choice.finish_reason is None:
+        raise malformed_answer(
+            provider, _COMPLETION, "its choice has no `finish_reason`", body, content_type
+        )
     message = choice.message or _Message()
     events: list[ProviderEvent] = []
     reasoning = _reasoning_text(message)
@@ -207,7 +231,8 @@ class _Call(Struct):
 
 class ChatStreamParser:
     """Reads one chat stream. Feed every SSE data payload, then call `finish` once the
-    upstream said [DONE]. One parser per upstream call."""
+    upstream said [DONE] (`finish` fails when no chunk carried a finish reason). One parser
+    per upstream call."""
 
     def __init__(self, *, provider: str, map_error: ErrorMapper) -> None:
         self._provider = provider
@@ -300,7 +325,13 @@ class ChatStreamParser:
         return [ReasoningData(_encoder.encode(self._all_details).decode())]
 
     def finish(self) -> list[ProviderEvent]:
-        """The closing events: pending reasoning state, usage, then Finish."""
+        """The closing events: pending reasoning state, usage, then Finish. Raises when the
+        upstream never said why it stopped: the answer may be cut short."""
+        if self._finish is None:
+            raise ProviderError(
+                f"The provider '{self._provider}' ended its stream without a finish_reason; "
+                "the answer may be cut short."
+            )
         events = self._flush_details()
         if self._usage is not None:
             events.append(UsageReport(_usage(self._usage), cost=self._usage.cost))

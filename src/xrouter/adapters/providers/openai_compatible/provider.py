@@ -137,7 +137,7 @@ class OpenAICompatibleProvider:
         body = self._encoder.encode(payload)
         if not streaming:
             reply = await self._transport.post_json(path, body, headers, byok=self._byok)
-            for event in self._parse_whole(reply.content, call):
+            for event in self._parse_whole(reply.content, reply.headers.get("content-type")):
                 yield event
             return
         # A Responses upstream ends with its own terminal event, never `[DONE]` (OpenAI's
@@ -185,10 +185,11 @@ class OpenAICompatibleProvider:
             headers["traceparent"] = call.context.traceparent
         return headers
 
-    def _parse_whole(self, content: bytes, call: GenerationRequest) -> list[ProviderEvent]:
-        if self._protocol == "responses":
-            return parse_response(content, provider=self._name, map_error=self._map_error)
-        return parse_completion(content, provider=self._name, map_error=self._map_error)
+    def _parse_whole(self, content: bytes, content_type: str | None) -> list[ProviderEvent]:
+        parse = parse_response if self._protocol == "responses" else parse_completion
+        return parse(
+            content, provider=self._name, map_error=self._map_error, content_type=content_type
+        )
 
     async def _chat_stream(
         self, events: AsyncIterator[SSEEvent], call: GenerationRequest

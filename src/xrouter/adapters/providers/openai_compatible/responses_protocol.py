@@ -6,7 +6,10 @@ the store, the upstream keeps nothing): gateway-made ids are stripped from messa
 (a bare summary cannot be continued by another server).
 
 Inbound, `ResponsesStreamParser` reads the upstream's stream events and `parse_response` a
-whole response object; both yield the same canonical events.
+whole response object; both yield the same canonical events. `Finish` comes only from the
+upstream saying so: a response object with its `status`, or a `response.completed` /
+`response.incomplete` event; a body that is not a response object, and a stream that ends
+before its terminal event, are failures.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct, structs
 
+from xrouter.adapters.providers.malformed import malformed_answer
 from xrouter.adapters.providers.openai_compatible.chat_parser import ErrorMapper
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import ProviderError
@@ -194,10 +198,10 @@ def _usage(usage: _Usage) -> Usage:
 
 
 def _terminal(
-    response: _Response, saw_calls: bool, map_error: ErrorMapper, provider: str
+    status: str, response: _Response, saw_calls: bool, map_error: ErrorMapper, provider: str
 ) -> list[ProviderEvent]:
-    """Usage + Finish for a finished response; raises for a failed one."""
-    status = response.status or "completed"
+    """Usage + Finish for a response the upstream ended with `status`; raises for a failed
+    one, and for one that has not ended (`in_progress`, `queued`)."""
     if status == "failed" or response.error is not None:
         raise map_error(response.error or {"message": "The upstream response failed."})
     if status not in ("completed", "incomplete"):
@@ -213,24 +217,34 @@ def _terminal(
     return events
 
 
-def _decode_response(body: bytes, provider: str) -> _Response:
+_RESPONSE = "a Responses API response object"
+
+
+def _decode_response(body: bytes, provider: str, content_type: str | None) -> _Response:
     try:
         return _response_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ProviderError(
-            f"The provider '{provider}' sent a response body that is not a valid Responses "
-            f"object ({exc})."
-        ) from None
+    except msgspec.ValidationError as exc:
+        raise malformed_answer(provider, _RESPONSE, f"{exc}", body, content_type) from None
+    except msgspec.DecodeError:
+        raise malformed_answer(provider, _RESPONSE, "it is not JSON", body, content_type) from None
 
 
-def parse_response(body: bytes, *, provider: str, map_error: ErrorMapper) -> list[ProviderEvent]:
-    """The events of a whole non-stream response object, in stream order."""
-    response = _decode_response(body, provider)
+def parse_response(
+    body: bytes, *, provider: str, map_error: ErrorMapper, content_type: str | None = None
+) -> list[ProviderEvent]:
+    """The events of a whole non-stream response object, in stream order. `content_type`
+    (the answer's header) only words the error for a body that is not a response object."""
+    response = _decode_response(body, provider, content_type)
     if response.status == "failed" or response.error is not None:
         raise map_error(response.error or {"message": "The upstream response failed."})
+    status = response.status
+    if status is None or response.output is None:
+        missing = [name for name in ("status", "output") if getattr(response, name) is None]
+        problem = "it has no " + " and no ".join(f"`{name}`" for name in missing)
+        raise malformed_answer(provider, _RESPONSE, problem, body, content_type)
     events: list[ProviderEvent] = []
     calls = 0
-    for item in response.output or []:
+    for item in response.output:
         if item.type == "reasoning":
             text = "\n\n".join(p.text for p in item.summary or [] if p.text)
             if text:
@@ -249,7 +263,7 @@ def parse_response(body: bytes, *, provider: str, map_error: ErrorMapper) -> lis
                 )
             )
             calls += 1
-    return events + _terminal(response, calls > 0, map_error, provider)
+    return events + _terminal(status, response, calls > 0, map_error, provider)
 
 
 def _part_text(part: _Part) -> str:
@@ -265,7 +279,9 @@ class ResponsesStreamParser:
         self._provider = provider
         self._map_error = map_error
         self._calls: dict[int, int] = {}  # upstream output_index -> our call index
-        self._streamed: dict[int, str] = {}  # output_index -> text/arguments streamed so far
+        # output_index -> the text/arguments streamed so far, as pieces: joined only when the
+        # item is done (adding each delta to one string copies it every time: quadratic).
+        self._streamed: dict[int, list[str]] = {}
         self._done = False
 
     def feed(self, data: str) -> list[ProviderEvent]:
@@ -296,10 +312,15 @@ class ResponsesStreamParser:
             return self._item_done(index, event.item)
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             self._done = True
-            response = event.response or _Response(status=kind.removeprefix("response."))
-            if kind == "response.failed":
-                response.status = "failed"
-            return _terminal(response, bool(self._calls), self._map_error, self._provider)
+            # The event's type is the upstream's word on how it ended, whatever the embedded
+            # response object says (or lacks).
+            return _terminal(
+                kind.removeprefix("response."),
+                event.response or _Response(),
+                bool(self._calls),
+                self._map_error,
+                self._provider,
+            )
         if kind == "error":
             raise self._map_error(
                 event.error or {"code": event.code, "message": event.message or "upstream error"}
@@ -309,7 +330,7 @@ class ResponsesStreamParser:
     def _streamed_text(self, index: int, delta: str) -> list[ProviderEvent]:
         if not delta:
             return []
-        self._streamed[index] = self._streamed.get(index, "") + delta
+        self._streamed.setdefault(index, []).append(delta)
         return [TextDelta(delta)]
 
     def _item_added(self, index: int, item: _Item) -> list[ProviderEvent]:
@@ -317,7 +338,7 @@ class ResponsesStreamParser:
             return []
         ours = len(self._calls)
         self._calls[index] = ours
-        self._streamed[index] = item.arguments or ""
+        self._streamed[index] = [item.arguments or ""]
         return [
             ToolCallDelta(
                 index=ours, call_id=item.call_id, name=item.name, arguments=item.arguments or ""
@@ -328,13 +349,13 @@ class ResponsesStreamParser:
         ours = self._calls.get(index)
         if ours is None or not delta:
             return []
-        self._streamed[index] = self._streamed.get(index, "") + delta
+        self._streamed.setdefault(index, []).append(delta)
         return [ToolCallDelta(index=ours, arguments=delta)]
 
     def _item_done(self, index: int, item: _Item) -> list[ProviderEvent]:
         """Whatever the done item holds that was not streamed (servers that only send `done`
         items), and the reasoning state to hand back next turn."""
-        streamed = self._streamed.get(index, "")
+        streamed = self._streamed_so_far(index)
         if item.type == "reasoning":
             return [ReasoningData(item.encrypted_content)] if item.encrypted_content else []
         if item.type == "message":
@@ -346,11 +367,19 @@ class ResponsesStreamParser:
             if index not in self._calls:
                 events += self._item_added(index, structs.replace(item, arguments=""))
             arguments = item.arguments or ""
-            streamed = self._streamed.get(index, "")
+            streamed = self._streamed_so_far(index)
             if arguments.startswith(streamed) and len(arguments) > len(streamed):
                 events += self._arguments(index, arguments[len(streamed) :])
             return events
         return []
+
+    def _streamed_so_far(self, index: int) -> str:
+        pieces = self._streamed.get(index)
+        if not pieces:
+            return ""
+        if len(pieces) > 1:
+            pieces[:] = ["".join(pieces)]  # joined once; later deltas append to it
+        return pieces[0]
 
     @property
     def done(self) -> bool:
