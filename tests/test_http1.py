@@ -3,13 +3,16 @@ fake upstream (tests/upstreams.py) and small raw servers written here for wire-l
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import contextlib
 import itertools
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +21,13 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.scripted_server import Peer, Script, ScriptedServer
 from tests.upstreams import End, FakeUpstream, Reply
-from xrouter.adapters.providers.http1 import Http1Transport
-from xrouter.adapters.providers.http1.connection import Connection
+from xrouter.adapters.providers import http1
+from xrouter.adapters.providers.http1 import Http1Transport, environment_proxy_mounts
+from xrouter.adapters.providers.http1.connection import Connection, Stale
 from xrouter.adapters.providers.http1.pool import Pool
+from xrouter.adapters.providers.http1.proxies import environment_proxies
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 
 CHAT = "/v1/chat/completions"
@@ -344,6 +350,7 @@ def test_any_split_of_a_chunked_answer_parses_the_same(cuts: list[int]) -> None:
     response, body, reused = asyncio.run(_feed_and_read(segments))
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream"
+    assert "x-trailer" not in response.headers  # a trailer, however the bytes were split
     assert body == RESPONSE_BODY
     assert reused
 
@@ -537,36 +544,92 @@ async def test_a_server_closing_idle_connections_is_transparent(
     assert fake_upstream.connections >= 6
 
 
-async def test_a_reused_connection_closed_without_an_answer_is_retried_once(
-    fake_upstream: FakeUpstream,
-) -> None:
-    fake_upstream.script(
-        CHAT, [Reply.json({"n": 1}), Reply.hang_up(), Reply.json({"n": 2}), Reply.hang_up()]
-    )
-    async with client(fake_upstream.base_url) as http:
-        assert (await http.post("/chat/completions", content=b"{}")).json() == {"n": 1}
-        # reused connection, closed before a byte of answer: sent again on a new one
-        assert (await http.post("/chat/completions", content=b"{}")).json() == {"n": 2}
-        assert fake_upstream.connections == 2
-        # a NEW connection closed without an answer is an error, not retried
-        await http.aclose()
-    async with client(fake_upstream.base_url) as http:
-        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
-            await http.post("/chat/completions", content=b"{}")
-    assert fake_upstream.hits(CHAT) == 4
+OK_KEEP_ALIVE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def test_a_streamed_upload_is_not_retried(fake_upstream: FakeUpstream) -> None:
-    fake_upstream.script(CHAT, [Reply.json({"n": 1}), Reply.hang_up()])
+async def answer_once_then_hang_up(peer: Peer) -> None:
+    """The first request on each connection is answered; the second is read, then the server
+    closes without a byte of answer (what an upstream dying mid-request looks like)."""
+    await peer.read_request()
+    await peer.send(OK_KEEP_ALIVE)
+    await peer.read_request()
+    peer.close()
 
+
+async def test_a_post_is_never_sent_twice_when_a_reused_connection_closes_unanswered() -> None:
+    with ScriptedServer(answer_once_then_hang_up) as server:
+        async with client(server.origin) as http:
+            assert (await http.post("/v1/generate", content=b"{}")).text == "ok"
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await http.post("/v1/generate", content=b'{"bill": "once"}')
+        assert await asyncio.to_thread(server.wait_until, lambda s: s.connections >= 1)
+        await asyncio.sleep(0.05)  # a resent POST, if any, would have arrived by now
+    assert [(r.method, r.body, r.connection) for r in server.requests] == [
+        ("POST", b"{}", 1),
+        ("POST", b'{"bill": "once"}', 1),
+    ]
+    assert server.connections == 1
+
+
+async def test_an_idempotent_request_on_a_reused_connection_closed_unanswered_is_resent() -> None:
+    with ScriptedServer(answer_once_then_hang_up) as server:
+        async with client(server.origin) as http:
+            assert (await http.get("/v1/models")).text == "ok"
+            assert (await http.get("/v1/models")).text == "ok"  # resent on a new connection
+    assert [(r.method, r.connection) for r in server.requests] == [
+        ("GET", 1),
+        ("GET", 1),
+        ("GET", 2),
+    ]
+
+
+async def test_an_idempotent_streamed_upload_is_not_resent() -> None:
     async def upload() -> AsyncIterator[bytes]:
         yield b"{}"
 
-    async with client(fake_upstream.base_url) as http:
-        await http.post("/chat/completions", content=b"{}")
-        with pytest.raises(httpx.RemoteProtocolError):
-            await http.post("/chat/completions", content=upload())
-    assert fake_upstream.hits(CHAT) == 2
+    with ScriptedServer(answer_once_then_hang_up) as server:
+        async with client(server.origin) as http:
+            await http.put("/v1/thing", content=b"{}")
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.put("/v1/thing", content=upload())  # a one-shot body
+    assert server.methods() == ["PUT", "PUT"]
+
+
+async def test_a_connection_closed_while_idle_is_not_reused_even_before_the_loop_sees_it() -> None:
+    # The server closes an idle keep-alive connection while the client's event loop is busy:
+    # the FIN waits in the kernel, undelivered. Reusing the connection would send the POST
+    # into a closed connection, and a POST that met a closed connection cannot be resent.
+    async def answer_then_close_when_idle(peer: Peer) -> None:
+        while await peer.read_request():
+            await peer.send(OK_KEEP_ALIVE)
+            if peer.number == 1:
+                await asyncio.sleep(0.02)
+                peer.close()
+                return
+
+    with ScriptedServer(answer_then_close_when_idle) as server:
+        async with client(server.origin) as http:
+            assert (await http.post("/v1/generate", content=b"1")).text == "ok"
+            time.sleep(0.2)  # noqa: ASYNC251 - block the loop: the close arrives unprocessed
+            assert (await http.post("/v1/generate", content=b"2")).text == "ok"
+    assert [(r.body, r.connection) for r in server.requests] == [(b"1", 1), (b"2", 2)]
+
+
+class _ResetTransport(_FakeTransport):
+    """A socket the peer already reset: the first send fails and the transport closes."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.closing = True
+
+
+async def test_a_first_write_the_kernel_refuses_counts_as_not_sent() -> None:
+    pool = Pool(asyncio.get_running_loop(), "example.test", 80, None, httpx.Limits())
+    conn = Connection(pool)
+    conn.connection_made(_ResetTransport())
+    request = httpx.Request("POST", "http://example.test/x", content=b"{}")
+    with pytest.raises(Stale) as refused:
+        await conn.send(request, b"POST /x HTTP/1.1\r\n\r\n", b"{}", False, 1.0)
+    assert refused.value.unsent  # so the transport may send it elsewhere, even a POST
 
 
 async def test_a_peer_that_does_not_read_is_a_write_timeout() -> None:
@@ -712,3 +775,325 @@ async def test_no_proxy_hosts_use_the_lean_transport(
         await transport.aclose()
     assert models["data"][0]["id"] == "gpt-test"
     assert fake_upstream.received[0].path == "/v1/models"
+
+
+# -- response heads and trailers -------------------------------------------------------------
+
+
+async def test_trailers_are_not_merged_into_the_headers() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: h\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Trailer: t\r\nX-Head: forged\r\n\r\n"
+    )
+
+    async def trailers(peer: Peer) -> None:
+        while await peer.read_request():
+            await peer.send(answer)  # one write: the trailers parse before the head returns
+
+    with ScriptedServer(trailers) as server:
+        async with client(server.origin) as http:
+            for _ in range(2):
+                response = await http.get("/")
+                assert response.content == b"hello"
+                assert response.headers.raw == [
+                    (b"Transfer-Encoding", b"chunked"),
+                    (b"X-Head", b"h"),
+                ]
+    assert server.connections == 1  # the trailers ended the message cleanly
+
+
+def big_header_answer(size: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * size + b"\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_an_oversized_response_head_is_a_protocol_error() -> None:
+    async def big_head_first(peer: Peer) -> None:
+        while request := await peer.read_request():
+            size = 200 * 1024 if request.target == "/big" else 10
+            for start in range(0, size, 16 * 1024):  # a head arriving in pieces
+                await peer.send(big_header_answer(size)[start : start + 16 * 1024])
+            await peer.send(big_header_answer(size)[size // (16 * 1024) * 16 * 1024 :])
+
+    with ScriptedServer(big_head_first) as server:
+        async with client(server.origin) as http:
+            with pytest.raises(httpx.RemoteProtocolError, match="larger than 102400 bytes"):
+                await http.get("/big")
+            assert (await http.get("/small")).text == "ok"
+    assert server.connections == 2  # the oversized answer's connection was dropped
+
+
+async def test_the_response_head_limit_is_a_constructor_setting() -> None:
+    async def sized(peer: Peer) -> None:
+        while request := await peer.read_request():
+            await peer.send(big_header_answer(int(request.target[1:])))
+
+    transport = Http1Transport(max_response_head_bytes=1024)
+    with ScriptedServer(sized) as server:
+        async with httpx.AsyncClient(base_url=server.origin, transport=transport) as http:
+            assert (await http.get("/900")).text == "ok"
+            with pytest.raises(httpx.RemoteProtocolError, match="larger than 1024 bytes"):
+                await http.get("/2000")  # in one write: bounded by the parsed head's size
+
+
+async def test_an_endless_trailer_is_cut_at_the_head_limit() -> None:
+    async def endless_trailer(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: "
+        )
+        for _ in range(64):  # 4 MiB of one trailer line, never ended
+            await peer.send(b"t" * 65536)
+        await peer.until_client_leaves()
+
+    with ScriptedServer(endless_trailer) as server:
+        async with client(server.origin) as http:
+            with pytest.raises(httpx.RemoteProtocolError, match="framing or trailers larger"):
+                await http.get("/")
+
+
+# -- reading raw bytes, and abandoning a body ------------------------------------------------
+
+
+async def test_closing_a_half_read_raw_response_drops_the_connection() -> None:
+    # How the gateway aborts an oversized upstream body: read raw parts, then close early.
+    body = bytes(range(256)) * 8192  # 2 MiB
+    left: list[int] = []
+
+    async def big_then_small(peer: Peer) -> None:
+        while request := await peer.read_request():
+            if request.target == "/big":
+                await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                await peer.send(body[:65536])
+                await peer.until_client_leaves()
+                left.append(peer.number)
+                return
+            await peer.send(OK_KEEP_ALIVE)
+
+    with ScriptedServer(big_then_small) as server:
+        async with client(server.origin) as http:
+            async with http.stream("GET", "/big") as response:
+                received = 0
+                async for part in response.aiter_raw():
+                    received += len(part)
+                    break
+                assert 0 < received < len(body)
+            assert await asyncio.to_thread(server.wait_until, lambda s: left == [1])
+            assert (await http.get("/small")).text == "ok"
+            assert isinstance(http._transport, Http1Transport)
+            assert http._transport.open_connections() == 1  # the new one, idle
+    assert [(r.target, r.connection) for r in server.requests] == [("/big", 1), ("/small", 2)]
+
+
+# -- connecting ------------------------------------------------------------------------------
+
+
+def _addresses(*sockaddrs: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            socket.AF_INET6 if ":" in sockaddr[0] else socket.AF_INET,
+            socket.SOCK_STREAM,
+            6,
+            "",
+            sockaddr,
+        )
+        for sockaddr in sockaddrs
+    ]
+
+
+def resolve_to(
+    monkeypatch: pytest.MonkeyPatch, name: str, addresses: list[tuple[Any, ...]]
+) -> None:
+    """Make the running loop resolve `name` to `addresses` (DNS is not ours to script)."""
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: Any, port: Any, **_: Any) -> list[tuple[Any, ...]]:
+        assert host == name
+        return addresses
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+
+
+async def serve_ok(peer: Peer) -> None:
+    while await peer.read_request():
+        await peer.send(OK_KEEP_ALIVE)
+
+
+async def test_happy_eyeballs_tries_the_next_address_while_the_first_one_hangs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A listener with a full accept queue drops SYNs: connecting to it hangs, like a
+    # black-holed address. Without happy eyeballs the connect waits for its timeout.
+    with socket.socket() as hole, socket.socket() as filler, ScriptedServer(serve_ok) as server:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        filler.connect(hole.getsockname())
+        resolve_to(
+            monkeypatch, "upstream.test", _addresses(hole.getsockname(), ("127.0.0.1", server.port))
+        )
+        timeout = httpx.Timeout(10.0, connect=5.0)
+        async with client(f"http://upstream.test:{server.port}", timeout=timeout) as http:
+            started = time.monotonic()
+            assert (await http.get("/")).text == "ok"
+            elapsed = time.monotonic() - started
+    assert 0.2 < elapsed < 1.5  # the second address starts 0.25 s after the first
+
+
+async def test_localhost_with_ipv6_refused_connects_over_ipv4(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with ScriptedServer(serve_ok) as server:  # listens on 127.0.0.1 only: ::1 refuses
+        resolve_to(
+            monkeypatch,
+            "localhost",
+            _addresses(("::1", server.port, 0, 0), ("127.0.0.1", server.port)),
+        )
+        async with client(f"http://localhost:{server.port}") as http:
+            started = time.monotonic()
+            assert (await http.get("/")).text == "ok"
+            assert time.monotonic() - started < 1.0
+    assert server.connections == 1
+
+
+# -- slot accounting under cancellation --------------------------------------------------------
+
+LIMIT = 3
+CLOSE_OK = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def answer_and_close(peer: Peer) -> None:
+    if await peer.read_request():
+        await peer.send(CLOSE_OK)
+
+
+async def never_read(peer: Peer) -> None:
+    await asyncio.sleep(3600)  # the request write fills the socket buffers and waits
+
+
+async def read_and_stall(peer: Peer) -> None:
+    await peer.read_request()
+    await peer.until_client_leaves()
+
+
+STAGES: dict[str, tuple[Script, bool, bytes]] = {
+    # stage: (server script, TLS, request body)
+    "connect": (answer_and_close, False, b""),
+    "tls handshake": (answer_and_close, True, b""),
+    "request write": (never_read, False, b"x" * (16 * 1024 * 1024)),
+    "waiting for headers": (read_and_stall, False, b""),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+async def test_cancellation_at_every_await_point_keeps_the_pool_within_its_limit(
+    stage: str, ca: trustme.CA
+) -> None:
+    script, tls, body = STAGES[stage]
+    server_tls = client_tls = None
+    if tls:
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+        client_tls = ssl.create_default_context()
+        ca.configure_trust(client_tls)
+    seen: list[int] = []
+    with ScriptedServer(script, tls=server_tls) as server:
+        async with client(server.origin, max_connections=LIMIT, ssl_context=client_tls) as http:
+            transport = http._transport
+            assert isinstance(transport, Http1Transport)
+
+            async def watch() -> None:
+                while True:  # the count after every turn of the loop
+                    seen.append(transport.open_connections())
+                    await asyncio.sleep(0)
+
+            async def cancelled_after(turns: int, delay: float) -> None:
+                task = asyncio.ensure_future(http.post("/", content=body))
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                if delay:
+                    await asyncio.sleep(delay)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                    await task
+
+            watcher = asyncio.ensure_future(watch())
+            try:
+                # Twice the limit at once, so some wait for a slot; each cancelled after a
+                # different number of loop turns, which walks the cancellation through every
+                # await of the connect (resolution, connect, handshake) and the exchange.
+                for turns in range(40):
+                    await asyncio.gather(*(cancelled_after(turns, 0) for _ in range(2 * LIMIT)))
+                for delay in (0.001, 0.003, 0.01, 0.03):
+                    await asyncio.gather(*(cancelled_after(0, delay) for _ in range(2 * LIMIT)))
+                for _ in range(20):
+                    await asyncio.sleep(0)  # connection_lost callbacks of the last aborts
+                assert transport.open_connections() == 0
+            finally:
+                watcher.cancel()
+    assert min(seen) == 0
+    assert max(seen) == LIMIT
+
+
+# -- proxies from the environment ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environment", "mounts"),
+    [
+        ({}, {}),
+        (
+            {"HTTP_PROXY": "proxy.local:3128", "HTTPS_PROXY": "https://secure.proxy:443"},
+            {"http://": "http://proxy.local:3128", "https://": "https://secure.proxy:443"},
+        ),
+        (
+            {
+                "ALL_PROXY": "http://all.proxy",
+                "NO_PROXY": " .internal, example.com,10.0.0.1,::1,localhost,http://x.test,,",
+            },
+            {
+                "all://": "http://all.proxy",
+                "all://*.internal": None,
+                "all://*example.com": None,
+                "all://10.0.0.1": None,
+                "all://[::1]": None,
+                "all://localhost": None,
+                "http://x.test": None,
+            },
+        ),
+        ({"HTTP_PROXY": "http://p", "NO_PROXY": "a.test,*"}, {}),
+    ],
+)
+def test_environment_proxies_map_like_httpx(
+    clean_proxy_env: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    mounts: dict[str, str | None],
+) -> None:
+    for name, value in environment.items():
+        clean_proxy_env.setenv(name, value)
+    assert environment_proxies() == mounts
+    built = environment_proxy_mounts(verify=True, limits=httpx.Limits())
+    assert {pattern: transport is None for pattern, transport in built.items()} == {
+        pattern: proxy is None for pattern, proxy in mounts.items()
+    }
+
+
+def test_the_transport_uses_no_private_httpx_api() -> None:
+    # httpx's private names change without notice; a minor upgrade must not break the transport.
+    package = Path(http1.__file__).parent
+    private = []
+    for source in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                names = [f"{node.value.id}.{node.attr}"]
+            else:
+                continue
+            private += [
+                f"{source.name}: {name}"
+                for name in names
+                if name.split(".")[0] in ("httpx", "httpcore")
+                and any(part.startswith("_") for part in name.split(".")[1:])
+            ]
+    assert private == []

@@ -13,13 +13,26 @@ a released connection or a freed slot, up to the pool timeout: httpx.PoolTimeout
 its response was read to the end and both sides allow keep-alive; a response closed before
 its end closes its connection.
 
-Stale connections: the event loop keeps reading idle sockets, so a connection the server
-closed while idle (FIN or RST) is dropped from the pool when that happens. The remaining race
-(the server closes just as a request is sent) is handled by one retry: when a request on a
-REUSED connection fails because the peer closed or reset the connection before a single byte
-of the answer arrived, it is sent once more on a new connection. The server produced no
-answer, which is what idle-connection closes look like; a request whose body is a one-shot
-stream (not bytes) is not retried. Timeouts are never retried.
+Connecting: every address of the host, IPv6 and IPv4 interleaved, the next one started 250 ms
+after the previous one unless it failed sooner (happy eyeballs, RFC 8305).
+
+Stale connections and resending: a request is sent again only when it provably did not reach
+the server, or when its method is idempotent; a POST that may have run upstream (and been
+billed) is never sent twice. The event loop keeps reading idle sockets, so a connection the
+server closed while idle (FIN or RST) is dropped from the pool when that happens, and before
+a reuse the socket is polled for anything the loop has not delivered yet (as urllib3 and
+httpcore do). A reused connection found closed before a byte of the request was written
+(or whose first write the kernel refused) is dropped and the request goes to another
+connection, whatever its method. Once the request was written, a peer that closes or resets
+without a byte of answer is an error (httpx.RemoteProtocolError / httpx.ReadError) for a
+non-idempotent method; an idempotent one (GET, HEAD, OPTIONS, TRACE, PUT, DELETE; RFC 9110
+9.2.2) with a bytes body is sent once more on a new connection (the idle-close race). A
+request whose body is a one-shot stream, a fresh connection, and timeouts are never retried.
+
+Responses: trailer fields of a chunked body are dropped, as httpcore drops them (they never
+reach `response.headers`). A response head over `max_response_head_bytes` (default 100 KiB,
+httpcore's limit), or as many bytes of chunk framing or trailers without body data, is an
+httpx.RemoteProtocolError: the parser buffers a header line whole, so this bounds memory.
 
 Errors are httpx's: httpx.ConnectError (refused, DNS, TLS handshake), httpx.ConnectTimeout,
 httpx.WriteTimeout, httpx.ReadTimeout (the longest silence between two reads),
@@ -40,13 +53,16 @@ import ssl
 from collections.abc import Mapping
 
 import httpx
-from httpx._utils import get_environment_proxies
 
-from xrouter.adapters.providers.http1.connection import Stale, encode_head
+from xrouter.adapters.providers.http1.connection import MAX_HEAD_BYTES, Stale, encode_head
 from xrouter.adapters.providers.http1.pool import Pool
+from xrouter.adapters.providers.http1.proxies import environment_proxies
 from xrouter.adapters.providers.tls import client_ssl_context
 
 __all__ = ["Http1Transport", "environment_proxy_mounts"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""RFC 9110 9.2.2: a client may repeat these automatically when a connection fails."""
 
 
 class Http1Transport(httpx.AsyncBaseTransport):
@@ -54,6 +70,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     `ssl_context`: used for https; None builds the default verifying context on first use.
     `limits`: max_connections, max_keepalive_connections, keepalive_expiry, per origin.
+    `max_response_head_bytes`: the largest response head (status line and headers) accepted.
     """
 
     def __init__(
@@ -61,8 +78,10 @@ class Http1Transport(httpx.AsyncBaseTransport):
         *,
         ssl_context: ssl.SSLContext | None = None,
         limits: httpx.Limits | None = None,
+        max_response_head_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         self._ssl_context = ssl_context
+        self._max_head = max_response_head_bytes
         self._limits = limits or httpx.Limits(
             max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0
         )
@@ -76,7 +95,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         timeouts: Mapping[str, float | None] = request.extensions.get("timeout") or {}
         pool = self._pool_for(request.url)
         head, body, chunked = encode_head(request)
-        replayable = body is not None
+        repeatable = body is not None and request.method in IDEMPOTENT_METHODS
         pool_timeout = timeouts.get("pool")
         connect_timeout = timeouts.get("connect")
         write_timeout = timeouts.get("write")
@@ -90,9 +109,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
             except Stale as stale:
                 conn.abort()
                 if conn.served and stale.unsent:
-                    continue  # closed while idle, noticed late: take another connection
-                if conn.served and replayable and not retried:
-                    retried = True
+                    continue  # closed while idle, nothing sent: take another connection
+                if conn.served and repeatable and not retried:
+                    retried = True  # the idle-close race, and repeating it is harmless
                     continue
                 raise stale.error from None
             except BaseException:
@@ -120,9 +139,13 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 if self._ssl_context is None:
                     self._ssl_context = client_ssl_context(verify=True)
                 context = self._ssl_context
-            pool = Pool(loop, host.decode("ascii"), port, context, self._limits)
+            pool = Pool(loop, host.decode("ascii"), port, context, self._limits, self._max_head)
             self._pools[key] = pool
         return pool
+
+    def open_connections(self) -> int:
+        """Connections open or being opened, over every origin (idle ones included)."""
+        return sum(pool.open_connections for pool in self._pools.values())
 
     async def aclose(self) -> None:
         self._closed = True
@@ -142,5 +165,5 @@ def environment_proxy_mounts(
         pattern: None
         if proxy is None
         else httpx.AsyncHTTPTransport(proxy=proxy, verify=verify, limits=limits, trust_env=True)
-        for pattern, proxy in get_environment_proxies().items()
+        for pattern, proxy in environment_proxies().items()
     }

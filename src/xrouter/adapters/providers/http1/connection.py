@@ -4,6 +4,7 @@ and the request head encoder. See the package docstring for the error mapping.""
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final, cast
 
@@ -13,6 +14,9 @@ import httpx
 if TYPE_CHECKING:  # the pool owns its connections; only its type is needed here
     from xrouter.adapters.providers.http1.pool import Pool
 
+MAX_HEAD_BYTES: Final = 100 * 1024
+"""Default cap on a response head (status line and headers), and on the bytes that may arrive
+without body data once the head is in (chunk extensions, trailers): httpcore's (h11's) cap."""
 READ_HIGH_WATER: Final = 256 * 1024
 """Unread body bytes above which the socket stops being read (a slow consumer)."""
 SINGLE_WRITE_LIMIT: Final = 256 * 1024
@@ -27,7 +31,12 @@ class Stale(Exception):
         super().__init__(str(error))
         self.error = error
         self.unsent = unsent
-        """Nothing of the request was written: always safe to send elsewhere."""
+        """No byte of the request left this process: safe to send elsewhere, whatever the
+        method. Otherwise the server may have received and run the request."""
+
+
+class _HeadTooLarge(Exception):
+    """Internal: raised from a parser callback to stop parsing an oversized head."""
 
 
 def expire(waiter: asyncio.Future[bool]) -> None:
@@ -47,36 +56,44 @@ class Connection(asyncio.Protocol):
         "_drain_waiter",
         "_eof",
         "_error",
-        "_forgotten",
         "_head_done",
         "_head_request",
+        "_head_size",
         "_headers",
         "_interim",
         "_keep_alive",
         "_loop",
         "_lost",
+        "_max_head",
         "_parser",
         "_pool",
         "_reading_paused",
         "_reason",
         "_received",
         "_request",
+        "_saw_body",
         "_status",
         "_transport",
+        "_unframed",
         "_waiter",
         "_write_paused",
+        "holds_slot",
         "idle_since",
         "in_idle",
         "served",
     )
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
         self._pool = pool
         self._loop = pool.loop
+        self._max_head = max_head_bytes
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._closed = False
-        self._forgotten = False
+        self.holds_slot = False
+        """Whether this connection owns one of the pool's slots. The pool sets it when it
+        takes the connection in (never across an await, so a cancelled connect cannot leave
+        the slot owned twice) and clears it when it frees the slot, exactly once."""
         self._eof = False
         self._lost: BaseException | None = None
         self._waiter: asyncio.Future[bool] | None = None
@@ -98,6 +115,9 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._interim = False
         self._head_done = False
+        self._head_size = 0
+        self._unframed = 0
+        self._saw_body = False
         self._complete = False
         self._keep_alive = False
         self._chunks: list[bytes] = []
@@ -117,12 +137,25 @@ class Connection(asyncio.Protocol):
                 self.abort()
                 return
         self._received = True
+        self._saw_body = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(httpx.RemoteProtocolError("Unexpected protocol upgrade in the response."))
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._fail(self._oversized())
+            else:
+                self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
+        else:
+            # httptools buffers an unfinished header line (or trailer line) whole: bound the
+            # bytes that may pile up between two pieces of body.
+            if self._saw_body or self._complete:
+                self._unframed = 0
+            else:
+                self._unframed += len(data)
+                if self._unframed > self._max_head:
+                    self._fail(self._oversized())
         if self._buffered > READ_HIGH_WATER and not self._reading_paused and not self._closed:
             self._reading_paused = True
             transport = self._transport
@@ -162,11 +195,17 @@ class Connection(asyncio.Protocol):
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
+        self._head_size += len(status) + 15  # "HTTP/1.1 200 " and CRLF
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer field: dropped, as httpcore does; never merged into headers
         self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
+        if self._head_size > self._max_head:
+            raise _HeadTooLarge
         status = self._parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: skip to the final answer
             self._interim = True
@@ -177,6 +216,7 @@ class Connection(asyncio.Protocol):
             self._complete = True
 
     def on_body(self, body: bytes) -> None:
+        self._saw_body = True
         if not self._interim and not self._complete:
             self._chunks.append(body)
             self._buffered += len(body)
@@ -186,6 +226,7 @@ class Connection(asyncio.Protocol):
             self._interim = False
             self._reason = b""
             self._headers = []
+            self._head_size = 0
             return
         if self._complete:
             return
@@ -194,13 +235,26 @@ class Connection(asyncio.Protocol):
 
     # -- the exchange -------------------------------------------------------------------
 
+    def _oversized(self) -> httpx.RemoteProtocolError:
+        where = (
+            "The response head (status line and headers) is"
+            if not self._head_done
+            else "The response sent a run of chunk framing or trailers"
+        )
+        return httpx.RemoteProtocolError(f"{where} larger than {self._max_head} bytes.")
+
     def usable(self, now: float, expiry: float | None) -> bool:
+        """Whether an idle connection can carry a new request: open, not expired, nothing
+        left unsent, and nothing from the peer waiting unread (an EOF, a reset, or bytes
+        nobody asked for that the event loop has not delivered yet)."""
         transport = self._transport
         return not (
             self._eof
             or transport is None
             or transport.is_closing()
             or (expiry is not None and now - self.idle_since > expiry)
+            or transport.get_write_buffer_size()
+            or _readable(transport)
         )
 
     async def send(
@@ -211,7 +265,8 @@ class Connection(asyncio.Protocol):
         chunked: bool,
         write_timeout: float | None,
     ) -> None:
-        """Write the request. Raises Stale when the connection is already closed."""
+        """Write the request. Raises Stale(unsent=True) when the connection turns out closed
+        before a byte of the request was accepted by the kernel."""
         transport = self._transport
         self._reset(request, head_request=request.method == "HEAD")
         if transport is None or self._eof or transport.is_closing():
@@ -224,14 +279,14 @@ class Connection(asyncio.Protocol):
             elif chunked:
                 body = b"0\r\n\r\n"
             if len(body) <= SINGLE_WRITE_LIMIT:
-                transport.write(head + body)
+                self._write_first(transport, head + body)
             else:
-                transport.write(head)
+                self._write_first(transport, head)
                 transport.write(body)
             if self._write_paused:
                 await self._drain(write_timeout)
             return
-        transport.write(head)
+        self._write_first(transport, head)
         stream = cast(AsyncIterator[bytes], request.stream)
         async for part in stream:
             if not part:
@@ -245,6 +300,16 @@ class Connection(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         if self._write_paused:
             await self._drain(write_timeout)
+
+    def _write_first(self, transport: asyncio.Transport, data: bytes) -> None:
+        """The request's first write. The write buffer is empty (see `usable`), so the
+        transport hands `data` straight to the socket; when that send fails (the peer had
+        already reset the connection) the transport closes at once and nothing was sent."""
+        transport.write(data)
+        if transport.is_closing() and self._active:
+            raise Stale(
+                httpx.RemoteProtocolError("The connection was closed before use."), unsent=True
+            )
 
     async def _drain(self, limit_s: float | None) -> None:
         while self._write_paused and not self._closed:
@@ -392,13 +457,6 @@ class Connection(asyncio.Protocol):
             transport.abort()
         self._pool.forget(self)
 
-    def mark_forgotten(self) -> bool:
-        """True the first time: the pool frees this connection's slot once."""
-        if self._forgotten:
-            return False
-        self._forgotten = True
-        return True
-
 
 class Body(httpx.AsyncByteStream):
     """A response body, read as it arrives; the end returns the connection to the pool."""
@@ -480,6 +538,25 @@ def encode_head(request: httpx.Request) -> tuple[bytes, bytes | None, bool]:
             "A request header name or value contains a line break.", request=request
         )
     return head, body, chunked
+
+
+def _readable(transport: asyncio.Transport) -> bool:
+    """Whether the socket under an idle connection has something to read, polled without
+    waiting: the event loop delivers it only on its next turn, a request written meanwhile
+    would go to a connection the server already closed (and might have to be refused as
+    possibly delivered). The check urllib3 and httpcore make before reusing a connection."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 def describe(exc: BaseException) -> str:

@@ -1,5 +1,10 @@
 """The connection pool of one origin: a LIFO idle list, a count of open connections and a
-FIFO queue of waiters; acquire and release are O(1)."""
+FIFO queue of waiters; acquire and release are O(1).
+
+Slot accounting: `_total` counts slots, and each slot has exactly one owner at any time: the
+`acquire` call that took it (while it connects or waits), a waiter it was handed to, or the
+`Connection` it was given to (`holds_slot`). A slot changes hands only in code without an
+await, and whoever owns it when something fails (cancellation included) frees it, once."""
 
 from __future__ import annotations
 
@@ -11,7 +16,11 @@ from collections import deque
 
 import httpx
 
-from xrouter.adapters.providers.http1.connection import Connection, describe
+from xrouter.adapters.providers.http1.connection import MAX_HEAD_BYTES, Connection, describe
+
+HAPPY_EYEBALLS_DELAY_S = 0.25
+"""RFC 8305's connection attempt delay: a host with several addresses (IPv6 and IPv4) gets
+its next address tried this long after the previous one, not only after it fails."""
 
 
 class Pool:
@@ -24,6 +33,7 @@ class Pool:
         "_host",
         "_idle",
         "_max",
+        "_max_head",
         "_max_idle",
         "_port",
         "_server_hostname",
@@ -40,8 +50,10 @@ class Pool:
         port: int,
         ssl_context: ssl.SSLContext | None,
         limits: httpx.Limits,
+        max_head_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         self.loop = loop
+        self._max_head = max_head_bytes
         self._host = host
         self._port = port
         self._ssl = ssl_context
@@ -55,6 +67,11 @@ class Pool:
         """Open connections and connections being opened."""
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._closed = False
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open or being opened (slots in use, including idle connections)."""
+        return self._total
 
     async def acquire(
         self, request: httpx.Request, pool_timeout: float | None, connect_timeout: float | None
@@ -94,15 +111,19 @@ class Pool:
         return granted
 
     async def _open(self, request: httpx.Request, limit_s: float | None) -> Connection:
-        """Open a connection in a slot already counted in `_total`."""
+        """Open a connection in a slot already counted in `_total` and owned by this call
+        until the connection takes it; any failure here, cancellation at any await
+        (resolving, connecting, the TLS handshake) included, frees the slot here, once. A
+        Connection made before the failure holds no slot: its close frees nothing."""
         try:
             async with asyncio.timeout(limit_s):
                 _, conn = await self.loop.create_connection(
-                    lambda: Connection(self),
+                    lambda: Connection(self, self._max_head),
                     self._host,
                     self._port,
                     ssl=self._ssl,
                     server_hostname=self._server_hostname,
+                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S,
                 )
         except BaseException as exc:
             self._slot_freed()
@@ -115,7 +136,9 @@ class Pool:
             raise
         if self._closed:
             conn.abort()
+            self._slot_freed()
             raise RuntimeError("The transport is closed.")
+        conn.holds_slot = True  # no await since the connect: the slot passes atomically
         self._all.add(conn)
         transport = conn._transport
         sock = transport.get_extra_info("socket") if transport is not None else None
@@ -141,8 +164,9 @@ class Pool:
 
     def forget(self, conn: Connection) -> None:
         """A connection closed: drop it and free its slot (once)."""
-        if not conn.mark_forgotten():
+        if not conn.holds_slot:
             return
+        conn.holds_slot = False
         if conn.in_idle:
             conn.in_idle = False
             self._idle.remove(conn)  # only when a server closes an idle connection
