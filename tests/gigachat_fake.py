@@ -367,7 +367,7 @@ def make_call(
         else request.input
     )
     return GenerationRequest(
-        route=ModelRoute(model=request.model, provider="gigachat", upstream_model=upstream_model),
+        route=ModelRoute(provider="gigachat", upstream_model=upstream_model),
         request=request,
         items=items,
         instructions=request.instructions,

@@ -90,7 +90,7 @@ def make_call(
         else request.input
     )
     return GenerationRequest(
-        route=ModelRoute(model=request.model, provider="up", upstream_model=upstream_model),
+        route=ModelRoute(provider="up", upstream_model=upstream_model),
         request=request,
         items=items,
         instructions=request.instructions,

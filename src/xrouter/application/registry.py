@@ -54,7 +54,7 @@ class ModelRegistry:
             raise ModelNotFound(model)
         # The response echoes what the client asked for (the alias), as OpenAI echoes its
         # own aliases; the route says where it really went.
-        route = ModelRoute(model=model, provider=parts[0], upstream_model=parts[1])
+        route = ModelRoute(provider=parts[0], upstream_model=parts[1])
         if len(self._routes) < _MAX_CACHED_ROUTES:
             self._routes[model] = (route, provider)
         return route, provider

@@ -8,9 +8,9 @@ from msgspec import Struct
 
 
 class ModelRoute(Struct, frozen=True):
-    """Where one public model id goes: which provider, and the model name it knows."""
+    """Where one public model id goes: which provider, and the model name it knows. The id
+    the client asked for is echoed from the request, not from here."""
 
-    model: str  # the public id the client asked for, echoed on the response
     provider: str
     upstream_model: str
 
