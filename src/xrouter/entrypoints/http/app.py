@@ -76,12 +76,10 @@ def create_litestar(container: Container | None = None) -> Litestar:
 
     async def on_shutdown() -> None:
         state["ready"] = False
-        await engine.aclose(settings.shutdown_grace_s)
+        await engine.shutdown(settings.shutdown_grace_s)
         await catalog.aclose()
         for provider in catalog.providers:
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                await close()
+            await provider.aclose()
 
     openapi = (
         OpenAPIConfig(
