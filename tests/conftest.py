@@ -22,6 +22,7 @@ from xrouter.adapters.telemetry.lifecycle import RecordingLifecycleListener
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.app import create_app
+from xrouter.entrypoints.http.server import GatewayServer, build_config
 
 # The fake upstream servers' fixtures (`fake_upstream`), for every test module.
 pytest_plugins = ["tests.upstreams"]
@@ -56,20 +57,32 @@ class LiveServer:
         return httpx.Client(base_url=self.base_url, timeout=10, **kwargs)
 
 
-def _serve(container: Container) -> Iterator[LiveServer]:
+def _serve(container: Container, *, as_served: bool = False) -> Iterator[LiveServer]:
+    """`as_served`: the server `xrouter serve` runs (httptools, uvloop, the connection limits
+    of entrypoints/http/connections.py), rather than plain uvicorn on h11."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()
-    config = uvicorn.Config(
-        create_app(container),
-        loop="asyncio",
-        http="h11",
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
+    if as_served:
+        config: uvicorn.Config = build_config(
+            container.settings(),
+            create_app(container),
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        server: uvicorn.Server = GatewayServer(config)
+    else:
+        config = uvicorn.Config(
+            create_app(container),
+            loop="asyncio",
+            http="h11",
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -93,12 +106,29 @@ def server() -> Iterator[LiveServer]:
 
 @pytest.fixture
 def serve_with() -> Iterator[Any]:
-    """Start a dedicated server with settings overrides: `serve_with(provider_idle_timeout_s=0.1)`.
+    """Start a dedicated server with settings overrides: `serve_with(generation_timeout_s=0.1)`.
     Pass `container=` to serve a container you prepared (e.g. with a fake adapter)."""
     stack: list[Iterator[LiveServer]] = []
 
     def start(container: Container | None = None, **overrides: Any) -> LiveServer:
         generator = _serve(container or make_container(**overrides))
+        stack.append(generator)
+        return next(generator)
+
+    yield start
+    for generator in stack:
+        for _ in generator:
+            pass
+
+
+@pytest.fixture
+def serve_as_cli() -> Iterator[Any]:
+    """Like `serve_with`, but on the server `xrouter serve` runs (httptools, uvloop, the
+    connection limits): `serve_as_cli(max_header_count=5)`."""
+    stack: list[Iterator[LiveServer]] = []
+
+    def start(**overrides: Any) -> LiveServer:
+        generator = _serve(make_container(**overrides), as_served=True)
         stack.append(generator)
         return next(generator)
 

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from xrouter import __version__
 from xrouter.entrypoints.config import ConfigError, Settings
 
-APP_FACTORY = "xrouter.entrypoints.http.app:create_app"
-
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -35,24 +33,17 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    import uvicorn  # imported here so `xrouter --version` stays instant
-
+    # imported here so `xrouter --version` stays instant
+    from xrouter.entrypoints.http.server import serve as run_server
     from xrouter.entrypoints.logging_setup import serve_log_config
 
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level.lower(),
+    run_server(
+        settings,
+        host,
+        port,
+        workers,
         # The root handler in every worker; the app factory adds the secret-masking filter.
         log_config=serve_log_config(settings.log_level),
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
     )
 
 

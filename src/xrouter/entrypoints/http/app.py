@@ -7,6 +7,8 @@ import logging
 from typing import get_args
 
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import ASGIApp
@@ -16,10 +18,12 @@ from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.codec import Codec
+from xrouter.entrypoints.http.content_type import require_json_body
 from xrouter.entrypoints.http.errors import exception_handlers
 from xrouter.entrypoints.http.openapi import WireTypesJsonPlugin, openapi_document_route
 from xrouter.entrypoints.http.request_id import request_id_middleware
 from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_probe_routes
+from xrouter.entrypoints.http.shutdown import DRAIN_KEY, Drain, expose_drain
 from xrouter.entrypoints.http.sse import SSEWriter
 from xrouter.entrypoints.logging_setup import install_secret_filter
 
@@ -35,8 +39,24 @@ def quiet_http_client_logs() -> None:
 
 def create_app(container: Container | None = None) -> ASGIApp:
     """The ASGI app: Litestar wrapped in the request-id middleware, outermost so that even
-    routing errors (404, 405) carry `x-request-id`."""
-    return request_id_middleware(create_litestar(container))
+    routing errors (404, 405) carry `x-request-id`; its shutdown drain exposed to the server
+    (`shutdown.py`)."""
+    litestar = create_litestar(container)
+    return expose_drain(request_id_middleware(litestar), litestar.state[DRAIN_KEY])
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """CORS for `XR_CORS_ORIGINS`; none by default, so browsers refuse cross-origin calls."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        # SDKs send their own headers (x-stainless-*, openai-beta...): the origin is the gate.
+        allow_headers=["*"],
+        expose_headers=["x-request-id", "retry-after"],
+        max_age=600,
+    )
 
 
 def create_litestar(container: Container | None = None) -> Litestar:
@@ -57,6 +77,11 @@ def create_litestar(container: Container | None = None) -> Litestar:
     codec = Codec()
     sse = SSEWriter(codec, get_args(StreamEvent))
     state = {"ready": False}
+    drain = Drain(
+        stop_ready=lambda: state.update(ready=False),
+        shutdown=lambda: engine.shutdown(settings.shutdown_grace_s),
+        grace_s=settings.shutdown_grace_s,
+    )
 
     routers = [
         Router(path=prefix, route_handlers=build_api_routes(use_cases, codec, sse))
@@ -109,5 +134,9 @@ def create_litestar(container: Container | None = None) -> Litestar:
         on_shutdown=[on_shutdown],
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
+        # Litestar runs app middleware after routing: unknown routes still get 404/405.
+        middleware=[require_json_body],
+        cors_config=cors_config(settings),
+        state=State({DRAIN_KEY: drain}),
         debug=False,
     )
