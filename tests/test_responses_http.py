@@ -287,7 +287,9 @@ def test_every_response_carries_a_request_id(server: LiveServer) -> None:
 
 def test_http_errors_never_leak_internals(server: LiveServer) -> None:
     with httpx.Client(base_url=server.base_url) as client:
-        response = client.post("/v1/responses", content=b"{not json")
+        response = client.post(
+            "/v1/responses", content=b"{not json", headers={"content-type": "application/json"}
+        )
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert "Traceback" not in response.text
