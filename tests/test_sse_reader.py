@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from xrouter.adapters.providers.body_limits import LimitExceeded
 from xrouter.adapters.providers.sse_reader import SSEEvent, SSEParser
 
 
@@ -116,6 +118,38 @@ def test_one_long_event_fed_in_many_small_chunks_costs_linear_time() -> None:
     # Re-joining the buffer on every chunk would copy ~30 GB here; linear work takes well
     # under a second.
     assert elapsed < 2.0
+
+
+def test_a_line_growing_past_the_event_limit_is_refused_before_it_is_kept() -> None:
+    parser = SSEParser(max_event_bytes=100)
+    assert parser.feed(b"data: " + b"x" * 90) == []  # 96 bytes pending: under the limit
+    with pytest.raises(LimitExceeded) as caught:
+        parser.feed(b"x" * 5)  # 101: refused while the line is still open
+    assert (caught.value.limit, caught.value.setting) == (100, "MAX_EVENT_BYTES")
+
+
+def test_a_complete_line_over_the_limit_in_one_chunk_is_refused() -> None:
+    with pytest.raises(LimitExceeded):
+        SSEParser(max_event_bytes=100).feed(b"data: " + b"x" * 200 + b"\n\n")
+
+
+def test_the_limit_counts_every_data_line_of_one_event() -> None:
+    parser = SSEParser(max_event_bytes=100)
+    parser.feed(b"data: " + b"a" * 40 + b"\n" + b"data: " + b"b" * 40 + b"\n")
+    with pytest.raises(LimitExceeded):
+        parser.feed(b"data: " + b"c" * 8 + b"\n")  # 46 + 46 + 14 bytes
+
+
+def test_the_limit_is_per_event_not_per_stream() -> None:
+    frame = b"event: e\ndata: " + b"x" * 80 + b"\n\n"  # 94 bytes of fields, under 100
+    parser = SSEParser(max_event_bytes=100)
+    events = [event for _ in range(50) for event in parser.feed(frame)]
+    assert len(events) == 50
+
+
+def test_an_event_exactly_at_the_limit_passes() -> None:
+    parser = SSEParser(max_event_bytes=100)
+    assert parser.feed(b"data: " + b"x" * 94 + b"\n\n") == [SSEEvent(None, "x" * 94)]
 
 
 _TEXT = st.text(

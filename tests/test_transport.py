@@ -7,10 +7,12 @@ import asyncio
 import json
 import logging
 import shutil
+import socket
 import subprocess
 import time
 import warnings
 from contextlib import aclosing
+from dataclasses import replace
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from xrouter.adapters.providers.transport import (
     HttpTransport,
     SSEEvent,
     TransportSettings,
+    pooled_client,
 )
 from xrouter.adapters.providers.upstream_errors import (
     map_stream_error,
@@ -385,10 +388,180 @@ async def test_a_non_stream_call_has_a_total_deadline(harness: Harness) -> None:
     harness.upstream.script(CHAT, Reply(delay_s=0.2, chunks=[b"{"] * 20, chunk_delay_s=0.1))
     transport = harness.transport(read_timeout_s=5.0, total_timeout_s=0.5)
     started = time.monotonic()
-    with pytest.raises(ProviderTimeout, match=r"did not answer within 0\.5 s"):
+    with pytest.raises(ProviderTimeout) as caught:
         await transport.post_json("/chat/completions", chat_body(), {})
     assert time.monotonic() - started < 1.5
+    assert caught.value.phase == "total"
+    assert caught.value.message == (
+        "fake did not answer within 0.5 s (the total deadline of a call, "
+        "XR_FAKE_TOTAL_TIMEOUT_S); the call was abandoned."
+    )
     assert transport.inflight == 0
+
+
+# The connection's read timeout is the larger of the first-byte and idle timeouts and the
+# transport times the smaller: each arrangement is tried both ways round.
+FIRST_BYTE_SHORTER = {"first_byte_timeout_s": 0.2, "read_timeout_s": 5.0}
+FIRST_BYTE_LONGER = {"first_byte_timeout_s": 0.3, "read_timeout_s": 0.1}
+IDLE_SHORTER = {"first_byte_timeout_s": 5.0, "read_timeout_s": 0.2}
+IDLE_LONGER = {"first_byte_timeout_s": 0.1, "read_timeout_s": 0.3}
+
+
+@pytest.mark.parametrize("timeouts", [FIRST_BYTE_SHORTER, FIRST_BYTE_LONGER])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_late_answer_head_is_the_first_byte_timeout(
+    harness: Harness, timeouts: dict[str, float], stream: bool
+) -> None:
+    harness.upstream.script(CHAT, Reply(delay_s=2.0, body=b"{}"))
+    transport = harness.transport(**timeouts)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout) as caught:
+        if stream:
+            await collect(transport.stream_events("/chat/completions", b"{}", {}))
+        else:
+            await transport.post_json("/chat/completions", chat_body(), {})
+    assert time.monotonic() - started < 1.5
+    limit = timeouts["first_byte_timeout_s"]
+    assert caught.value.phase == "first_byte"
+    assert caught.value.message == (
+        f"fake did not start its answer within {limit:g} s (the first-byte timeout, "
+        "XR_FAKE_FIRST_BYTE_TIMEOUT_S); the call was abandoned."
+    )
+    assert harness.upstream.hits(CHAT) == 1
+    assert transport.inflight == 0
+
+
+@pytest.mark.parametrize("timeouts", [IDLE_SHORTER, IDLE_LONGER])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_silence_inside_a_body_is_the_idle_timeout(
+    harness: Harness, timeouts: dict[str, float], stream: bool
+) -> None:
+    reply = (
+        Reply.sse([{"n": 1}], done=False, end="stall")
+        if stream
+        else Reply(headers={"Content-Type": "application/json"}, chunks=[b"{"], end="stall")
+    )
+    harness.upstream.script(CHAT, reply)
+    transport = harness.transport(**timeouts)
+    with pytest.raises(ProviderTimeout) as caught:
+        if stream:
+            await collect(transport.stream_events("/chat/completions", b"{}", {}))
+        else:
+            await transport.post_json("/chat/completions", chat_body(), {})
+    limit = timeouts["read_timeout_s"]
+    assert caught.value.phase == "idle"
+    assert caught.value.message == (
+        f"fake sent nothing for {limit:g} s (the read timeout between bytes, "
+        "XR_FAKE_READ_TIMEOUT_S); the call was abandoned."
+    )
+
+
+async def test_a_head_later_than_the_idle_timeout_is_fine_within_the_first_byte_timeout(
+    harness: Harness,
+) -> None:
+    # A non-stream answer starts only when it is complete: the wait for it is not "idle".
+    harness.upstream.script(CHAT, Reply.json({"ok": True}, delay_s=0.4))
+    transport = harness.transport(first_byte_timeout_s=2.0, read_timeout_s=0.1)
+    reply = await transport.post_json("/chat/completions", chat_body(), {})
+    assert reply.json() == {"ok": True}
+
+
+async def test_pauses_longer_than_the_first_byte_timeout_are_fine_within_the_idle_timeout(
+    harness: Harness,
+) -> None:
+    harness.upstream.script(CHAT, Reply.sse([{"n": n} for n in range(3)], chunk_delay_s=0.3))
+    transport = harness.transport(first_byte_timeout_s=0.1, read_timeout_s=2.0)
+    events = await collect(transport.stream_events("/chat/completions", b"{}", {}))
+    assert len(events) == 3
+
+
+async def test_waiting_for_a_free_connection_is_the_pool_timeout(harness: Harness) -> None:
+    # A client shared beyond its pool (as GigaChat's may be): two calls, one connection.
+    settings = TransportSettings(
+        base_url=harness.upstream.base_url, max_inflight=2, pool_timeout_s=0.2, trust_env=False
+    )
+    client = pooled_client(replace(settings, max_inflight=1), tls=False)
+    transport = HttpTransport("fake", settings, client=client)
+    harness.upstream.script(CHAT, Reply.sse([{"n": 1}], done=False, end="stall"))
+    try:
+        holding = transport.stream_events("/chat/completions", b"{}", {})
+        assert await anext(holding) == SSEEvent(None, '{"n":1}')
+        with pytest.raises(ProviderTimeout) as caught:
+            await transport.post_json("/chat/completions", chat_body(), {})
+        await holding.aclose()
+    finally:
+        await client.aclose()
+    assert caught.value.phase == "pool"
+    assert caught.value.message == (
+        "No connection to fake became free within 0.2 s (the pool timeout, "
+        "XR_FAKE_POOL_TIMEOUT_S); the call was abandoned."
+    )
+    assert harness.upstream.hits(CHAT) == 1
+
+
+async def test_an_upstream_that_stops_reading_the_request_is_the_write_timeout(
+    harness: Harness,
+) -> None:
+    with socket.socket() as listener:  # accepts connections in the kernel, never reads them
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        transport = harness.transport(
+            base_url=f"http://127.0.0.1:{port}/v1", write_timeout_s=0.3, max_retries=0
+        )
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout) as caught:
+            await transport.post_json("/chat/completions", b"x" * (64 * 1024 * 1024), {})
+    assert time.monotonic() - started < 3.0
+    assert caught.value.phase == "write"
+    assert caught.value.message == (
+        "Sending the request to fake stalled for 0.3 s (the write timeout, "
+        "XR_FAKE_WRITE_TIMEOUT_S); the call was abandoned."
+    )
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+async def test_a_proxy_refusing_the_tunnel_is_a_proxy_failure_naming_its_host(
+    harness: Harness, clean_proxy_env: pytest.MonkeyPatch
+) -> None:
+    proxy = harness.upstream  # the fake plays the proxy and refuses the CONNECT
+    proxy.script("upstream.invalid:443", Reply(status=407, headers={"Proxy-Authenticate": "Basic"}))
+    clean_proxy_env.setenv("HTTPS_PROXY", f"http://user:pw-SECRET@127.0.0.1:{proxy.port}")
+    transport = harness.transport(
+        base_url="https://upstream.invalid/v1", trust_env=True, max_retries=0
+    )
+    with pytest.raises(ProviderError) as caught:
+        await transport.post_json("/chat/completions", chat_body(), {})
+    message = caught.value.message
+    assert message.startswith(
+        f"The proxy 127.0.0.1:{proxy.port} failed the call to fake (upstream.invalid): "
+        "ProxyError: 407"
+    )
+    assert "pw-SECRET" not in message and "user" not in message
+    assert proxy.received[0].method == "CONNECT"
+
+
+async def test_an_unreachable_proxy_is_named_not_the_upstream(
+    harness: Harness, clean_proxy_env: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    clean_proxy_env.setenv("HTTP_PROXY", f"http://user:pw-SECRET@127.0.0.1:{port}")
+    transport = harness.transport(
+        base_url="http://upstream.invalid/v1", trust_env=True, max_retries=1
+    )
+    with pytest.raises(ProviderError) as caught:
+        await transport.post_json("/chat/completions", chat_body(), {})
+    message = caught.value.message
+    assert message.startswith(f"Could not connect to the proxy 127.0.0.1:{port} for fake: ")
+    assert "pw-SECRET" not in message
+    assert len(harness.waits) == 1  # a connect error: retried
 
 
 async def test_a_retry_that_would_pass_the_deadline_is_not_attempted(harness: Harness) -> None:

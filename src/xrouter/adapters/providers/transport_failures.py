@@ -67,7 +67,7 @@ class TransportFailures:
         return ProviderError(f"Could not connect to {self._target()}: {describe(exc)}.")
 
     def proxy_failed(self, exc: httpx.TransportError) -> ProviderError:
-        proxy = f"the proxy {self.proxy}" if self.proxy else "the proxy"
+        proxy = f"The proxy {self.proxy}" if self.proxy else "The proxy"
         return ProviderError(
             f"{proxy} failed the call to {self.provider} ({self._host()}): {describe(exc)}. "
             "Check HTTPS_PROXY / HTTP_PROXY / NO_PROXY."
