@@ -295,19 +295,40 @@ async def test_shutdown_lets_short_generations_finish_and_fails_the_rest() -> No
     assert harness.engine.inflight == 0 and len(harness.engine.running) == 0
 
 
-async def test_shutdown_cancels_a_generation_that_cannot_even_fail_in_time() -> None:
+async def test_shutdown_stops_a_generation_whose_client_does_not_read() -> None:
     words: list[ProviderEvent | Exception | Wait] = [TextDelta("word ") for _ in range(10)]
     harness = build_harness(ScriptedProvider([*words, Finish()]), stream_buffer=1)
-    # A client that never reads: generation waits on the full channel, and its failure
-    # cannot be handed over either; shutdown still ends, with the failure recorded.
+    # A client that stopped reading: generation waits on the full channel. Shutdown stops
+    # it at the end of the grace, without waiting for the client to read its failure.
     execution = await harness.create.start(request(stream=True), request_id="stuck")
     await asyncio.sleep(0.05)
     assert not execution.settled
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(harness.engine.shutdown(grace_s=0.05), 5)
-    assert asyncio.get_running_loop().time() - started < 3
+    assert asyncio.get_running_loop().time() - started < 1
     assert execution.settled
     assert actions(harness.listener, "stuck")[-2:] == [Action.PROVIDER_FAIL, Action.RECORD_USAGE]
+    assert harness.engine.inflight == 0
+    # Should the client read again, its stream still ends with the failure.
+    events = await collect(execution)
+    assert [type(e) for e in events[-2:]] == [ev.ErrorEvent, ev.ResponseFailed]
+
+
+async def test_a_finished_generation_does_not_wait_for_a_client_that_stopped_reading() -> None:
+    words: list[ProviderEvent | Exception | Wait] = [TextDelta("word ") for _ in range(3)]
+    harness = build_harness(ScriptedProvider([*words, Finish()]), stream_buffer=1)
+    execution = await harness.create.start(request(stream=True), request_id="unread")
+    events = execution.events()
+    await anext(events)  # reads the opening batch, then stops reading
+    await asyncio.sleep(0.05)
+    assert not execution.settled  # backpressure: the provider waits for the reader
+    remaining = [e async for e in events]
+    assert isinstance(remaining[-1], ev.ResponseCompleted)
+    # The opening batch fills the channel; the terminal events are queued after it without
+    # waiting for a reader that never comes.
+    harness.provider.script = [TextDelta("one"), Finish()]
+    unread = await harness.create.start(request(stream=True), request_id="full")
+    assert (await asyncio.wait_for(unread.outcome(), 1)).status == "completed"
     assert harness.engine.inflight == 0
 
 

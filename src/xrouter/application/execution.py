@@ -1,6 +1,6 @@
 """A running request as its reader sees it, and the signal of a client that left.
 
-`Execution` is a channel from the generation task (producer: `send`, `close`,
+`Execution` is a channel from the generation task (producer: `send`, `end_with`, `close`,
 `fail_before_output`, `settle`) to the one reader writing to the client (`events` for a
 stream, `result` for a non-stream answer, `detach` when the client is gone). The channel is
 bounded, so a slow client slows the provider down instead of growing memory. Detaching
@@ -107,6 +107,14 @@ class Execution:
 
     def _open(self) -> bool:
         return self._streaming and not self._detached and not self._closed
+
+    def end_with(self, batch: list[StreamEvent]) -> None:
+        """The terminal events, then the end. Never waits: they may exceed the bound by one
+        batch, so a client that stopped reading cannot hold a finished generation (and its
+        admission slot) forever."""
+        if self._open():
+            self._batches.append(batch)
+        self.close()
 
     def close(self) -> None:
         """No more events: the reader stops after the queued ones. Never waits, so it can run

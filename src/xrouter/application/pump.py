@@ -132,8 +132,7 @@ class Pump:
         terminal = builder.complete(usage, int(self._clock.now()))
         self._tracer.step(generation.lifecycle, Action.FINISH, Reason.DONE)
         await self._recorder.record(generation)
-        await generation.execution.send([*closing, terminal])
-        generation.execution.close()
+        generation.execution.end_with([*closing, terminal])
         generation.execution.settle(builder.response, None)
 
     async def _fail(self, generation: Generation, error: GatewayError) -> None:
@@ -155,8 +154,7 @@ class Pump:
         await self._recorder.record(generation)
         execution = generation.execution
         if generation.output_sent:
-            await execution.send(events)
-            execution.close()
+            execution.end_with(events)
         else:
             # Nothing was sent yet: the client gets a plain JSON error with the right status.
             execution.fail_before_output(error)
