@@ -126,7 +126,6 @@ class ScriptedServer:
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._thread: threading.Thread | None = None
 
     @property
@@ -178,9 +177,6 @@ class ScriptedServer:
             self._thread.join(5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         self.connections += 1
         peer = Peer(self, self.connections, reader, writer)
         try:
@@ -190,12 +186,13 @@ class ScriptedServer:
         except asyncio.CancelledError:
             pass
         finally:
-            self._tasks.discard(task)
             writer.close()
 
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
+        # The scripts, and TLS handshakes the server is still waiting on (asyncio's own tasks).
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*others, return_exceptions=True)
