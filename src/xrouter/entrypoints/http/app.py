@@ -25,6 +25,7 @@ from xrouter.entrypoints.http.request_id import request_id_middleware
 from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_probe_routes
 from xrouter.entrypoints.http.shutdown import DRAIN_KEY, Drain, expose_drain
 from xrouter.entrypoints.http.sse import SSEWriter
+from xrouter.entrypoints.http.uploads import abandoned_upload_middleware
 from xrouter.entrypoints.logging_setup import install_secret_filter
 
 log = logging.getLogger("xrouter")
@@ -135,7 +136,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
         # Litestar runs app middleware after routing: unknown routes still get 404/405.
-        middleware=[require_json_body],
+        middleware=[require_json_body, abandoned_upload_middleware],
         cors_config=cors_config(settings),
         state=State({DRAIN_KEY: drain}),
         debug=False,
