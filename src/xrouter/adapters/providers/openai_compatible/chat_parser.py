@@ -347,6 +347,9 @@ def _merge_details(blocks: list[JSONObject]) -> list[JSONObject]:
     block share its type and `index`. Text-like fields are concatenated, other fields keep
     their first non-null value. Blocks without an index are never merged."""
     merged: list[JSONObject] = []
+    # The text-like fields of each merged block as pieces, joined once at the end: adding
+    # every fragment to one string copies it each time (quadratic over a long reasoning).
+    texts: list[dict[str, list[str]]] = []
     for block in blocks:
         last = merged[-1] if merged else None
         same = (
@@ -357,11 +360,17 @@ def _merge_details(blocks: list[JSONObject]) -> list[JSONObject]:
         )
         if not same or last is None:
             merged.append(dict(block))
+            texts.append(
+                {k: [v] for k, v in block.items() if k in _CONCATENATED and isinstance(v, str)}
+            )
             continue
         for key, value in block.items():
             if key in _CONCATENATED and isinstance(value, str):
-                previous = last.get(key)
-                last[key] = (previous if isinstance(previous, str) else "") + value
+                last.setdefault(key, "")  # its place among the keys, as it first came
+                texts[-1].setdefault(key, []).append(value)
             elif last.get(key) is None:
                 last[key] = value
+    for block, pieces in zip(merged, texts, strict=True):
+        for key, values in pieces.items():
+            block[key] = "".join(values)
     return merged
