@@ -244,9 +244,8 @@ class Connection(asyncio.Protocol):
         return httpx.RemoteProtocolError(f"{where} larger than {self._max_head} bytes.")
 
     def usable(self, now: float, expiry: float | None) -> bool:
-        """Whether an idle connection can carry a new request: open, not expired, nothing
-        left unsent, and nothing from the peer waiting unread (an EOF, a reset, or bytes
-        nobody asked for that the event loop has not delivered yet)."""
+        """Whether an idle connection can carry a new request: open, not expired, and with
+        nothing of the previous request left unsent. (`send` checks for an unread close.)"""
         transport = self._transport
         return not (
             self._eof
@@ -254,7 +253,6 @@ class Connection(asyncio.Protocol):
             or transport.is_closing()
             or (expiry is not None and now - self.idle_since > expiry)
             or transport.get_write_buffer_size()
-            or _readable(transport)
         )
 
     async def send(
@@ -269,7 +267,12 @@ class Connection(asyncio.Protocol):
         before a byte of the request was accepted by the kernel."""
         transport = self._transport
         self._reset(request, head_request=request.method == "HEAD")
-        if transport is None or self._eof or transport.is_closing():
+        if (
+            transport is None
+            or self._eof
+            or transport.is_closing()
+            or (self.served and _readable(transport))  # a reuse, from the pool or a handoff
+        ):
             raise Stale(
                 httpx.RemoteProtocolError("The connection was closed before use."), unsent=True
             )
