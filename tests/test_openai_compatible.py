@@ -461,7 +461,7 @@ def test_error_inside_a_200_completion_is_a_failure() -> None:
          "answered with a 55-byte text/html body that is not a Chat Completions answer: it is "
          "not JSON"),
         (b"", "application/json", "answered with an empty body"),
-        (b"  \n", None, "answered with an empty body"),
+        (b"  \n", None, "answered with a blank 3-byte body"),
         (b"[1, 2]", "application/json", "Expected `object`, got `array`"),
         (b'{"id": "x", "object": "chat.completion"}', "application/json", "has no `choices`"),
         (b'{"choices": []}', "application/json", "`choices` is empty"),

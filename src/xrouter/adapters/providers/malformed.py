@@ -13,8 +13,10 @@ _CONTENT_TYPE_SHOWN = 60
 
 def describe_body(content: bytes, content_type: str | None) -> str:
     """`an empty body`, or `a 1234-byte text/html body`: what came back, never what it says."""
-    if not content.strip():
+    if not content:
         return "an empty body"
+    if not content.strip():
+        return f"a blank {len(content)}-byte body"
     media = (content_type or "").split(";", 1)[0].strip()
     media = "".join(c for c in media[:_CONTENT_TYPE_SHOWN] if c.isprintable())
     return f"a {len(content)}-byte {media or 'untyped'} body"
