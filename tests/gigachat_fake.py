@@ -180,6 +180,8 @@ class GigaChatFake:
         self.token_lifetime_s = 1800.0
         self.expires_in_seconds = False
         self.oauth_delay_s = 0.0
+        self.token_prefix = "tok-"
+        """Issued tokens are this plus a number (make it long to have tokens masked by value)."""
         self.models: list[dict[str, Any]] = [
             {"id": "GigaChat-2", "object": "model", "owned_by": "salutedevices", "type": "chat"},
             {"id": "GigaChat-2-Max", "object": "model", "owned_by": "salutedevices",
@@ -274,7 +276,7 @@ class GigaChatFake:
         return Reply.json({"tok": token, "exp": int(expires * 1000)})
 
     def _issue(self) -> tuple[str, float]:
-        token = f"tok-{next(self._numbers)}"
+        token = f"{self.token_prefix}{next(self._numbers)}"
         expires = time.time() + self.token_lifetime_s
         with self._lock:
             self._tokens[token] = expires

@@ -60,6 +60,7 @@ class SecretMasker:
         return bool(self._secrets)
 
     def __len__(self) -> int:
+        """How many secrets are masked now (0: `mask` returns its text untouched)."""
         return len(self._secrets)
 
     def __repr__(self) -> str:
@@ -157,7 +158,9 @@ class _LiveMasker(SecretMasker):
     _registry: SecretRegistry
 
     def __bool__(self) -> bool:
-        return bool(self._registry.current)
+        # Always true: a live masker may learn a secret at any moment, so code that swaps an
+        # "empty" masker for a default (`masker or SecretMasker.empty()`) must keep this one.
+        return True
 
     def __len__(self) -> int:
         return len(self._registry.current)

@@ -42,7 +42,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         host,
         port,
         workers,
-        # The root handler in every worker; the app factory adds the secret-masking filter.
+        # A root handler in every worker for what is logged before the app is built.
         log_config=serve_log_config(settings.log_level),
     )
 

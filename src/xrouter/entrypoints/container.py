@@ -89,6 +89,7 @@ class Container(containers.DeclarativeContainer):
         lifecycle_listener=lifecycle_listener,
         usage_sink=usage_sink,
         settings=engine_settings,
+        masker=secret_masker,
     )
 
     create_response = providers.Singleton(CreateResponse, engine=engine)

@@ -6,6 +6,10 @@ handler has its message, arguments, exception text and stack text masked by valu
 gateway's secrets (configured ones, and tokens fetched at run time). It sits on handlers, not
 loggers, because a logger's filters never see the records its children propagate.
 
+The app factory installs it (`install_secret_filter`) after building Litestar, whose logging
+configuration replaces the root logger's handlers with its own queue handler; so it applies to
+`xrouter serve` and to any embedding of the app alike.
+
 A request's own token (BYOK) is not known here; the engine masks the errors it logs with it.
 """
 
@@ -34,7 +38,7 @@ class SecretMaskingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         masker = self.masker
-        if not masker:
+        if not len(masker):  # nothing to mask (yet): no formatting cost at all
             return True
         message = record.getMessage()
         if masker.mask(message) != message:
@@ -83,7 +87,7 @@ def serve_log_config(level: str) -> dict[str, Any]:
     """uvicorn's logging configuration plus a root handler at `level`, for `xrouter serve`.
 
     Given to uvicorn rather than applied once here, so that every worker process (which
-    configures logging afresh) has the root handler the app factory puts the filter on.
+    configures logging afresh) has a root handler for the lines logged before the app is built.
     """
     from uvicorn.config import LOGGING_CONFIG
 

@@ -66,7 +66,6 @@ def create_litestar(container: Container | None = None) -> Litestar:
     settings: Settings = container.settings()
     quiet_http_client_logs()
     masker = container.secret_masker()
-    install_secret_filter(masker)
     engine = container.engine()  # resolves the token counter etc. now, not on first request
     catalog = container.catalog()
     use_cases = UseCases(
@@ -124,7 +123,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
         else None
     )
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *routers,
             *build_probe_routes(lambda: state["ready"]),
@@ -141,3 +140,6 @@ def create_litestar(container: Container | None = None) -> Litestar:
         state=State({DRAIN_KEY: drain}),
         debug=False,
     )
+    # After Litestar: building it replaces the root logger's handlers with its own.
+    install_secret_filter(masker)
+    return app
