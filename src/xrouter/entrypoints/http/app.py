@@ -17,6 +17,7 @@ from xrouter import __version__
 from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
+from xrouter.entrypoints.http.allow import options_allow_middleware
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.content_type import require_json_body
 from xrouter.entrypoints.http.errors import exception_handlers
@@ -135,7 +136,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
         # Litestar runs app middleware after routing: unknown routes still get 404/405.
-        middleware=[require_json_body, abandoned_upload_middleware],
+        middleware=[require_json_body, abandoned_upload_middleware, options_allow_middleware],
         cors_config=cors_config(settings),
         state=State({DRAIN_KEY: drain}),
         debug=False,

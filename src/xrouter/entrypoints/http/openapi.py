@@ -50,6 +50,31 @@ _TYPES: tuple[Any, ...] = (
 )
 
 
+def _probe_status(*values: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": list(values)}},
+        "required": ["status"],
+    }
+
+
+def _probe_response(description: str, status: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _probe_status(status)}},
+    }
+
+
+PROBE_RESPONSES: dict[str, dict[str, Any]] = {
+    "/health": {"200": _probe_response("The process answers.", "ok")},
+    "/ready": {
+        "200": _probe_response("Started and accepting requests.", "ready"),
+        "503": _probe_response("Starting, or shutting down (after SIGTERM).", "not_ready"),
+    },
+}
+"""What the probes answer. Their handlers return raw bytes, so Litestar documents a string."""
+
+
 class WireTypesJsonPlugin(JsonRenderPlugin):
     """Serves /openapi.json with the msgspec wire types added as component schemas.
 
@@ -72,6 +97,10 @@ class WireTypesJsonPlugin(JsonRenderPlugin):
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         schemas = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
         schemas.update(self._schemas)
+        for path, responses in PROBE_RESPONSES.items():
+            operation = openapi_schema.get("paths", {}).get(path, {}).get("get")
+            if operation is not None:
+                operation["responses"] = responses
         return super().render(request, openapi_schema)
 
 
@@ -108,8 +137,14 @@ def documented(
                 )
             self.responses = {
                 "200": OpenAPIResponse(description="Success", content=content),
-                "4XX": _error_response("Invalid request, unknown model or resource, overload"),
-                "5XX": _error_response("Provider error (502), provider timeout (504), internal"),
+                "4XX": _error_response(
+                    "Invalid request (400), unknown model or resource (404), body not JSON "
+                    "(415), overload (429)"
+                ),
+                "5XX": _error_response(
+                    "Internal (500), provider error (502), shutting down (503), provider or "
+                    "generation timeout (504)"
+                ),
             }
 
     return DocumentedOperation
