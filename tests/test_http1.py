@@ -24,7 +24,11 @@ from hypothesis import strategies as st
 from tests.scripted_server import Peer, Script, ScriptedServer
 from tests.upstreams import End, FakeUpstream, Reply
 from xrouter.adapters.providers import http1
-from xrouter.adapters.providers.http1 import Http1Transport, environment_proxy_mounts
+from xrouter.adapters.providers.http1 import (
+    Http1Transport,
+    ResponseHeadTooLarge,
+    environment_proxy_mounts,
+)
 from xrouter.adapters.providers.http1.connection import Connection, Stale
 from xrouter.adapters.providers.http1.pool import Pool
 from xrouter.adapters.providers.http1.proxies import environment_proxies
@@ -816,8 +820,9 @@ async def test_an_oversized_response_head_is_a_protocol_error() -> None:
 
     with ScriptedServer(big_head_first) as server:
         async with client(server.origin) as http:
-            with pytest.raises(httpx.RemoteProtocolError, match="larger than 102400 bytes"):
+            with pytest.raises(ResponseHeadTooLarge, match="larger than 102400 bytes") as big:
                 await http.get("/big")
+            assert big.value.limit == 102400
             assert (await http.get("/small")).text == "ok"
     assert server.connections == 2  # the oversized answer's connection was dropped
 

@@ -32,7 +32,8 @@ request whose body is a one-shot stream, a fresh connection, and timeouts are ne
 Responses: trailer fields of a chunked body are dropped, as httpcore drops them (they never
 reach `response.headers`). A response head over `max_response_head_bytes` (default 100 KiB,
 httpcore's limit), or as many bytes of chunk framing or trailers without body data, is an
-httpx.RemoteProtocolError: the parser buffers a header line whole, so this bounds memory.
+httpx.RemoteProtocolError (its subclass ResponseHeadTooLarge): the parser buffers a header
+line whole, so this bounds memory.
 
 Errors are httpx's: httpx.ConnectError (refused, DNS, TLS handshake), httpx.ConnectTimeout,
 httpx.WriteTimeout, httpx.ReadTimeout (the longest silence between two reads),
@@ -54,12 +55,17 @@ from collections.abc import Mapping
 
 import httpx
 
-from xrouter.adapters.providers.http1.connection import MAX_HEAD_BYTES, Stale, encode_head
+from xrouter.adapters.providers.http1.connection import (
+    MAX_HEAD_BYTES,
+    ResponseHeadTooLarge,
+    Stale,
+    encode_head,
+)
 from xrouter.adapters.providers.http1.pool import Pool
 from xrouter.adapters.providers.http1.proxies import environment_proxies
 from xrouter.adapters.providers.tls import client_ssl_context
 
-__all__ = ["Http1Transport", "environment_proxy_mounts"]
+__all__ = ["Http1Transport", "ResponseHeadTooLarge", "environment_proxy_mounts"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """RFC 9110 9.2.2: a client may repeat these automatically when a connection fails."""

@@ -35,6 +35,15 @@ class Stale(Exception):
         method. Otherwise the server may have received and run the request."""
 
 
+class ResponseHeadTooLarge(httpx.RemoteProtocolError):
+    """The response head, or a run of chunk framing or trailers, passed
+    `max_response_head_bytes` (`limit`): a distinct type so a caller can name its setting."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class _HeadTooLarge(Exception):
     """Internal: raised from a parser callback to stop parsing an oversized head."""
 
@@ -235,13 +244,14 @@ class Connection(asyncio.Protocol):
 
     # -- the exchange -------------------------------------------------------------------
 
-    def _oversized(self) -> httpx.RemoteProtocolError:
+    def _oversized(self) -> ResponseHeadTooLarge:
         where = (
             "The response head (status line and headers) is"
             if not self._head_done
             else "The response sent a run of chunk framing or trailers"
         )
-        return httpx.RemoteProtocolError(f"{where} larger than {self._max_head} bytes.")
+        limit = self._max_head
+        return ResponseHeadTooLarge(f"{where} larger than {limit} bytes.", limit=limit)
 
     def usable(self, now: float, expiry: float | None) -> bool:
         """Whether an idle connection can carry a new request: open, not expired, and with
