@@ -59,10 +59,10 @@ from xrouter.adapters.providers.http1.connection import (
     MAX_HEAD_BYTES,
     ResponseHeadTooLarge,
     Stale,
-    encode_head,
 )
 from xrouter.adapters.providers.http1.pool import Pool
 from xrouter.adapters.providers.http1.proxies import environment_proxies
+from xrouter.adapters.providers.http1.request_head import encode_head
 from xrouter.adapters.providers.tls import client_ssl_context
 
 __all__ = ["Http1Transport", "ResponseHeadTooLarge", "environment_proxy_mounts"]

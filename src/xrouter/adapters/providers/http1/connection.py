@@ -1,5 +1,6 @@
-"""One HTTP/1.1 connection: an asyncio protocol feeding httptools, the response body stream,
-and the request head encoder. See the package docstring for the error mapping."""
+"""One HTTP/1.1 connection: an asyncio protocol feeding httptools, writing requests and
+reading answers (bodies through `body.Body`). See the package docstring for the error
+mapping and for when a request may be sent again."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 import httpx
+
+from xrouter.adapters.providers.http1.body import Body
 
 if TYPE_CHECKING:  # the pool owns its connections; only its type is needed here
     from xrouter.adapters.providers.http1.pool import Pool
@@ -469,88 +472,6 @@ class Connection(asyncio.Protocol):
         if transport is not None:
             transport.abort()
         self._pool.forget(self)
-
-
-class Body(httpx.AsyncByteStream):
-    """A response body, read as it arrives; the end returns the connection to the pool."""
-
-    __slots__ = ("_conn", "_read_timeout")
-
-    def __init__(self, conn: Connection, read_timeout: float | None) -> None:
-        self._conn: Connection | None = conn
-        self._read_timeout = read_timeout
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        conn = self._conn
-        if conn is None:
-            raise StopAsyncIteration
-        try:
-            data = await conn.read_body(self._read_timeout)
-        except BaseException:
-            self._conn = None
-            conn.abort()
-            raise
-        if data is None:
-            self._conn = None
-            conn.finish()
-            raise StopAsyncIteration
-        return data
-
-    async def aclose(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        self._conn = None
-        if conn.is_complete():
-            conn.finish()  # fully received: reusable even though not all of it was read
-        else:
-            conn.abort()  # never reuse a half-read connection
-
-
-def encode_head(request: httpx.Request) -> tuple[bytes, bytes | None, bool]:
-    """The request head, the body when it is bytes (None: an async stream), and whether the
-    body goes out chunked. Host, Content-Length and Transfer-Encoding come from the request's
-    headers (httpx sets them) and are added only when missing."""
-    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    has_host = has_length = chunked = False
-    count = 0
-    for name, value in request.headers.raw:
-        lowered = name.lower()
-        if lowered == b"host":
-            has_host = True
-        elif lowered == b"content-length":
-            has_length = True
-        elif lowered == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        parts += (name, b": ", value, b"\r\n")
-        count += 1
-    body: bytes | None
-    try:
-        body = request.content
-    except httpx.RequestNotRead:
-        body = None
-    if not has_host:
-        parts.insert(1 + 3, b"Host: " + request.url.netloc + b"\r\n")
-        count += 1
-    if not has_length and not chunked:
-        if body is None:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-            chunked = True
-            count += 1
-        elif body or request.method in ("POST", "PUT", "PATCH"):
-            parts.append(b"Content-Length: %d\r\n" % len(body))
-            count += 1
-    parts.append(b"\r\n")
-    head = b"".join(parts)
-    newlines = head.count(b"\n")
-    if newlines != count + 2 or head.count(b"\r") != newlines:
-        raise httpx.LocalProtocolError(
-            "A request header name or value contains a line break.", request=request
-        )
-    return head, body, chunked
 
 
 def _readable(transport: asyncio.Transport) -> bool:
