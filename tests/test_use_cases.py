@@ -23,7 +23,7 @@ from xrouter.domain.errors import (
     ProviderTimeout,
     ServerShuttingDown,
 )
-from xrouter.domain.lifecycle import Action
+from xrouter.domain.lifecycle import Action, Reason
 from xrouter.domain.provider_events import (
     Finish,
     ProviderEvent,
@@ -276,6 +276,7 @@ async def test_shutdown_lets_short_generations_finish_and_fails_the_rest() -> No
         await harness.create.start(request(), request_id="late")
     assert refused.value.status == 503 and refused.value.code == "server_shutting_down"
     assert actions(harness.listener, "late") == [Action.RECEIVE, Action.REJECT]
+    assert harness.listener.traces()["late"][-1].reason is Reason.SHUTTING_DOWN
     rest = [e async for e in events]
     await asyncio.wait_for(shutdown, 5)
     # Finished within the grace: completed as usual.

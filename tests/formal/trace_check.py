@@ -23,7 +23,7 @@ from . import model
 REASONS: dict[Action, frozenset[Reason]] = {
     Action.RECEIVE: frozenset({Reason.RECEIVED}),
     Action.INGEST: frozenset({Reason.ROUTED}),
-    Action.REJECT: frozenset({Reason.INVALID_REQUEST, Reason.OVERLOADED}),
+    Action.REJECT: frozenset({Reason.INVALID_REQUEST, Reason.OVERLOADED, Reason.SHUTTING_DOWN}),
     Action.TOKENIZE: frozenset({Reason.TOKENIZED}),
     Action.EMIT_CHUNK: frozenset({Reason.CHUNK}),
     Action.FINISH: frozenset({Reason.DONE}),

@@ -135,9 +135,14 @@ class ExecutionEngine:
         self._tracer.step(lifecycle, Action.RECEIVE, Reason.RECEIVED)
         try:
             self._admission.admit()
-        except GatewayError:
-            # Over the limit, or shutting down: the gateway is full either way.
-            self._tracer.step(lifecycle, Action.REJECT, Reason.OVERLOADED)
+        except GatewayError as refused:
+            # Over the limit (429), or shutting down (503): refused before ingest either way.
+            reason = (
+                Reason.SHUTTING_DOWN
+                if isinstance(refused, ServerShuttingDown)
+                else Reason.OVERLOADED
+            )
+            self._tracer.step(lifecycle, Action.REJECT, reason)
             raise
         try:
             work = self._ingest_and_tokenize(

@@ -46,6 +46,7 @@ class Reason(enum.StrEnum):
     ROUTED = "routed"
     INVALID_REQUEST = "invalid_request"
     OVERLOADED = "overloaded"
+    SHUTTING_DOWN = "shutting_down"
     TOKENIZED = "tokenized"
     CHUNK = "chunk"
     DONE = "done"
