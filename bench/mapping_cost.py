@@ -53,12 +53,17 @@ async def _capture() -> tuple[bytes, bytes]:
 
     from xrouter.entrypoints.http.app import create_app
 
+    json_type = {"content-type": "application/json"}  # anything else is a 415
     async with AsyncTestClient(app=create_app()) as client:
         json_answer = await client.post(
-            "/v1/responses", content=responses_body("local/echo", False, store=False)
+            "/v1/responses",
+            content=responses_body("local/echo", False, store=False),
+            headers=json_type,
         )
         sse_answer = await client.post(
-            "/v1/responses", content=responses_body("local/echo", True, store=False)
+            "/v1/responses",
+            content=responses_body("local/echo", True, store=False),
+            headers=json_type,
         )
     return json_answer.content, sse_answer.content
 
