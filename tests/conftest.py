@@ -24,6 +24,8 @@ from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.app import create_app
 from xrouter.entrypoints.http.server import GatewayServer, build_config
 
+from .serve_process import gateway_processes
+
 # The fake upstream servers' fixtures (`fake_upstream`), for every test module.
 pytest_plugins = ["tests.upstreams"]
 
@@ -150,3 +152,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for problem in problems[:50]:
                 reporter.write_line(f"  {problem}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[Any]:
+    """`start(**env)` runs `xrouter serve` as a real process (tests/serve_process.py)."""
+    yield from gateway_processes()

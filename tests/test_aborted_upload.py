@@ -26,10 +26,12 @@ class Records(logging.Handler):
 @pytest.mark.parametrize("path", ["/v1/responses", "/v1/chat/completions"])
 def test_aborted_upload_logs_one_line(serve_as_cli: Any, path: str) -> None:
     server = serve_as_cli()
-    # Attached once the server is built (Litestar replaces the root's handlers then), to the
-    # root and to uvicorn's logger, which does not propagate to it.
+    # On the root and on uvicorn's logger, which does not propagate to it; the root at INFO as
+    # `xrouter serve` sets it by default (the app leaves logging to its host).
     records = Records()
     loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)
     for logger in loggers:
         logger.addHandler(records)
     try:
@@ -48,6 +50,7 @@ def test_aborted_upload_logs_one_line(serve_as_cli: Any, path: str) -> None:
             time.sleep(0.05)
         time.sleep(0.3)  # anything logged late would show too
     finally:
+        logging.getLogger().setLevel(root_level)
         for logger in loggers:
             logger.removeHandler(records)
     text = records.text()

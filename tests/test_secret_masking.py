@@ -257,8 +257,8 @@ def test_an_error_before_generation_is_masked_with_the_requests_own_token(
 def test_the_app_puts_the_log_filter_on_the_handlers_it_logs_through(
     serve_with: Any, fake_upstream: FakeUpstream, logs: Logs
 ) -> None:
-    """Building the app replaces the root logger's handlers (Litestar's logging setup); the
-    filter is on the new ones, with the configured key."""
+    """The app leaves logging to its host and filters the handlers it finds; the
+    filter is on each of them, with the configured key."""
     gateway(serve_with, upstream_env(fake_upstream, XR_UP_API_KEY=KEY), logs)
     handlers = [handler for handler in logging.getLogger().handlers if handler is not logs]
     assert handlers

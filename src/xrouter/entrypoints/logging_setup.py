@@ -6,8 +6,8 @@ handler has its message, arguments, exception text and stack text masked by valu
 gateway's secrets (configured ones, and tokens fetched at run time). It sits on handlers, not
 loggers, because a logger's filters never see the records its children propagate.
 
-The app factory installs it (`install_secret_filter`) after building Litestar, whose logging
-configuration replaces the root logger's handlers with its own queue handler; so it applies to
+The app factory installs it (`install_secret_filter`) on the handlers the host configured
+(Litestar's own logging configuration is off: the host owns logging), so it applies to
 `xrouter serve` and to any embedding of the app alike.
 
 A request's own token (BYOK) is not known here; the engine masks the errors it logs with it.

@@ -140,7 +140,10 @@ def create_litestar(container: Container | None = None) -> Litestar:
         cors_config=cors_config(settings),
         state=State({DRAIN_KEY: drain}),
         debug=False,
+        # Logging belongs to the host (`xrouter serve` configures it from XR_LOG_LEVEL, an
+        # embedding application its own way); Litestar's default would replace the root
+        # handlers and pin the root level at INFO.
+        logging_config=None,
     )
-    # After Litestar: building it replaces the root logger's handlers with its own.
     install_secret_filter(masker)
     return app
