@@ -10,7 +10,7 @@ import itertools
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -910,9 +911,11 @@ def resolve_to(
 ) -> None:
     """Make the running loop resolve `name` to `addresses` (DNS is not ours to script)."""
     loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
 
-    async def getaddrinfo(host: Any, port: Any, **_: Any) -> list[tuple[Any, ...]]:
-        assert host == name
+    async def getaddrinfo(host: Any, port: Any, **options: Any) -> list[tuple[Any, ...]]:
+        if host != name:  # uvloop's sock_connect resolves the address it was given
+            return await real(host, port, **options)
         return addresses
 
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
@@ -1102,3 +1105,47 @@ def test_the_transport_uses_no_private_httpx_api() -> None:
                 and any(part.startswith("_") for part in name.split(".")[1:])
             ]
     assert private == []
+
+
+# -- on uvloop, the loop `xrouter serve` runs on --------------------------------------------
+
+
+def _cancellation(
+    stage: str,
+) -> Callable[[pytest.MonkeyPatch, trustme.CA], Coroutine[Any, Any, None]]:
+    return lambda mp, ca: test_cancellation_at_every_await_point_keeps_the_pool_within_its_limit(
+        stage, ca
+    )
+
+
+ON_UVLOOP: dict[str, Callable[[pytest.MonkeyPatch, trustme.CA], Coroutine[Any, Any, None]]] = {
+    "a POST is not resent": lambda mp, ca: (
+        test_a_post_is_never_sent_twice_when_a_reused_connection_closes_unanswered()
+    ),
+    "a GET is resent": lambda mp, ca: (
+        test_an_idempotent_request_on_a_reused_connection_closed_unanswered_is_resent()
+    ),
+    "an unread close is seen before reuse": lambda mp, ca: (
+        test_a_connection_closed_while_idle_is_not_reused_even_before_the_loop_sees_it()
+    ),
+    "trailers": lambda mp, ca: test_trailers_are_not_merged_into_the_headers(),
+    "head limit": lambda mp, ca: test_an_oversized_response_head_is_a_protocol_error(),
+    "half-read raw body": lambda mp, ca: (
+        test_closing_a_half_read_raw_response_drops_the_connection()
+    ),
+    "happy eyeballs": lambda mp, ca: (
+        test_happy_eyeballs_tries_the_next_address_while_the_first_one_hangs(mp)
+    ),
+    "ipv6 refused, ipv4 listening": lambda mp, ca: (
+        test_localhost_with_ipv6_refused_connects_over_ipv4(mp)
+    ),
+    **{f"cancellation: {stage}": _cancellation(stage) for stage in STAGES},
+}
+
+
+@pytest.mark.parametrize("name", list(ON_UVLOOP))
+def test_on_uvloop(name: str, monkeypatch: pytest.MonkeyPatch, ca: trustme.CA) -> None:
+    # uvloop differs from asyncio where this transport leans on the loop (create_connection
+    # refuses happy_eyeballs_delay, for one), so the behaviours above run on it too.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(ON_UVLOOP[name](monkeypatch, ca))

@@ -9,18 +9,14 @@ await, and whoever owns it when something fails (cancellation included) frees it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 from collections import deque
 
 import httpx
 
+from xrouter.adapters.providers.http1.connect import open_tcp_socket
 from xrouter.adapters.providers.http1.connection import MAX_HEAD_BYTES, Connection, describe
-
-HAPPY_EYEBALLS_DELAY_S = 0.25
-"""RFC 8305's connection attempt delay: a host with several addresses (IPv6 and IPv4) gets
-its next address tried this long after the previous one, not only after it fails."""
 
 
 class Pool:
@@ -115,17 +111,19 @@ class Pool:
         until the connection takes it; any failure here, cancellation at any await
         (resolving, connecting, the TLS handshake) included, frees the slot here, once. A
         Connection made before the failure holds no slot: its close frees nothing."""
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(limit_s):
+                sock = await open_tcp_socket(self.loop, self._host, self._port)
                 _, conn = await self.loop.create_connection(
                     lambda: Connection(self, self._max_head),
-                    self._host,
-                    self._port,
+                    sock=sock,
                     ssl=self._ssl,
                     server_hostname=self._server_hostname,
-                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S,
                 )
         except BaseException as exc:
+            if sock is not None:
+                sock.close()  # a no-op when the failed transport already closed it
             self._slot_freed()
             if isinstance(exc, TimeoutError):
                 raise httpx.ConnectTimeout(
@@ -140,11 +138,6 @@ class Pool:
             raise RuntimeError("The transport is closed.")
         conn.holds_slot = True  # no await since the connect: the slot passes atomically
         self._all.add(conn)
-        transport = conn._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
     def release(self, conn: Connection) -> None:
