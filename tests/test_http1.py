@@ -962,6 +962,20 @@ async def test_localhost_with_ipv6_refused_connects_over_ipv4(
     assert server.connections == 1
 
 
+async def test_when_every_address_fails_the_error_names_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = closed_port()
+    resolve_to(monkeypatch, "both.test", _addresses(("::1", port, 0, 0), ("127.0.0.1", port)))
+    async with client(f"http://both.test:{port}") as http:
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectError) as refused:
+            await http.get("/")
+        assert time.monotonic() - started < 0.2  # a refusal starts the next address at once
+    assert "::1" in str(refused.value)
+    assert "127.0.0.1" in str(refused.value)
+
+
 # -- slot accounting under cancellation --------------------------------------------------------
 
 LIMIT = 3
