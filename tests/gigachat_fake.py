@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,13 @@ import pytest
 import trustme
 
 from tests.upstreams import FakeUpstream, RecordedRequest, Reply
-from xrouter.adapters.providers.gigachat.factory import GigaChatSettings, create_gigachat_provider
+from xrouter.adapters.providers.gigachat.factory import create_gigachat_provider
 from xrouter.adapters.providers.gigachat.provider import GigaChatProvider
 from xrouter.adapters.providers.gigachat.tls import TLSSettings
 from xrouter.application.ports import CallContext, GenerationRequest
 from xrouter.domain.models import ModelRoute
 from xrouter.domain.responses import InputItem, ResponseRequest
+from xrouter.entrypoints.gigachat_config import GigaChatConfig, gigachat_spec
 
 AUTH_KEY = base64.b64encode(b"test-client-id:test-client-secret").decode()
 USER, PASSWORD = "gc-user", "gc-pass-word-1"
@@ -337,21 +338,25 @@ def provider_for(
     *,
     byok: bool = False,
     now: Callable[[], float] = time.time,
+    tls: TLSSettings | None = None,
     **overrides: Any,
 ) -> GigaChatProvider:
-    """A GigaChatProvider pointed at `fake`, trusting the test CA, without retries, with the
-    fake's authorization key and scope unless `overrides` say otherwise."""
+    """A GigaChatProvider pointed at `fake`, built as the gateway builds it (a GigaChatConfig
+    whose fields `overrides` set, made a spec by the configuration), trusting the test CA
+    unless `tls` says otherwise, without retries, with the fake's authorization key and
+    scope unless `overrides` say otherwise."""
     values: dict[str, Any] = {
         "base_url": fake.base_url,
         "oauth_url": fake.oauth_url,
         "auth_key": fake.auth_key,
         "scope": fake.scope,
-        "tls": TLSSettings(ca_bundle=certificates.ca_file),
         "max_retries": 0,
         "max_inflight": 32,
     }
     values.update(overrides)
-    return create_gigachat_provider(GigaChatSettings(**values), byok=byok, now=now)
+    spec = gigachat_spec(GigaChatConfig(**values), byok)
+    spec = replace(spec, tls=tls or TLSSettings(ca_bundle=certificates.ca_file))
+    return create_gigachat_provider(spec, now=now)
 
 
 def make_call(

@@ -14,7 +14,8 @@ from tests.fakes import ScriptedProvider, Wait
 from tests.helpers import raw_post, read_until, sse_events, trace, usage_records, wait_for
 from tests.upstreams import FakeUpstream, Reply
 from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
-from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
+from xrouter.adapters.providers.provider_spec import ProviderSpec
+from xrouter.adapters.providers.transport import TransportSettings
 from xrouter.domain.lifecycle import Action
 from xrouter.domain.provider_events import Finish, TextDelta
 
@@ -60,10 +61,10 @@ def test_abandoned_generations_free_their_upstream_slots_at_the_deadline(
 ) -> None:
     chat = "/v1/chat/completions"
     fake_upstream.script(chat, [Reply.stall()] * 64)  # then the default echo
-    transport = HttpTransport(
-        "up", TransportSettings(base_url=fake_upstream.base_url, max_retries=0)
+    transport = TransportSettings(base_url=fake_upstream.base_url, max_retries=0)
+    provider = OpenAICompatibleProvider(
+        ProviderSpec(name="up", transport=transport, api_key="sk-test")
     )
-    provider = OpenAICompatibleProvider("up", transport, api_key="sk-test")
     server = serve_with(container=_with_provider(provider, generation_timeout_s=1.5))
     ids = [f"hanging-{i}" for i in range(64)]  # the transport's default in-flight limit
     sockets = []

@@ -23,6 +23,7 @@ from xrouter.adapters.providers.gigachat.provider import GigaChatProvider
 from xrouter.entrypoints.config import ConfigError
 from xrouter.entrypoints.gigachat_config import (
     build_gigachat,
+    gigachat_spec,
     gigachat_variables,
     load_gigachat_config,
 )
@@ -38,13 +39,13 @@ def test_nothing_set_means_no_gigachat() -> None:
 def test_an_authorization_key_alone_uses_the_documented_defaults() -> None:
     config = load_gigachat_config({"XR_GIGACHAT_AUTH_KEY": AUTH_KEY})
     assert config is not None
-    settings = config.settings()
+    settings = gigachat_spec(config, byok=False)
     assert settings.auth_mode == "oauth"
     assert settings.scope == "GIGACHAT_API_PERS"
     assert settings.oauth_url == "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
-    assert settings.base_url == "https://gigachat.devices.sberbank.ru/api/v1"
+    assert settings.transport.base_url == "https://gigachat.devices.sberbank.ru/api/v1"
     assert settings.tls.verify is True and settings.tls.ca_bundle is None
-    assert settings.max_inflight is None  # GigaChat's own limit for the scope: 1 for PERS
+    assert settings.transport.max_inflight == 1  # GigaChat's own limit for the scope, PERS
     assert AUTH_KEY not in repr(config) and AUTH_KEY not in repr(settings)
 
 
@@ -67,13 +68,14 @@ def test_every_variable_parses(certificates: Certificates) -> None:
         }
     )
     assert config is not None
-    settings = config.settings()
+    settings = gigachat_spec(config, byok=False)
+    transport = settings.transport
     assert settings.auth_mode == "password"
     assert settings.scope == "GIGACHAT_API_CORP"
-    assert settings.base_url == "https://gigachat.example/api/v1"
+    assert transport.base_url == "https://gigachat.example/api/v1"
     assert settings.tls.cert == (certificates.client_cert_file, certificates.client_key_file)
-    assert (settings.max_inflight, settings.read_timeout_s, settings.max_retries) == (4, 30.0, 0)
-    assert tuple(settings.models) == ("GigaChat-2", "GigaChat-2-Pro")
+    assert (transport.max_inflight, transport.read_timeout_s, transport.max_retries) == (4, 30.0, 0)
+    assert tuple(settings.static_models) == ("GigaChat-2", "GigaChat-2-Pro")
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,8 @@ from xrouter.adapters.providers.openai_compatible.responses_protocol import (
     build_responses_payload,
     parse_response,
 )
+from xrouter.adapters.providers.provider_spec import ProviderSpec
 from xrouter.adapters.providers.transport import (
-    HttpTransport,
     SSEEvent,
     TransportSettings,
     UpstreamReply,
@@ -937,7 +937,13 @@ class FakeTransport:
 
 def provider_over(transport: FakeTransport, **kwargs: Any) -> OpenAICompatibleProvider:
     kwargs.setdefault("api_key", "sk-test")
-    return OpenAICompatibleProvider("up", transport, **kwargs)  # type: ignore[arg-type]
+    extra_headers = kwargs.pop("extra_headers", None)
+    spec = ProviderSpec(name="up", transport=TransportSettings(base_url="http://unused"), **kwargs)
+    return OpenAICompatibleProvider(
+        spec,
+        transport=transport,  # type: ignore[arg-type]
+        extra_headers=extra_headers,
+    )
 
 
 async def collect(provider: OpenAICompatibleProvider, call: GenerationRequest) -> list[Any]:
@@ -1025,9 +1031,9 @@ def test_events_type_is_exhaustive() -> None:
 
 
 def gateway(serve_with: Any, upstream: FakeUpstream, **kwargs: Any) -> LiveServer:
-    transport = HttpTransport("up", TransportSettings(base_url=upstream.base_url, max_retries=0))
+    transport = TransportSettings(base_url=upstream.base_url, max_retries=0)
     kwargs.setdefault("api_key", "sk-test")
-    provider = OpenAICompatibleProvider("up", transport, **kwargs)
+    provider = OpenAICompatibleProvider(ProviderSpec(name="up", transport=transport, **kwargs))
     container = make_container()
     container.model_providers.override(providers.Object([provider]))
     return serve_with(container=container)

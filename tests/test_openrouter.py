@@ -27,7 +27,7 @@ from xrouter.adapters.providers.openrouter import (
     attribution_headers,
     openrouter_settings,
 )
-from xrouter.adapters.providers.transport import HttpTransport
+from xrouter.adapters.providers.provider_spec import OpenRouterSpec
 from xrouter.adapters.providers.upstream_errors import map_stream_error
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import GatewayError, PaymentRequired, ProviderError
@@ -56,7 +56,7 @@ def mapper(error: Any) -> GatewayError:
 def openrouter_over(upstream: FakeUpstream, **kwargs: Any) -> OpenRouterProvider:
     settings = openrouter_settings(f"{upstream.origin}/api/v1", max_retries=0)
     kwargs.setdefault("api_key", "sk-or-v1-test")
-    return OpenRouterProvider(HttpTransport("openrouter", settings), **kwargs)
+    return OpenRouterProvider(OpenRouterSpec(name="openrouter", transport=settings, **kwargs))
 
 
 def or_call(body: JSON, passthrough: JSON | None = None) -> GenerationRequest:
@@ -77,7 +77,8 @@ def test_defaults_and_attribution_headers() -> None:
 
 
 def test_payload_uses_openrouter_names_and_passes_routing_through() -> None:
-    provider = OpenRouterProvider(None, api_key="k")  # type: ignore[arg-type]
+    spec = OpenRouterSpec(name="openrouter", transport=openrouter_settings(), api_key="k")
+    provider = OpenRouterProvider(spec)  # its transport is never used here
     call = or_call(
         {"input": "hi", "max_output_tokens": 100, "reasoning": {"effort": "high"}},
         passthrough={

@@ -23,6 +23,7 @@ import pytest
 
 from tests.transport_harness import (
     CHAT,
+    FAKE_NAMES,
     HEADERS,
     SECRET,
     Harness,
@@ -478,7 +479,11 @@ async def test_pauses_longer_than_the_first_byte_timeout_are_fine_within_the_idl
 async def test_waiting_for_a_free_connection_is_the_pool_timeout(harness: Harness) -> None:
     # A client shared beyond its pool (as GigaChat's may be): two calls, one connection.
     settings = TransportSettings(
-        base_url=harness.upstream.base_url, max_inflight=2, pool_timeout_s=0.2, trust_env=False
+        base_url=harness.upstream.base_url,
+        max_inflight=2,
+        pool_timeout_s=0.2,
+        trust_env=False,
+        setting_names=FAKE_NAMES,
     )
     client = pooled_client(replace(settings, max_inflight=1), tls=False)
     transport = HttpTransport("fake", settings, client=client)
@@ -810,7 +815,7 @@ def test_map_upstream_error(
     status: int, body: bytes, kind: type[GatewayError], out_status: int, code: str | None,
     message: str,
 ) -> None:  # fmt: skip
-    error = map_upstream_error("fake", status, body, {})
+    error = map_upstream_error("fake", status, body, {}, setting_names=FAKE_NAMES)
     assert type(error) is kind or (kind is ModelNotFound and isinstance(error, ModelNotFound))
     assert error.status == out_status
     assert error.code == code

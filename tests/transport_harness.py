@@ -14,9 +14,12 @@ import pytest
 
 from tests.upstreams import FakeUpstream
 from xrouter.adapters.providers.transport import HttpTransport, SSEEvent, TransportSettings
+from xrouter.entrypoints.env_fields import EnvNames
 
 CHAT = "/v1/chat/completions"
 SECRET = "sk-live-0123456789abcdefSECRET"
+FAKE_NAMES = EnvNames("XR_FAKE_")
+"""The fake upstream's settings named as the configuration names a provider called `fake`'s."""
 HEADERS = {
     "Authorization": f"Bearer {SECRET}",
     "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
@@ -46,6 +49,7 @@ class Harness:
             "read_timeout_s": 5.0,
             "first_byte_timeout_s": 5.0,
             "trust_env": False,  # a proxy in the environment must not sit between us and 127.0.0.1
+            "setting_names": FAKE_NAMES,
         }
         options.update(overrides)
         made = HttpTransport(

@@ -23,7 +23,7 @@ from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.application.registry import ModelRegistry
 from xrouter.domain.secrets import SecretRegistry
-from xrouter.entrypoints.config import Settings
+from xrouter.entrypoints.config import Settings, env_name
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
 from xrouter.entrypoints.secret_sources import configured_secrets
@@ -35,7 +35,9 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(RandomIds)
     token_counter = providers.Singleton(
-        TiktokenCounter, max_chars=settings.provided.tokenizer_max_chars
+        TiktokenCounter,
+        max_chars=settings.provided.tokenizer_max_chars,
+        max_chars_setting=env_name("tokenizer_max_chars"),
     )
     response_store = providers.Singleton(
         InMemoryResponseStore, max_responses=settings.provided.store_max_responses

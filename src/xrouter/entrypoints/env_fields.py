@@ -5,7 +5,7 @@ tables are generated from the same place the values are read."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -58,6 +58,18 @@ def one_of(*allowed: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+@dataclass(frozen=True, slots=True)
+class EnvNames:
+    """A provider's settings named as the operator sets them: the field `max_inflight` of
+    the provider whose variables start `XR_OPENAI_` is `XR_OPENAI_MAX_INFLIGHT`. Adapters get
+    this as their `SettingNames`, so this is the one place the scheme is spelled for them."""
+
+    prefix: str
+
+    def __call__(self, name: str) -> str:
+        return self.prefix + name.upper()
 
 
 def masked_repr(settings: Any) -> str:

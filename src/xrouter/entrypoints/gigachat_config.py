@@ -31,10 +31,11 @@ from xrouter.application.ports import Provider
 from xrouter.domain.secrets import SecretRegistry
 
 if TYPE_CHECKING:
-    from xrouter.adapters.providers.gigachat.factory import GigaChatSettings
+    from xrouter.adapters.providers.gigachat.factory import GigaChatSpec
 
 from xrouter.entrypoints.env_fields import (
     ConfigError,
+    EnvNames,
     comma_list,
     masked_repr,
     non_negative_int,
@@ -43,7 +44,7 @@ from xrouter.entrypoints.env_fields import (
     setting,
     show_default,
 )
-from xrouter.entrypoints.provider_config import transport_options
+from xrouter.entrypoints.provider_config import transport_settings
 
 log = logging.getLogger("xrouter.providers")
 
@@ -173,26 +174,32 @@ class GigaChatConfig:
     def __repr__(self) -> str:
         return masked_repr(self)
 
-    def settings(self) -> GigaChatSettings:
-        # Imported here: the HTTP stack loads only when GigaChat is configured.
-        from xrouter.adapters.providers.gigachat.factory import GigaChatSettings
-        from xrouter.adapters.providers.gigachat.tls import TLSSettings
 
-        cert = (self.cert_file, self.key_file) if self.cert_file and self.key_file else None
-        return GigaChatSettings(
-            base_url=self.base_url,
-            oauth_url=self.oauth_url,
-            auth_key=self.auth_key,
-            scope=self.scope,
-            access_token=self.access_token,
-            user=self.user,
-            password=self.password,
-            tls=TLSSettings(ca_bundle=self.ca_bundle, cert=cert, verify=self.verify_ssl),
-            max_inflight=self.max_inflight,
-            oauth_timeout_s=self.oauth_timeout_s,
-            models=self.models,
-            **transport_options(self),
-        )
+def gigachat_spec(config: GigaChatConfig, byok: bool) -> GigaChatSpec:
+    """What the GigaChat provider is built from: made here, once."""
+    # Imported here: the HTTP stack loads only when GigaChat is configured.
+    from xrouter.adapters.providers.gigachat.factory import GigaChatSpec
+    from xrouter.adapters.providers.gigachat.tls import TLSSettings
+
+    cert = (config.cert_file, config.key_file) if config.cert_file and config.key_file else None
+    return GigaChatSpec(
+        transport=transport_settings(
+            config,
+            base_url=config.base_url,
+            max_inflight=config.max_inflight or default_max_inflight(config.scope),
+            names=EnvNames(PREFIX),
+        ),
+        oauth_url=config.oauth_url,
+        auth_key=config.auth_key,
+        scope=config.scope,
+        access_token=config.access_token,
+        user=config.user,
+        password=config.password,
+        tls=TLSSettings(ca_bundle=config.ca_bundle, cert=cert, verify=config.verify_ssl),
+        oauth_timeout_s=config.oauth_timeout_s,
+        byok=byok,
+        static_models=config.models,
+    )
 
 
 def gigachat_variables() -> list[tuple[str, str, str]]:
@@ -276,22 +283,22 @@ def build_gigachat(
         return None
     from xrouter.adapters.providers.gigachat.factory import create_gigachat_provider
 
-    settings = config.settings()
+    spec = gigachat_spec(config, byok)
     try:
-        provider = create_gigachat_provider(settings, byok=byok, secrets=secrets)
+        provider = create_gigachat_provider(spec, secrets=secrets)
     except OSError as exc:  # a CA bundle or client certificate that cannot be loaded
-        variable = "XR_GIGACHAT_CERT_FILE" if settings.tls.cert else "XR_GIGACHAT_CA_BUNDLE"
+        variable = "XR_GIGACHAT_CERT_FILE" if spec.tls.cert else "XR_GIGACHAT_CA_BUNDLE"
         raise ConfigError(
             f"The TLS files for GigaChat cannot be loaded ({exc}); check {variable}"
-            + (" and XR_GIGACHAT_CA_BUNDLE." if settings.tls.cert else ".")
+            + (" and XR_GIGACHAT_CA_BUNDLE." if spec.tls.cert else ".")
         ) from None
     log.info(
         "provider gigachat: %s auth at %s, scope %s, at most %d requests in flight%s%s",
-        settings.auth_mode,
-        settings.base_url,
-        settings.scope,
-        settings.max_inflight or default_max_inflight(settings.scope),
+        spec.auth_mode,
+        spec.transport.base_url,
+        spec.scope,
+        spec.transport.max_inflight,
         ", BYOK" if byok else "",
-        ", custom CA bundle" if settings.tls.ca_bundle else "",
+        ", custom CA bundle" if spec.tls.ca_bundle else "",
     )
     return provider

@@ -27,8 +27,11 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
 )
+from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec
+from xrouter.adapters.providers.transport_settings import SettingNames, TransportSettings
 from xrouter.entrypoints.env_fields import (
     ConfigError,
+    EnvNames,
     comma_list,
     masked_repr,
     non_negative_int,
@@ -154,10 +157,53 @@ TRANSPORT_FIELDS = (
 (`ProviderConfig`, `GigaChatConfig`) and hands to its transport as they are."""
 
 
-def transport_options(config: Any) -> dict[str, Any]:
-    """The TRANSPORT_FIELDS of a provider's configuration, by name: one mapping for every
-    provider, so a new transport setting cannot be forgotten in one of them."""
-    return {name: getattr(config, name) for name in TRANSPORT_FIELDS}
+def env_prefix(name: str) -> str:
+    """The start of provider `name`'s variables: `XR_<NAME>_`."""
+    return f"XR_{name.upper().replace('-', '_')}_"
+
+
+def transport_settings(
+    config: Any, *, base_url: str, max_inflight: int, names: SettingNames
+) -> TransportSettings:
+    """A provider's transport settings: its TRANSPORT_FIELDS as they are (one mapping for
+    every provider, so a new transport setting cannot be forgotten in one of them), where it
+    is, its in-flight limit, and what the operator calls each setting."""
+    return TransportSettings(
+        base_url=base_url,
+        max_inflight=max_inflight,
+        setting_names=names,
+        **{name: getattr(config, name) for name in TRANSPORT_FIELDS},
+    )
+
+
+def provider_spec(config: ProviderConfig, byok: bool) -> ProviderSpec:
+    """What the adapter of a served upstream is built from: made here, once."""
+    assert config.base_url is not None  # only served providers reach here
+    transport = transport_settings(
+        config,
+        base_url=config.base_url,
+        max_inflight=config.max_inflight,
+        names=EnvNames(env_prefix(config.name)),
+    )
+    if config.kind == "openrouter":
+        return OpenRouterSpec(
+            name=config.name,
+            transport=transport,
+            api_key=config.api_key,
+            protocol=config.protocol,
+            byok=byok,
+            static_models=config.models,
+            referer=config.referer,
+            title=config.title,
+        )
+    return ProviderSpec(
+        name=config.name,
+        transport=transport,
+        api_key=config.api_key,
+        protocol=config.protocol,
+        byok=byok,
+        static_models=config.models,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +308,7 @@ def load_gateway_config(
         if not _NAME.match(name):
             raise ConfigError(f"Provider name '{name}' must be lowercase letters, digits, - or _.")
         values = _parse_fields(f"[providers.{name}]", tables.get(name, {}))
-        prefix = f"XR_{name.upper().replace('-', '_')}_"
+        prefix = env_prefix(name)
         env_values = {
             f.name: environ[prefix + f.name.upper()]
             for f in fields(ProviderConfig)

@@ -13,7 +13,7 @@ from dataclasses import fields, is_dataclass
 
 from xrouter.domain.secrets import SecretMasker
 from xrouter.entrypoints.config import Settings
-from xrouter.entrypoints.gigachat_config import load_gigachat_config
+from xrouter.entrypoints.gigachat_config import gigachat_spec, load_gigachat_config
 from xrouter.entrypoints.provider_config import GatewayConfig
 
 
@@ -39,5 +39,5 @@ def configured_secrets(
         values.extend(secret_values(gigachat))
         if gigachat.has_credentials:
             # Credentials derived from the settings (Basic user:password) are secrets too.
-            values.extend(gigachat.settings().secrets())
+            values.extend(gigachat_spec(gigachat, byok=False).secrets())
     return SecretMasker(values)

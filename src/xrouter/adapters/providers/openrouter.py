@@ -19,11 +19,11 @@ the SSE reader.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
-from xrouter.adapters.providers.openai_compatible.provider import Protocol
+from xrouter.adapters.providers.provider_spec import OpenRouterSpec
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 from xrouter.application.ports import GenerationRequest
 
@@ -55,28 +55,18 @@ class OpenRouterProvider(OpenAICompatibleProvider):
 
     def __init__(
         self,
-        transport: HttpTransport,
+        spec: OpenRouterSpec,
         *,
-        api_key: str | None,
-        name: str = "openrouter",
-        protocol: Protocol = "chat",
-        byok: bool = False,
-        referer: str | None = None,
-        title: str | None = None,
+        transport: HttpTransport | None = None,
         extra_headers: Mapping[str, str] | None = None,
-        static_models: Sequence[str] = (),
     ) -> None:
         super().__init__(
-            name,
-            transport,
-            api_key=api_key,
-            protocol=protocol,
-            byok=byok,
+            spec,
+            transport=transport,
             extra_headers={
-                **attribution_headers(referer=referer, title=title),
+                **attribution_headers(referer=spec.referer, title=spec.title),
                 **(extra_headers or {}),
             },
-            static_models=static_models,
             dialect=OPENROUTER_DIALECT,
         )
 

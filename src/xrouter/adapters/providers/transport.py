@@ -52,7 +52,6 @@ from xrouter.adapters.providers.transport_failures import (
 )
 from xrouter.adapters.providers.transport_settings import TransportSettings
 from xrouter.adapters.providers.upstream_errors import (
-    env_name,
     map_stream_error,
     map_upstream_error,
     parse_retry_after,
@@ -224,7 +223,7 @@ class HttpTransport:
         if self._inflight >= self._settings.max_inflight:
             raise Overloaded(
                 f"The gateway has {self._inflight} calls in flight to {self._provider}, the "
-                f"configured limit ({env_name(self._provider, 'MAX_INFLIGHT')}). "
+                f"configured limit ({self._settings.setting_names('max_inflight')}). "
                 "Retry after a short wait.",
                 retry_after=self._settings.overload_retry_after_s,
             )
@@ -418,7 +417,14 @@ class HttpTransport:
         self, response: httpx.Response, content: bytes, byok: bool
     ) -> GatewayError | _Retry:
         status = response.status_code
-        error = map_upstream_error(self._provider, status, content, response.headers, byok=byok)
+        error = map_upstream_error(
+            self._provider,
+            status,
+            content,
+            response.headers,
+            byok=byok,
+            setting_names=self._settings.setting_names,
+        )
         should_retry = response.headers.get("x-should-retry", "").strip().lower()
         retryable = (
             status in RETRYABLE_STATUSES
@@ -440,7 +446,9 @@ class HttpTransport:
         except msgspec.DecodeError:
             decoded = None
         if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
-            return map_stream_error(self._provider, decoded["error"])
+            return map_stream_error(
+                self._provider, decoded["error"], setting_names=self._settings.setting_names
+            )
         return ProviderError(
             f"{self._provider} answered a streaming request with JSON instead of an event stream."
         )

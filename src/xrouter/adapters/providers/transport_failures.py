@@ -21,7 +21,6 @@ import httpx
 
 from xrouter.adapters.providers.body_limits import LimitExceeded
 from xrouter.adapters.providers.transport_settings import TransportSettings
-from xrouter.adapters.providers.upstream_errors import env_name
 from xrouter.domain.errors import ProviderError, ProviderTimeout
 
 log = logging.getLogger("xrouter.transport")
@@ -30,12 +29,13 @@ Phase = Literal["connect", "write", "pool", "first_byte", "idle", "total"]
 STREAM_CLOSED_EARLY = "the upstream closed the stream before it finished"
 
 _TIMEOUTS: dict[Phase, tuple[str, str]] = {
-    "connect": ("CONNECT_TIMEOUT_S", "the connect timeout"),
-    "write": ("WRITE_TIMEOUT_S", "the write timeout"),
-    "pool": ("POOL_TIMEOUT_S", "the pool timeout"),
-    "first_byte": ("FIRST_BYTE_TIMEOUT_S", "the first-byte timeout"),
-    "idle": ("READ_TIMEOUT_S", "the read timeout between bytes"),
-    "total": ("TOTAL_TIMEOUT_S", "the total deadline of a call"),
+    # phase: (its TransportSettings field, what it is called in a message)
+    "connect": ("connect_timeout_s", "the connect timeout"),
+    "write": ("write_timeout_s", "the write timeout"),
+    "pool": ("pool_timeout_s", "the pool timeout"),
+    "first_byte": ("first_byte_timeout_s", "the first-byte timeout"),
+    "idle": ("read_timeout_s", "the read timeout between bytes"),
+    "total": ("total_timeout_s", "the total deadline of a call"),
 }
 
 
@@ -49,9 +49,9 @@ class TransportFailures:
     """`host:port` of the proxy calls go through, None when they go direct."""
 
     def timeout(self, phase: Phase) -> ProviderTimeout:
-        suffix, name = _TIMEOUTS[phase]
-        seconds = getattr(self.settings, suffix.lower())
-        setting = env_name(self.provider, suffix)
+        field, name = _TIMEOUTS[phase]
+        seconds = getattr(self.settings, field)
+        setting = self.settings.setting_names(field)
         p = self.provider
         what = {
             "connect": f"Could not connect to {self._target()} within {seconds:g} s",
@@ -84,7 +84,8 @@ class TransportFailures:
         return ProviderError(f"The connection to {self.provider} failed: {describe(exc)}.")
 
     def too_large(self, exc: LimitExceeded) -> ProviderError:
-        setting = env_name(self.provider, exc.setting)
+        # LimitExceeded names the TransportSettings field in capitals (`MAX_BODY_BYTES`).
+        setting = self.settings.setting_names(exc.setting.lower())
         log.warning(
             "%s sent %s larger than %d bytes; the call was abandoned and its connection "
             "dropped (limit: %s)",

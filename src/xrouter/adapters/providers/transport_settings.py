@@ -1,12 +1,13 @@
-"""What one upstream's transport is configured with: where it is, its timeouts, retries, limits.
+"""What one upstream's transport is configured with: where it is, its timeouts, retries, limits,
+and what the operator calls each of those settings.
 
-Built in `entrypoints` from the provider's configuration (`XR_<NAME>_*` or the TOML file);
-docs/providers.md documents each field under its variable name.
+Built in `entrypoints` from the provider's configuration, as part of its provider
+specification (`provider_spec.py`); docs/providers.md documents each field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from xrouter.adapters.providers.body_limits import (
@@ -14,6 +15,18 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
 )
+
+SettingNames = Callable[[str], str]
+"""The name the operator sets a provider setting by, from the setting's field name:
+"max_inflight" -> the variable or file key that sets it. Adapters call it to say in a message
+which setting to change; how settings are spelled is the configuration's business, so the
+callable is built in `entrypoints` and adapters never spell a name themselves."""
+
+
+def field_names(name: str) -> str:
+    """The SettingNames of a provider built without configuration (tests, embedding): each
+    setting named by its field."""
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +59,16 @@ class TransportSettings:
     headers: Mapping[str, str] = field(default_factory=dict)
     """Static headers on every call (attribution headers, for instance)."""
     verify: bool | str = True
-    """TLS verification: True, or a CA bundle path. Never disabled silently."""
+    """TLS verification: True, or a CA bundle path. Never disabled silently. Used when the
+    transport builds its own client (a provider that hands it one brings its own TLS)."""
     cert: tuple[str, str] | None = None
-    """Client certificate and key files, for mutual TLS."""
+    """Client certificate and key files, for mutual TLS (as `verify`)."""
     max_retry_wait_s: float = 30.0
     """Longest wait an upstream's Retry-After may ask for; asking more ends the retries."""
     overload_retry_after_s: float = 1.0
     """Retry-After given to a caller rejected by the in-flight limit."""
     trust_env: bool = True
     """Honour HTTP(S)_PROXY / NO_PROXY and SSL_CERT_FILE / SSL_CERT_DIR from the environment."""
+    setting_names: SettingNames = field_names
+    """How the operator names this provider's settings (these fields, and `api_key`), for
+    the messages that say which one to change."""

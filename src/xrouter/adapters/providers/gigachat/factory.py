@@ -5,16 +5,11 @@ flow) handed to the shared HttpTransport."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-from xrouter.adapters.providers.body_limits import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_DECOMPRESSED_BYTES,
-    DEFAULT_MAX_EVENT_BYTES,
-)
 from xrouter.adapters.providers.gigachat.auth import (
     BearerAuth,
     OAuthSource,
@@ -24,21 +19,22 @@ from xrouter.adapters.providers.gigachat.auth import (
     TokenSource,
     basic_credentials,
 )
-from xrouter.adapters.providers.gigachat.defaults import (
-    DEFAULT_BASE_URL,
-    DEFAULT_OAUTH_URL,
-    DEFAULT_SCOPE,
-    default_max_inflight,
-)
+from xrouter.adapters.providers.gigachat.defaults import DEFAULT_OAUTH_URL, DEFAULT_SCOPE
 from xrouter.adapters.providers.gigachat.provider import AuthMode, GigaChatProvider
 from xrouter.adapters.providers.gigachat.tls import TLSSettings, ssl_context
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings, pooled_client
+from xrouter.adapters.providers.transport_settings import SettingNames
 from xrouter.domain.secrets import SecretRegistry
 
 
 @dataclass(frozen=True, slots=True)
-class GigaChatSettings:
-    base_url: str = DEFAULT_BASE_URL
+class GigaChatSpec:
+    """What the GigaChat provider is built from; built once in `entrypoints` from GigaChat's
+    configuration (`entrypoints/gigachat_config.py`)."""
+
+    transport: TransportSettings
+    """The API host, its timeouts, retries, limits and in-flight limit (GigaChat's own for
+    the scope unless configured), and the operator's names of every GigaChat setting."""
     oauth_url: str = DEFAULT_OAUTH_URL
     auth_key: str | None = None
     scope: str = DEFAULT_SCOPE
@@ -46,21 +42,15 @@ class GigaChatSettings:
     user: str | None = None
     password: str | None = None
     tls: TLSSettings = TLSSettings()
-    max_inflight: int | None = None
-    """None: GigaChat's limit for the scope (default_max_inflight)."""
-    connect_timeout_s: float = 10.0
-    first_byte_timeout_s: float = 120.0
-    read_timeout_s: float = 120.0
-    write_timeout_s: float = 30.0
-    pool_timeout_s: float = 10.0
-    total_timeout_s: float = 600.0
-    max_retries: int = 2
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
-    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
-    backoff_initial_s: float = 0.5
+    """TLS for both hosts (one context); the transport's own `verify`/`cert` are unused."""
     oauth_timeout_s: float = 15.0
-    models: Sequence[str] = ()
+    byok: bool = False
+    static_models: tuple[str, ...] = ()
+    name: str = "gigachat"
+
+    @property
+    def setting_names(self) -> SettingNames:
+        return self.transport.setting_names
 
     @property
     def auth_mode(self) -> AuthMode:
@@ -82,53 +72,33 @@ class GigaChatSettings:
 
     def __repr__(self) -> str:  # the key, the token and the password stay out of logs
         return (
-            f"GigaChatSettings(base_url={self.base_url!r}, oauth_url={self.oauth_url!r}, "
+            f"GigaChatSpec(base_url={self.transport.base_url!r}, oauth_url={self.oauth_url!r}, "
             f"scope={self.scope!r}, auth_mode={self.auth_mode!r})"
         )
 
 
 def create_gigachat_provider(
-    settings: GigaChatSettings,
+    spec: GigaChatSpec,
     *,
-    byok: bool = False,
     now: Callable[[], float] = time.time,
-    name: str = "gigachat",
     secrets: SecretRegistry | None = None,
 ) -> GigaChatProvider:
     """The provider, its clients and its token cache. `now` is the clock token expiry is
     judged by (tests move it); every access token fetched is added to `secrets`."""
-    context = ssl_context(settings.tls)
+    context = ssl_context(spec.tls, spec.setting_names)
     auth_client = httpx.AsyncClient(
         verify=context,
-        timeout=httpx.Timeout(settings.oauth_timeout_s, connect=settings.connect_timeout_s),
+        timeout=httpx.Timeout(spec.oauth_timeout_s, connect=spec.transport.connect_timeout_s),
         follow_redirects=False,
         trust_env=True,
     )
-    tokens = _token_cache(settings, auth_client, now, secrets)
-    inflight = settings.max_inflight or default_max_inflight(settings.scope)
-    transport_settings = TransportSettings(
-        base_url=settings.base_url,
-        connect_timeout_s=settings.connect_timeout_s,
-        first_byte_timeout_s=settings.first_byte_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-        write_timeout_s=settings.write_timeout_s,
-        pool_timeout_s=settings.pool_timeout_s,
-        total_timeout_s=settings.total_timeout_s,
-        max_retries=settings.max_retries,
-        max_body_bytes=settings.max_body_bytes,
-        max_event_bytes=settings.max_event_bytes,
-        max_decompressed_bytes=settings.max_decompressed_bytes,
-        backoff_initial_s=settings.backoff_initial_s,
-        max_inflight=inflight,
-        verify=settings.tls.ca_bundle or settings.tls.verify,
-        cert=settings.tls.cert,
-    )
+    tokens = _token_cache(spec, auth_client, now, secrets)
     api_client = pooled_client(
-        transport_settings,
+        spec.transport,
         tls=context,
         auth=BearerAuth(tokens) if tokens is not None else None,
     )
-    transport = HttpTransport(name, transport_settings, client=api_client)
+    transport = HttpTransport(spec.name, spec.transport, client=api_client)
 
     async def close() -> None:
         await api_client.aclose()
@@ -136,32 +106,34 @@ def create_gigachat_provider(
 
     return GigaChatProvider(
         transport,
-        auth_mode=settings.auth_mode,
-        byok=byok,
-        static_models=settings.models,
-        name=name,
+        auth_mode=spec.auth_mode,
+        byok=spec.byok,
+        static_models=spec.static_models,
+        name=spec.name,
+        setting_names=spec.setting_names,
         on_close=close,
     )
 
 
 def _token_cache(
-    settings: GigaChatSettings,
+    spec: GigaChatSpec,
     client: httpx.AsyncClient,
     now: Callable[[], float],
     secrets: SecretRegistry | None,
 ) -> TokenCache | None:
     source: TokenSource
-    mode = settings.auth_mode
+    mode = spec.auth_mode
+    names = spec.setting_names
     if mode == "oauth":
-        assert settings.auth_key is not None
-        source = OAuthSource(client, settings.oauth_url, settings.auth_key, settings.scope)
+        assert spec.auth_key is not None
+        source = OAuthSource(client, spec.oauth_url, spec.auth_key, spec.scope, names=names)
     elif mode == "password":
-        assert settings.user is not None and settings.password is not None
-        url = settings.base_url.rstrip("/") + "/token"
-        source = PasswordSource(client, url, settings.user, settings.password)
+        assert spec.user is not None and spec.password is not None
+        url = spec.transport.base_url.rstrip("/") + "/token"
+        source = PasswordSource(client, url, spec.user, spec.password, names=names)
     elif mode == "token":
-        assert settings.access_token is not None
-        source = StaticToken(settings.access_token)
+        assert spec.access_token is not None
+        source = StaticToken(spec.access_token)
     else:
         return None
     return TokenCache(source, now=now, on_token=secrets.add if secrets is not None else None)

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from xrouter.adapters.providers.gigachat.auth import CA_HINT
+from xrouter.adapters.providers.gigachat.auth import ca_hint
 from xrouter.adapters.providers.gigachat.chat_parser import StreamParser, parse_completion
 from xrouter.adapters.providers.gigachat.chat_protocol import build_payload
 from xrouter.adapters.providers.transport import HttpTransport
+from xrouter.adapters.providers.transport_settings import SettingNames, field_names
 from xrouter.adapters.providers.upstream_errors import map_stream_error
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import GatewayError, ProviderError, Unauthorized
@@ -34,14 +35,16 @@ AuthMode = Literal["oauth", "password", "token", "byok"]
 """Where the gateway's own GigaChat token comes from; `byok`: it has none."""
 CHAT_PATH = "/chat/completions"
 _FIX_BY_MODE: dict[str, str] = {
-    "oauth": "Check XR_GIGACHAT_AUTH_KEY and XR_GIGACHAT_SCOPE.",
-    "password": "Check XR_GIGACHAT_USER and XR_GIGACHAT_PASSWORD.",
+    # {name} is a setting's field, replaced by the operator's name of it
+    "oauth": "Check {auth_key} and {scope}.",
+    "password": "Check {user} and {password}.",
     "token": (
-        "XR_GIGACHAT_ACCESS_TOKEN was refused: such a token lives 30 minutes and is never "
-        "refreshed by the gateway. Set XR_GIGACHAT_AUTH_KEY to have tokens fetched and renewed."
+        "{access_token} was refused: such a token lives 30 minutes and is never "
+        "refreshed by the gateway. Set {auth_key} to have tokens fetched and renewed."
     ),
     "byok": "The gateway has no GigaChat credentials of its own (BYOK mode).",
 }
+_CREDENTIAL_FIELDS = ("auth_key", "scope", "user", "password", "access_token")
 
 
 class _Model(msgspec.Struct):
@@ -65,10 +68,12 @@ class GigaChatProvider:
         byok: bool = False,
         static_models: Sequence[str] = (),
         name: str = "gigachat",
+        setting_names: SettingNames = field_names,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """`transport`'s client must carry the GigaChat auth flow unless `auth_mode` is byok;
-        `on_close` releases what the transport does not own (its client, the OAuth client)."""
+        `setting_names` names the settings messages point at; `on_close` releases what the
+        transport does not own (its client, the OAuth client)."""
         self._name = name
         self._transport = transport
         self._auth_mode: AuthMode = auth_mode
@@ -77,7 +82,8 @@ class GigaChatProvider:
             ModelInfo(id=f"{name}/{model}", owned_by=name) for model in static_models
         ]
         self._on_close = on_close
-        self._map_error = functools.partial(map_stream_error, name)
+        self._names = setting_names
+        self._map_error = functools.partial(map_stream_error, name, setting_names=setting_names)
         self._encoder = msgspec.json.Encoder()
 
     @property
@@ -103,8 +109,8 @@ class GigaChatProvider:
         if self._auth_mode == "byok":
             raise ProviderError(
                 f"{self._name} model discovery needs the gateway's own credentials "
-                "(XR_GIGACHAT_AUTH_KEY); in BYOK mode without them, list models in "
-                "XR_GIGACHAT_MODELS."
+                f"({self._names('auth_key')}); in BYOK mode without them, list models in "
+                f"{self._names('models')}."
             )
         try:
             raw: Any = await self._transport.get_json("/models", {})
@@ -181,7 +187,7 @@ class GigaChatProvider:
         if "CERTIFICATE_VERIFY_FAILED" in error.message:
             return ProviderError(
                 f"{error.message.rstrip('.')}. The TLS certificate of the GigaChat API could "
-                f"not be verified. {CA_HINT}",
+                f"not be verified. {ca_hint(self._names)}",
                 code="upstream_tls_failed",
             )
         if error.code == "upstream_auth_failed" and error.upstream_status in (401, 403):
@@ -191,8 +197,11 @@ class GigaChatProvider:
                 what = "refused the gateway's access token (upstream status 401), a fresh one too"
             else:
                 what = "refused the gateway's access token (upstream status 401)"
+            fix = _FIX_BY_MODE[self._auth_mode].format(
+                **{field: self._names(field) for field in _CREDENTIAL_FIELDS}
+            )
             return ProviderError(
-                f"GigaChat {what}. {_FIX_BY_MODE[self._auth_mode]}",
+                f"GigaChat {what}. {fix}",
                 code="upstream_auth_failed",
             )
         return error

@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass
 
 from xrouter.adapters.providers.tls import client_ssl_context
+from xrouter.adapters.providers.transport_settings import SettingNames, field_names
 
 log = logging.getLogger("xrouter.gigachat.tls")
 
@@ -28,13 +29,15 @@ class TLSSettings:
     """False disables certificate verification: development only."""
 
 
-def ssl_context(settings: TLSSettings) -> ssl.SSLContext:
-    """The context for both GigaChat hosts."""
+def ssl_context(settings: TLSSettings, names: SettingNames = field_names) -> ssl.SSLContext:
+    """The context for both GigaChat hosts; `names` names the settings the warning mentions."""
     if not settings.verify:
         log.warning(
-            "TLS certificate verification is DISABLED for GigaChat (XR_GIGACHAT_VERIFY_SSL="
-            "false): anyone on the network path can read and alter the traffic, credentials "
-            "included. Use it for development only; set XR_GIGACHAT_CA_BUNDLE instead."
+            "TLS certificate verification is DISABLED for GigaChat (%s=false): anyone on the "
+            "network path can read and alter the traffic, credentials included. Use it for "
+            "development only; set %s instead.",
+            names("verify_ssl"),
+            names("ca_bundle"),
         )
     return client_ssl_context(
         verify=(settings.ca_bundle or True) if settings.verify else False, cert=settings.cert

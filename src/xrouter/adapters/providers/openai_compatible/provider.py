@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import msgspec
 
@@ -30,6 +30,7 @@ from xrouter.adapters.providers.openai_compatible.responses_protocol import (
     build_responses_payload,
     parse_response,
 )
+from xrouter.adapters.providers.provider_spec import Protocol, ProviderSpec
 from xrouter.adapters.providers.transport import HttpTransport, SSEEvent
 from xrouter.adapters.providers.upstream_errors import map_stream_error
 from xrouter.application.ports import GenerationRequest
@@ -38,8 +39,6 @@ from xrouter.domain.models import ModelInfo
 from xrouter.domain.provider_events import ProviderEvent
 
 log = logging.getLogger(__name__)
-
-Protocol = Literal["chat", "responses"]
 
 
 class _Model(msgspec.Struct):
@@ -57,29 +56,30 @@ class OpenAICompatibleProvider:
 
     def __init__(
         self,
-        name: str,
-        transport: HttpTransport,
+        spec: ProviderSpec,
         *,
-        api_key: str | None,
-        protocol: Protocol = "chat",
-        byok: bool = False,
+        transport: HttpTransport | None = None,
         extra_headers: Mapping[str, str] | None = None,
-        static_models: Sequence[str] = (),
         dialect: ChatDialect | None = None,
     ) -> None:
-        if protocol not in ("chat", "responses"):
-            raise ValueError(f"protocol must be 'chat' or 'responses', not {protocol!r}")
+        """`transport` replaces the one built from `spec.transport` (tests); `extra_headers`
+        go on every call (a flavour's attribution headers)."""
+        if spec.protocol not in ("chat", "responses"):
+            raise ValueError(f"protocol must be 'chat' or 'responses', not {spec.protocol!r}")
+        name = spec.name
         self._name = name
-        self._transport = transport
-        self._api_key = api_key
-        self._protocol: Protocol = protocol
-        self._byok = byok
+        self._transport = transport or HttpTransport(name, spec.transport)
+        self._api_key = spec.api_key
+        self._protocol: Protocol = spec.protocol
+        self._byok = spec.byok
         self._extra_headers = dict(extra_headers or {})
         self._static_models = [
-            ModelInfo(id=f"{name}/{model}", owned_by=name) for model in static_models
+            ModelInfo(id=f"{name}/{model}", owned_by=name) for model in spec.static_models
         ]
         self._dialect = dialect or ChatDialect()
-        self._map_error: ErrorMapper = functools.partial(map_stream_error, name)
+        self._map_error: ErrorMapper = functools.partial(
+            map_stream_error, name, setting_names=spec.setting_names
+        )
         self._encoder = msgspec.json.Encoder()
 
     @property
