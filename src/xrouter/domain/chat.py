@@ -6,14 +6,12 @@ providers whose upstream speaks chat. Unknown fields are ignored on decode.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
 from xrouter.domain.events import ErrorBody
-
-JSONObject = dict[str, Any]
-
+from xrouter.domain.responses import JSONObject
 
 # --- request --------------------------------------------------------------------------------
 

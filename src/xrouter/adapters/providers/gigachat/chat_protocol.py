@@ -35,9 +35,7 @@ import msgspec
 from xrouter.adapters.providers.gigachat.call_ids import state_id_of
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import InvalidRequest
-from xrouter.domain.responses import InputItem, ResponseRequest, ToolSpec
-
-JSONObject = dict[str, Any]
+from xrouter.domain.responses import InputItem, JSONObject, ResponseRequest, ToolSpec
 
 PASSTHROUGH_KEYS = ("repetition_penalty", "update_interval", "profanity_check")
 """Client options (Chat Completions extras) GigaChat understands and receives as sent."""

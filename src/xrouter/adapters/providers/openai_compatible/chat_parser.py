@@ -32,11 +32,10 @@ from xrouter.domain.provider_events import (
     ToolCallDelta,
     UsageReport,
 )
-from xrouter.domain.responses import InputTokensDetails, OutputTokensDetails, Usage
+from xrouter.domain.responses import InputTokensDetails, JSONObject, OutputTokensDetails, Usage
 
 log = logging.getLogger(__name__)
 
-JSONObject = dict[str, Any]
 ErrorMapper = Callable[[Any], GatewayError]
 """Turns an upstream error object found inside a 200 into the canonical error to raise."""
 
