@@ -4,6 +4,7 @@ holding the event loop (issue 9, item 1: a 200 MB text aborted the process insid
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from typing import Any
@@ -122,9 +123,13 @@ def test_the_limit_is_a_setting_that_refuses_nonsense() -> None:
         TiktokenCounter(max_chars=0)
 
 
-def test_the_gateway_counts_usage_with_the_configured_limit(serve_with: Any) -> None:
+def test_the_gateway_counts_usage_with_the_configured_limit(
+    serve_with: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """XR_TOKENIZER_MAX_CHARS reaches the counter the gateway uses: English first, CJK after
-    the limit, so the estimate (at the English ratio) is far below the exact count."""
+    the limit, so the estimate (at the English ratio) is far below the exact count; the log
+    line saying so names the setting as the operator sets it."""
+    caplog.set_level(logging.INFO, logger="xrouter.adapters.tokenizers.tiktoken_counter")
     server = serve_with(tokenizer_max_chars=100)
     prompt = "word " * 20 + "漢" * 2000
     counter = TiktokenCounter()
@@ -138,3 +143,5 @@ def test_the_gateway_counts_usage_with_the_configured_limit(serve_with: Any) -> 
     usage = reply.json()["usage"]
     assert usage["input_tokens"] == estimate
     assert usage["input_tokens"] < _exact(counter, prompt)
+    estimated = [r.getMessage() for r in caplog.records if "estimated" in r.getMessage()]
+    assert estimated and all("(limit XR_TOKENIZER_MAX_CHARS)" in line for line in estimated)
