@@ -647,6 +647,23 @@ def rsp_event(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields})
 
 
+def test_usage_without_total_or_details_is_summed_with_zero_details_in_both_protocols() -> None:
+    chat = {
+        "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 3},
+    }
+    response = {
+        "status": "completed",
+        "output": [],
+        "usage": {"input_tokens": 4, "output_tokens": 3, "input_tokens_details": None},
+    }
+    from_chat = parse_completion(json.dumps(chat).encode(), provider="up", map_error=mapper)
+    from_responses = parse_response(json.dumps(response).encode(), provider="up", map_error=mapper)
+    expected = UsageReport(Usage(input_tokens=4, output_tokens=3, total_tokens=7))
+    assert expected in from_chat
+    assert expected in from_responses
+
+
 RESPONSES_USAGE = {
     "input_tokens": 10,
     "output_tokens": 6,

@@ -30,6 +30,7 @@ from msgspec import Struct
 
 from xrouter.adapters.providers.gigachat.call_ids import new_call_id
 from xrouter.adapters.providers.malformed import malformed_answer
+from xrouter.adapters.providers.usage import InputTokenDetails, canonical_usage
 from xrouter.domain.errors import GatewayError, ProviderError
 from xrouter.domain.provider_events import (
     Finish,
@@ -40,7 +41,7 @@ from xrouter.domain.provider_events import (
     ToolCallDelta,
     UsageReport,
 )
-from xrouter.domain.responses import InputTokensDetails, Usage
+from xrouter.domain.responses import Usage
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,11 @@ def _raise_error(answer: _Answer, map_error: ErrorMapper) -> None:
 
 
 def usage_of(usage: _Usage) -> Usage:
-    return Usage(
-        input_tokens=usage.prompt_tokens,
-        output_tokens=usage.completion_tokens,
-        total_tokens=usage.prompt_tokens + usage.completion_tokens,
-        input_tokens_details=InputTokensDetails(cached_tokens=usage.precached_prompt_tokens or 0),
+    # Not `total_tokens`: GigaChat's is its billable count (cached input subtracted).
+    return canonical_usage(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        input_details=InputTokenDetails(cached_tokens=usage.precached_prompt_tokens),
     )
 
 

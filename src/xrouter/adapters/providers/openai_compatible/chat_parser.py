@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Struct
 
 from xrouter.adapters.providers.malformed import malformed_answer
+from xrouter.adapters.providers.usage import InputTokenDetails, OutputTokenDetails, canonical_usage
 from xrouter.domain.errors import GatewayError, ProviderError
 from xrouter.domain.provider_events import (
     Finish,
@@ -32,7 +33,7 @@ from xrouter.domain.provider_events import (
     ToolCallDelta,
     UsageReport,
 )
-from xrouter.domain.responses import InputTokensDetails, JSONObject, OutputTokensDetails, Usage
+from xrouter.domain.responses import JSONObject, Usage
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +71,12 @@ class _Choice(Struct):
     error: Any = None
 
 
-class _PromptDetails(Struct):
-    cached_tokens: int | None = None
-    cache_write_tokens: int | None = None
-
-
-class _CompletionDetails(Struct):
-    reasoning_tokens: int | None = None
-
-
 class _Usage(Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int | None = None
-    prompt_tokens_details: _PromptDetails | None = None
-    completion_tokens_details: _CompletionDetails | None = None
+    prompt_tokens_details: InputTokenDetails | None = None
+    completion_tokens_details: OutputTokenDetails | None = None
     cost: float | None = None  # OpenRouter: credits spent on this call
 
 
@@ -136,20 +128,12 @@ def _decode_body(body: bytes, provider: str, content_type: str | None) -> _Compl
 
 
 def _usage(usage: _Usage) -> Usage:
-    prompt = usage.prompt_tokens_details or _PromptDetails()
-    completion = usage.completion_tokens_details or _CompletionDetails()
-    total = usage.total_tokens
-    return Usage(
-        input_tokens=usage.prompt_tokens,
-        output_tokens=usage.completion_tokens,
-        total_tokens=total if total is not None else usage.prompt_tokens + usage.completion_tokens,
-        input_tokens_details=InputTokensDetails(
-            cached_tokens=prompt.cached_tokens or 0,
-            cache_write_tokens=prompt.cache_write_tokens or 0,
-        ),
-        output_tokens_details=OutputTokensDetails(
-            reasoning_tokens=completion.reasoning_tokens or 0
-        ),
+    return canonical_usage(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        input_details=usage.prompt_tokens_details,
+        output_details=usage.completion_tokens_details,
     )
 
 

@@ -21,6 +21,7 @@ from msgspec import Struct, structs
 
 from xrouter.adapters.providers.malformed import malformed_answer
 from xrouter.adapters.providers.openai_compatible.chat_parser import ErrorMapper
+from xrouter.adapters.providers.usage import InputTokenDetails, OutputTokenDetails, canonical_usage
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import ProviderError
 from xrouter.domain.provider_events import (
@@ -33,13 +34,7 @@ from xrouter.domain.provider_events import (
     ToolCallDelta,
     UsageReport,
 )
-from xrouter.domain.responses import (
-    InputItem,
-    InputTokensDetails,
-    JSONObject,
-    OutputTokensDetails,
-    Usage,
-)
+from xrouter.domain.responses import InputItem, JSONObject, Usage
 
 # Chat-only client options (from the Chat Completions adapter): the Responses API has no
 # such fields and OpenAI rejects unknown ones.
@@ -120,21 +115,12 @@ def _input_item(item: InputItem) -> JSONObject | None:
 # --- upstream wire shapes ---------------------------------------------------------------------
 
 
-class _InputDetails(Struct):
-    cached_tokens: int | None = None
-    cache_write_tokens: int | None = None
-
-
-class _OutputDetails(Struct):
-    reasoning_tokens: int | None = None
-
-
 class _Usage(Struct):
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int | None = None
-    input_tokens_details: _InputDetails | None = None
-    output_tokens_details: _OutputDetails | None = None
+    input_tokens_details: InputTokenDetails | None = None
+    output_tokens_details: OutputTokenDetails | None = None
 
 
 class _Part(Struct):
@@ -183,17 +169,12 @@ _response_decoder = msgspec.json.Decoder(_Response)
 
 
 def _usage(usage: _Usage) -> Usage:
-    inp = usage.input_tokens_details or _InputDetails()
-    out = usage.output_tokens_details or _OutputDetails()
-    total = usage.total_tokens
-    return Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        total_tokens=total if total is not None else usage.input_tokens + usage.output_tokens,
-        input_tokens_details=InputTokensDetails(
-            cached_tokens=inp.cached_tokens or 0, cache_write_tokens=inp.cache_write_tokens or 0
-        ),
-        output_tokens_details=OutputTokensDetails(reasoning_tokens=out.reasoning_tokens or 0),
+    return canonical_usage(
+        usage.input_tokens,
+        usage.output_tokens,
+        total_tokens=usage.total_tokens,
+        input_details=usage.input_tokens_details,
+        output_details=usage.output_tokens_details,
     )
 
 
