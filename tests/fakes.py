@@ -22,6 +22,7 @@ from xrouter.domain.models import ModelInfo
 from xrouter.domain.provider_events import ProviderEvent
 from xrouter.domain.responses import InputItem
 from xrouter.domain.secrets import SecretMasker
+from xrouter.entrypoints.config import env_name
 
 
 class FixedClock:
@@ -162,7 +163,7 @@ def build_harness(
         ids=SequentialIds(),
         lifecycle_listener=listener,
         usage_sink=usage,
-        settings=EngineSettings(**settings),  # type: ignore[arg-type]
+        settings=EngineSettings(**{"setting_names": env_name, **settings}),  # type: ignore[arg-type]
         masker=masker,
     )
     get = GetResponse(store, engine.running)

@@ -7,11 +7,15 @@ from xrouter.domain.errors import Overloaded, ServerShuttingDown
 
 
 class Admission:
-    __slots__ = ("_max_inflight", "_retry_after_s", "closing", "inflight")
+    __slots__ = ("_max_inflight", "_retry_after_s", "_setting", "closing", "inflight")
 
-    def __init__(self, max_inflight: int, retry_after_s: float) -> None:
+    def __init__(
+        self, max_inflight: int, retry_after_s: float, *, max_inflight_setting: str
+    ) -> None:
+        """`max_inflight_setting`: the operator's name of the limit, for the 429's message."""
         self._max_inflight = max_inflight
         self._retry_after_s = retry_after_s
+        self._setting = max_inflight_setting
         self.inflight = 0
         self.closing = False
 
@@ -26,7 +30,7 @@ class Admission:
         if self.inflight >= self._max_inflight:
             raise Overloaded(
                 f"The gateway is handling {self.inflight} requests, its configured limit "
-                "(XR_MAX_INFLIGHT). Retry after a short wait.",
+                f"({self._setting}). Retry after a short wait.",
                 retry_after=self._retry_after_s,
             )
         self.inflight += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
@@ -54,6 +54,10 @@ STOP_GRACE_S = 2.0
 hand it to their clients before they are cancelled outright."""
 
 
+def _field_name(name: str) -> str:
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     max_inflight: int = 256
@@ -63,6 +67,11 @@ class EngineSettings:
     """Total deadline of one generation, streamed or not, client present or gone (504)."""
     stream_buffer: int = 64
     """Batches of events queued between generation and a slow client: backpressure bound."""
+    setting_names: Callable[[str], str] = _field_name
+    """The operator's name of a gateway setting, from its field ("max_inflight"), for the
+    messages that say which setting to change. How settings are spelled is the
+    configuration's business: the composition root gives its names; unset, a field is named
+    as it is."""
 
 
 _NO_CONTEXT = CallContext()
@@ -95,7 +104,11 @@ class ExecutionEngine:
         self._ids = ids
         self._settings = settings
         self._tracer = LifecycleTracer(lifecycle_listener, clock)
-        self._admission = Admission(settings.max_inflight, settings.overload_retry_after_s)
+        self._admission = Admission(
+            settings.max_inflight,
+            settings.overload_retry_after_s,
+            max_inflight_setting=settings.setting_names("max_inflight"),
+        )
         self._history = ConversationHistory(store)
         self._pump = Pump(
             counter=counter,
@@ -104,6 +117,7 @@ class ExecutionEngine:
             recorder=Recorder(store, usage_sink, ids, self._tracer),
             masker=masker or SecretMasker.empty(),
             generation_timeout_s=settings.generation_timeout_s,
+            generation_timeout_setting=settings.setting_names("generation_timeout_s"),
         )
         self.running = RunningGenerations()
         """The generations running now; `GetResponse.delete` marks deleted ones here."""
@@ -290,7 +304,8 @@ class ExecutionEngine:
             generation.stop(
                 ServerShuttingDown(
                     f"The gateway shut down during generation, after waiting {grace_s:g} s "
-                    "for it (XR_SHUTDOWN_GRACE_S). Retry the request."
+                    f"for it ({self._settings.setting_names('shutdown_grace_s')}). "
+                    "Retry the request."
                 )
             )
         _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_S)

@@ -1,9 +1,10 @@
 """The generation task: provider deltas -> `ResponseBuilder` -> the client, to done | failed.
 
 Runs in its own task (a client that leaves during generate does not stop it), under one total
-deadline (`generation_timeout_s`, XR_GENERATION_TIMEOUT_S). Timeouts of one upstream call
-(connect, first byte, idle, total) are the transport's: a `ProviderTimeout` a provider raises
-keeps its own message, and no other exception of a provider is turned into a timeout.
+deadline (`generation_timeout_s`, named in messages as the operator sets it). Timeouts of one
+upstream call (connect, first byte, idle, total) are the transport's: a `ProviderTimeout` a
+provider raises keeps its own message, and no other exception of a provider is turned into a
+timeout.
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ class Pump:
         recorder: Recorder,
         masker: SecretMasker,
         generation_timeout_s: float,
+        generation_timeout_setting: str,
     ) -> None:
+        """`generation_timeout_setting`: the operator's name of the deadline, for the messages
+        and log lines that mention it."""
         self._counter = counter
         self._clock = clock
         self._tracer = tracer
         self._recorder = recorder
         self._masker = masker
         self._timeout_s = generation_timeout_s
+        self._timeout_setting = generation_timeout_setting
 
     async def run(self, generation: Generation) -> None:
         """The whole of generate. Never raises but for a cancellation it did not ask for."""
@@ -83,7 +88,7 @@ class Pump:
                 raise  # a provider's own TimeoutError: unexpected, not the deadline
             raise ProviderTimeout(
                 f"The generation ran for {self._timeout_s:g} s, the longest this gateway "
-                "allows (XR_GENERATION_TIMEOUT_S), and was stopped. Ask for a shorter answer "
+                f"allows ({self._timeout_setting}), and was stopped. Ask for a shorter answer "
                 "(max_output_tokens) or raise the limit."
             ) from None
         finally:
@@ -189,9 +194,10 @@ class Pump:
         generation.detached_ns = self._clock.monotonic_ns()
         log.info(
             "response %s: client left during generate; generation continues "
-            "(at most %g s in all, XR_GENERATION_TIMEOUT_S)",
+            "(at most %g s in all, %s)",
             generation.response_id,
             self._timeout_s,
+            self._timeout_setting,
         )
 
     async def _usage(self, generation: Generation) -> Usage:

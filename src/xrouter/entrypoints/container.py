@@ -80,6 +80,7 @@ class Container(containers.DeclarativeContainer):
         EngineSettings,
         max_inflight=settings.provided.max_inflight,
         generation_timeout_s=settings.provided.generation_timeout_s,
+        setting_names=env_name,
     )
     engine = providers.Singleton(
         ExecutionEngine,
