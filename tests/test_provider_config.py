@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dependency_injector import providers
 
+from tests.conftest import make_container
+from tests.upstreams import FakeUpstream, Reply
 from xrouter.entrypoints.config import ConfigError
-from xrouter.entrypoints.provider_config import load_gateway_config, provider_fields
+from xrouter.entrypoints.provider_config import (
+    load_gateway_config,
+    provider_fields,
+    provider_spec,
+)
 
 DOCS = Path(__file__).parent.parent / "docs" / "providers.md"
 
@@ -148,3 +156,75 @@ def test_keys_never_show_in_a_repr() -> None:
     config = load_gateway_config({"XR_OPENAI_API_KEY": "sk-very-secret"}, None, byok=False)
     text = repr(config)
     assert "sk-very-secret" not in text and "api_key=***" in text
+
+
+def test_the_spec_carries_every_setting_and_names_them_as_the_environment_does(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "xrouter.toml"
+    path.write_text(
+        "[providers.my-llm]\n"
+        'base_url = "http://127.0.0.1:9000/v1"\n'
+        'protocol = "responses"\n'
+        'models = ["a", "b"]\n'
+        "pool_timeout_s = 3\n"
+        "max_event_bytes = 1000\n"
+    )
+    config = load_gateway_config(
+        {"XR_MY_LLM_API_KEY": "sk-secret-spec", "XR_MY_LLM_MAX_INFLIGHT": "5"},
+        str(path),
+        byok=True,
+    )
+    spec = provider_spec(config.providers[0], byok=True)
+    assert (spec.name, spec.api_key, spec.protocol, spec.byok) == (
+        "my-llm",
+        "sk-secret-spec",
+        "responses",
+        True,
+    )
+    assert spec.static_models == ("a", "b")
+    transport = spec.transport
+    assert transport.base_url == "http://127.0.0.1:9000/v1"
+    assert (transport.pool_timeout_s, transport.max_event_bytes) == (3.0, 1000)
+    assert transport.max_inflight == 5
+    assert transport.setting_names("max_inflight") == "XR_MY_LLM_MAX_INFLIGHT"
+    assert "sk-secret-spec" not in repr(spec)
+
+
+def test_openrouter_configured_by_environment_end_to_end(
+    serve_with: Any, fake_upstream: FakeUpstream
+) -> None:
+    """The composition root builds OpenRouter from XR_OPENROUTER_*: its attribution headers
+    and key reach the upstream, its static models are listed, and a refused key names the
+    variable to check."""
+    container = make_container(discovery=False)
+    container.environ.override(
+        providers.Object(
+            {
+                "XR_OPENROUTER_BASE_URL": fake_upstream.base_url,
+                "XR_OPENROUTER_API_KEY": "sk-or-configured",
+                "XR_OPENROUTER_TITLE": "My App",
+                "XR_OPENROUTER_REFERER": "https://app.example",
+                "XR_OPENROUTER_MODELS": "listed/model",
+                "XR_OPENROUTER_MAX_RETRIES": "0",
+            }
+        )
+    )
+    chat = "/v1/chat/completions"
+    fake_upstream.script(chat, Reply.error(401, "Invalid key"))  # then the default echo
+    server = serve_with(container=container)
+    body = {"model": "openrouter/some/model", "input": "hi", "max_output_tokens": 20}
+    with server.client() as client:
+        models = {m["id"] for m in client.get("/v1/models").json()["data"]}
+        refused = client.post("/v1/responses", json=body)
+        ok = client.post("/v1/responses", json=body)
+
+    assert "openrouter/listed/model" in models
+    assert ok.status_code == 200, ok.text
+    sent = fake_upstream.requests(chat)[-1]
+    assert sent.headers["authorization"] == "Bearer sk-or-configured"
+    assert sent.headers["x-openrouter-title"] == "My App"
+    assert sent.headers["http-referer"] == "https://app.example"
+    assert sent.json["max_tokens"] == 20  # OpenRouter's dialect, not max_completion_tokens
+    assert refused.status_code == 502
+    assert "XR_OPENROUTER_API_KEY" in refused.json()["error"]["message"]
