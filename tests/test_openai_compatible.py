@@ -1403,6 +1403,42 @@ def test_chat_client_over_responses_upstream_with_parallel_calls(
     ]  # fmt: skip
 
 
+def test_responses_upstream_gets_the_same_body_from_a_chat_client_with_chat_only_options(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    """Chat-only options (domain/passthrough.py) never reach a Responses upstream: OpenAI
+    rejects unknown fields, and OpenRouter's chat `reasoning` object would replace the
+    canonical `reasoning`. The routing extensions both APIs have do reach it."""
+    server = gateway(serve_with, upstream, protocol="responses")
+    extensions = {"provider": {"order": ["anthropic"]}, "transforms": ["middle-out"]}
+    chat_only = {
+        "stop": ["END"],
+        "seed": 7,
+        "top_k": 40,
+        "reasoning": {"max_tokens": 99},
+        "web_search_options": {},
+        "include_reasoning": True,
+        "min_p": 0.1,
+    }
+    with server.client() as client:
+        via_chat = client.post(
+            CHAT_PATH,
+            json={"model": "up/gpt-test", "messages": [{"role": "user", "content": "hi"}],
+                  "reasoning_effort": "low", **chat_only, **extensions},
+        )  # fmt: skip
+        via_responses = client.post(
+            RESPONSES_PATH,
+            json={"model": "up/gpt-test", "input": [{"role": "user", "content": "hi"}],
+                  "reasoning": {"effort": "low"}, "store": False, **extensions},
+        )  # fmt: skip
+    assert via_chat.status_code == via_responses.status_code == 200, via_chat.text
+    from_chat, from_responses = upstream_bodies(upstream, RESPONSES_PATH)
+    assert from_chat == from_responses
+    assert from_chat["reasoning"] == {"effort": "low"}
+    assert from_chat["provider"] == {"order": ["anthropic"]}
+    assert not (set(chat_only) - {"reasoning"}) & set(from_chat)
+
+
 # --- a malformed answer is a failure, never a completed response (issue 9, item 2) --------------
 
 HTML_PAGE = b"<html><title>502</title><body>Bad gateway, key sk-leaked-in-page</body></html>"

@@ -3,7 +3,8 @@
 Requests map losslessly to `ResponseRequest` (system and developer messages stay messages, in
 order, so one conversation reaches the provider identically whichever API it came through).
 What the canonical request cannot express is either passed through to providers (`stop`,
-`seed`, `logit_bias`, `logprobs`) or refused with a 400 naming the field (`n` > 1, audio).
+`seed`, OpenRouter's extensions...: the list is `domain/passthrough.py`) or refused with a 400
+naming the field (`n` > 1, audio).
 Responses map back: the final `Response` to a `chat.completion`, stream events to
 `chat.completion.chunk`s.
 """
@@ -31,6 +32,7 @@ from xrouter.domain.chat import (
     PromptTokensDetails,
 )
 from xrouter.domain.errors import InvalidRequest
+from xrouter.domain.passthrough import CHAT_PASSTHROUGH, options_set
 from xrouter.domain.responses import (
     FunctionCallItem,
     InputItem,
@@ -44,28 +46,6 @@ from xrouter.domain.responses import (
     TextConfig,
     ToolSpec,
     Usage,
-)
-
-PASSTHROUGH_FIELDS = (
-    "stop",
-    "seed",
-    "logit_bias",
-    "logprobs",
-    "web_search_options",
-    # OpenRouter extensions (docs/providers.md)
-    "provider",
-    "models",
-    "route",
-    "reasoning",
-    "include_reasoning",
-    "transforms",
-    "plugins",
-    "top_k",
-    "repetition_penalty",
-    "min_p",
-    "top_a",
-    "prediction",
-    "debug",
 )
 
 # --- request ------------------------------------------------------------------------------------
@@ -94,9 +74,7 @@ def to_canonical(chat: ChatRequest) -> tuple[ResponseRequest, dict[str, Any]]:
     items: list[InputItem] = []
     for index, message in enumerate(chat.messages):
         items.extend(_message_items(message, f"messages[{index}]"))
-    passthrough = {
-        name: getattr(chat, name) for name in PASSTHROUGH_FIELDS if getattr(chat, name) is not None
-    }
+    passthrough = options_set(chat, CHAT_PASSTHROUGH)
     text = None
     if chat.response_format is not None or chat.verbosity is not None:
         text = TextConfig(

@@ -94,7 +94,7 @@ class ChatRequest(Struct, kw_only=True, omit_defaults=True):
     audio: JSONObject | None = None
     web_search_options: JSONObject | None = None
     # Options only some upstreams understand (OpenRouter's routing, fallbacks, sampling
-    # extras): passed through untouched to the provider.
+    # extras): passed through untouched to the provider (domain/passthrough.py).
     provider: JSONObject | None = None
     models: list[str] | None = None
     route: str | None = None

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
+from xrouter.domain.passthrough import RESPONSES_PASSTHROUGH, options_set
+
 JSONObject = dict[str, Any]
 
 # --- request -------------------------------------------------------------------------------
@@ -108,7 +110,7 @@ class ResponseRequest(Struct, kw_only=True):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     service_tier: str | None = None
-    # OpenRouter extensions, passed through to providers that understand them.
+    # OpenRouter extensions (domain/passthrough.py), passed through to providers.
     provider: JSONObject | None = None
     models: list[str] | None = None
     transforms: list[str] | None = None
@@ -116,13 +118,7 @@ class ResponseRequest(Struct, kw_only=True):
 
     def passthrough(self) -> JSONObject:
         """The extension options the client sent, for `GenerationRequest.passthrough`."""
-        options = {
-            "provider": self.provider,
-            "models": self.models,
-            "transforms": self.transforms,
-            "plugins": self.plugins,
-        }
-        return {key: value for key, value in options.items() if value is not None}
+        return options_set(self, RESPONSES_PASSTHROUGH)
 
 
 # --- output items ---------------------------------------------------------------------------

@@ -35,10 +35,32 @@ import msgspec
 from xrouter.adapters.providers.gigachat.call_ids import state_id_of
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import InvalidRequest
+from xrouter.domain.passthrough import forwarded
 from xrouter.domain.responses import InputItem, JSONObject, ResponseRequest, ToolSpec
 
-PASSTHROUGH_KEYS = ("repetition_penalty", "update_interval", "profanity_check")
-"""Client options (Chat Completions extras) GigaChat understands and receives as sent."""
+FORWARDED_OPTIONS = ("repetition_penalty",)
+"""The passthrough options (domain/passthrough.py) GigaChat has: sent as the client sent them."""
+DROPPED_OPTIONS = (
+    "stop",
+    "seed",
+    "logit_bias",
+    "logprobs",
+    "web_search_options",
+    # OpenRouter's extensions
+    "provider",
+    "models",
+    "transforms",
+    "plugins",
+    "route",
+    "reasoning",
+    "include_reasoning",
+    "top_k",
+    "min_p",
+    "top_a",
+    "prediction",
+    "debug",
+)
+"""The passthrough options GigaChat has no equivalent for: not sent (docs/gigachat.md)."""
 MIN_TEMPERATURE = 0.001
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 _encoder = msgspec.json.Encoder()
@@ -53,9 +75,7 @@ def build_payload(call: GenerationRequest, *, stream: bool) -> JSONObject:
     }
     payload.update(function_options(request))
     payload.update(_sampling_options(request))
-    for key in PASSTHROUGH_KEYS:
-        if call.passthrough.get(key) is not None:
-            payload[key] = call.passthrough[key]
+    payload.update(forwarded(call.passthrough, FORWARDED_OPTIONS))
     if stream:
         payload["stream"] = True
     return payload

@@ -23,10 +23,13 @@ import msgspec
 
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import InvalidRequest
+from xrouter.domain.passthrough import CHAT_PASSTHROUGH, forwarded
 from xrouter.domain.responses import InputItem, JSONObject, ResponseRequest
 
-# Keys the protocol owns: client passthrough never overrides them.
-RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
+FORWARDED_OPTIONS = CHAT_PASSTHROUGH
+"""The passthrough options (domain/passthrough.py) a chat upstream is sent: all of them, as
+they are Chat Completions fields. None is a field the protocol sets itself (`model`,
+`messages`, `stream`), so a client option cannot override those."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +61,7 @@ def build_chat_payload(
     }
     payload.update(_tool_options(request))
     payload.update(_sampling_options(request, dialect))
-    for key, value in call.passthrough.items():
-        if key not in RESERVED_KEYS:
-            payload[key] = value
+    payload.update(forwarded(call.passthrough, FORWARDED_OPTIONS))
     if stream:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}

@@ -24,6 +24,7 @@ from xrouter.adapters.providers.openai_compatible.chat_parser import ErrorMapper
 from xrouter.adapters.providers.usage import InputTokenDetails, OutputTokenDetails, canonical_usage
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import ProviderError
+from xrouter.domain.passthrough import CHAT_ONLY_PASSTHROUGH, RESPONSES_PASSTHROUGH, forwarded
 from xrouter.domain.provider_events import (
     Finish,
     FinishReason,
@@ -36,10 +37,12 @@ from xrouter.domain.provider_events import (
 )
 from xrouter.domain.responses import InputItem, JSONObject, Usage
 
-# Chat-only client options (from the Chat Completions adapter): the Responses API has no
-# such fields and OpenAI rejects unknown ones.
-CHAT_ONLY_PASSTHROUGH = frozenset({"stop", "seed", "logit_bias", "logprobs"})
-RESERVED_KEYS = frozenset({"model", "input", "stream", "store"})
+FORWARDED_OPTIONS = RESPONSES_PASSTHROUGH
+"""The passthrough options (domain/passthrough.py) a Responses upstream is sent: the ones the
+Responses API has."""
+DROPPED_OPTIONS = CHAT_ONLY_PASSTHROUGH
+"""Chat-only options (a Chat Completions client's): the Responses API has no such fields and
+OpenAI rejects unknown ones, so they are not sent."""
 
 
 def build_responses_payload(call: GenerationRequest, *, stream: bool) -> JSONObject:
@@ -85,9 +88,7 @@ def build_responses_payload(call: GenerationRequest, *, stream: bool) -> JSONObj
         value = getattr(request, key)
         if value is not None:
             payload[key] = value
-    for key, value in call.passthrough.items():
-        if key not in RESERVED_KEYS and key not in CHAT_ONLY_PASSTHROUGH:
-            payload[key] = value
+    payload.update(forwarded(call.passthrough, FORWARDED_OPTIONS))
     return payload
 
 
