@@ -24,7 +24,7 @@ import msgspec
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import InvalidRequest
 from xrouter.domain.passthrough import CHAT_PASSTHROUGH, forwarded
-from xrouter.domain.responses import InputItem, JSONObject, ResponseRequest
+from xrouter.domain.responses import InputItem, JSONObject, ResponseRequest, ToolSpec
 
 FORWARDED_OPTIONS = CHAT_PASSTHROUGH
 """The passthrough options (domain/passthrough.py) a chat upstream is sent: all of them, as
@@ -244,10 +244,7 @@ def _tool_output(output: str | list[JSONObject] | None, param: str) -> str:
 
 def _tool_options(request: ResponseRequest) -> JSONObject:
     tools = [
-        {
-            "type": "function",
-            "function": _function(tool.name, tool.description, tool.parameters, tool.strict),
-        }
+        {"type": "function", "function": function_definition(tool)}
         for tool in request.tools
         if tool.type == "function" and tool.name
     ]
@@ -261,15 +258,15 @@ def _tool_options(request: ResponseRequest) -> JSONObject:
     }
 
 
-def _function(
-    name: str | None, description: str | None, parameters: JSONObject | None, strict: bool | None
-) -> JSONObject:
-    function: JSONObject = {"name": name}
-    if description is not None:
-        function["description"] = description
-    function["parameters"] = parameters if parameters is not None else {"type": "object"}
-    if strict is not None:
-        function["strict"] = strict
+def function_definition(tool: ToolSpec) -> JSONObject:
+    """A function tool as both OpenAI APIs describe it (chat nests it under `function`, the
+    Responses API spreads it into the tool)."""
+    function: JSONObject = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    function["parameters"] = tool.parameters if tool.parameters is not None else {"type": "object"}
+    if tool.strict is not None:  # absent means the upstream's default (true for OpenAI)
+        function["strict"] = tool.strict
     return function
 
 

@@ -21,6 +21,7 @@ from msgspec import Struct, structs
 
 from xrouter.adapters.providers.malformed import malformed_answer
 from xrouter.adapters.providers.openai_compatible.chat_parser import ErrorMapper
+from xrouter.adapters.providers.openai_compatible.chat_protocol import function_definition
 from xrouter.adapters.providers.usage import InputTokenDetails, OutputTokenDetails, canonical_usage
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import ProviderError
@@ -57,7 +58,7 @@ def build_responses_payload(call: GenerationRequest, *, stream: bool) -> JSONObj
     if call.instructions:
         payload["instructions"] = call.instructions
     tools = [
-        _function_tool(tool.name, tool.description, tool.parameters, tool.strict)
+        {"type": "function", **function_definition(tool)}
         for tool in request.tools
         if tool.type == "function" and tool.name
     ]
@@ -90,18 +91,6 @@ def build_responses_payload(call: GenerationRequest, *, stream: bool) -> JSONObj
             payload[key] = value
     payload.update(forwarded(call.passthrough, FORWARDED_OPTIONS))
     return payload
-
-
-def _function_tool(
-    name: str, description: str | None, parameters: JSONObject | None, strict: bool | None
-) -> JSONObject:
-    tool: JSONObject = {"type": "function", "name": name}
-    if description is not None:
-        tool["description"] = description
-    tool["parameters"] = parameters if parameters is not None else {"type": "object"}
-    if strict is not None:  # absent means the upstream's default (true for OpenAI)
-        tool["strict"] = strict
-    return tool
 
 
 def _input_item(item: InputItem) -> JSONObject | None:
