@@ -392,6 +392,20 @@ def test_api_errors_map_to_canonical_errors(
         assert answer.headers["retry-after"] == "3"
 
 
+def test_a_refusal_inside_a_200_names_gigachat_s_own_credential_settings(
+    serve_with: Any, gigachat: GigaChatFake, certificates: Certificates
+) -> None:
+    gigachat.api.script(gigachat.CHAT, Reply.json({"status": 401, "message": "Unauthorized"}))
+    server = gateway(serve_with, gigachat, certificates)
+    with server.client() as client:
+        answer = client.post("/v1/responses", json={"model": MODEL, "input": "x"})
+    assert answer.status_code == 502, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "upstream_auth_failed"
+    assert "XR_GIGACHAT_AUTH_KEY" in error["message"], error["message"]
+    assert "API_KEY" not in error["message"].replace("AUTH_KEY", "")
+
+
 def test_upstream_429_is_retried_by_the_transport(
     serve_with: Any, gigachat: GigaChatFake, certificates: Certificates
 ) -> None:

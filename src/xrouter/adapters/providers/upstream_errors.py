@@ -155,9 +155,11 @@ def map_stream_error(
     """
     detail = _from_error_object(error)
     if detail.status_code is not None:
-        return _for_status(
+        mapped = _for_status(
             provider, detail.status_code, detail, None, byok=False, names=setting_names
         )
+        mapped.upstream_status = detail.status_code  # reported in-band, but the upstream's own
+        return mapped
     text = _with_provider(provider, detail.message, "failed while streaming and gave no message")
     code = (detail.code or detail.error_type or detail.kind or "").lower()
     if code in {"rate_limit_exceeded", "rate_limited", "too_many_requests"}:

@@ -190,6 +190,8 @@ class GigaChatProvider:
                 f"not be verified. {ca_hint(self._names)}",
                 code="upstream_tls_failed",
             )
+        # A refusal in the status line or inside a 200 (`{status: 401}`), both with the
+        # upstream's status: the fix is GigaChat's own credential settings, never an API key.
         if error.code == "upstream_auth_failed" and error.upstream_status in (401, 403):
             if error.upstream_status == 403:
                 what = "denied the gateway's credentials access (upstream status 403)"
