@@ -232,6 +232,27 @@ async def test_a_body_over_the_limit_fails_and_its_connection_is_dropped(
     assert transport.inflight == 0
 
 
+async def test_an_answer_head_over_the_limit_is_a_502_naming_its_setting(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    padded = {"Content-Type": "application/json", "X-Pad": "p" * 20_000}
+    harness.upstream.script(CHAT, Reply(headers=padded, body=b'{"choices": []}'))
+    transport = harness.transport(max_head_bytes=8 * 1024)
+    with (
+        caplog.at_level(logging.WARNING, logger="xrouter.transport"),
+        pytest.raises(ProviderError) as caught,
+    ):
+        await transport.post_json("/chat/completions", chat_body(), {})
+    assert caught.value.status == 502
+    message = caught.value.message
+    assert message.startswith("fake sent a response head larger than 8192 bytes"), message
+    assert "XR_FAKE_MAX_HEAD_BYTES" in message
+    assert "XR_FAKE_MAX_HEAD_BYTES" in caplog.text
+    # The same head fits the default limit.
+    reply = await harness.transport().post_json("/chat/completions", chat_body("next"), {})
+    assert reply.json()["choices"][0]["message"]["content"] == "next"
+
+
 async def test_a_body_at_the_limit_is_accepted(harness: Harness) -> None:
     body = json.dumps({"pad": "x" * 1000}).encode()
     harness.upstream.script(CHAT, Reply(headers={"Content-Type": "application/json"}, body=body))

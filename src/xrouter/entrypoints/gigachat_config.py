@@ -20,6 +20,7 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_HEAD_BYTES,
 )
 from xrouter.adapters.providers.gigachat.defaults import (
     DEFAULT_BASE_URL,
@@ -165,6 +166,11 @@ class GigaChatConfig:
         DEFAULT_MAX_DECOMPRESSED_BYTES,
         positive(int),
         "Most a gzip/deflate answer may inflate to (a stream: in total); over it: 502.",
+    )
+    max_head_bytes: int = setting(
+        DEFAULT_MAX_HEAD_BYTES,
+        positive(int),
+        "Largest answer head (status line and headers, or trailers); over it: 502.",
     )
 
     @property

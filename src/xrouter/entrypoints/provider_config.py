@@ -26,6 +26,7 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_HEAD_BYTES,
 )
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec
 from xrouter.adapters.providers.transport_settings import SettingNames, TransportSettings
@@ -118,6 +119,11 @@ class ProviderConfig:
         _POSITIVE_INT,
         "Most a gzip/deflate answer may inflate to (a stream: in total); over it: 502.",
     )
+    max_head_bytes: int = setting(
+        DEFAULT_MAX_HEAD_BYTES,
+        _POSITIVE_INT,
+        "Largest answer head (status line and headers, or trailers); over it: 502.",
+    )
     max_retries: int = setting(
         2, non_negative_int, "Retries for connect errors, 408, 409, 429, 5xx; never once streaming."
     )
@@ -152,6 +158,7 @@ TRANSPORT_FIELDS = (
     "max_body_bytes",
     "max_event_bytes",
     "max_decompressed_bytes",
+    "max_head_bytes",
 )
 """The timeouts, retries and limits every provider's configuration has under the same names
 (`ProviderConfig`, `GigaChatConfig`) and hands to its transport as they are."""

@@ -21,6 +21,9 @@ DEFAULT_MAX_EVENT_BYTES = 8 * MIB
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * MIB
 """What a compressed answer may inflate to (a stream: in total). A gzip bomb inflates about
 1000:1, so this is the limit that stops one."""
+DEFAULT_MAX_HEAD_BYTES = 100 * KIB
+"""An answer's status line and headers (trailers included), as httpcore allows: real heads are
+a few kilobytes; the parser would otherwise buffer an endless header whole."""
 ERROR_BODY_LIMIT = 64 * KIB
 """Bytes of an error body read before mapping it; the rest is dropped, never refused."""
 
@@ -37,3 +40,8 @@ class LimitExceeded(Exception):
         self.what = what
         self.limit = limit
         self.setting = setting
+
+
+def head_too_large(limit: int) -> LimitExceeded:
+    """The HTTP client refused an answer's head (or trailers) over `max_head_bytes`."""
+    return LimitExceeded("a response head", limit, "MAX_HEAD_BYTES")

@@ -16,8 +16,9 @@ from typing import cast
 
 import httpx
 
-from xrouter.adapters.providers.body_limits import LimitExceeded
+from xrouter.adapters.providers.body_limits import LimitExceeded, head_too_large
 from xrouter.adapters.providers.decoding import PIECE_BYTES, BodyDecoder, UndecodableBody
+from xrouter.adapters.providers.http1 import ResponseHeadTooLarge
 from xrouter.adapters.providers.transport_failures import TransportFailures
 from xrouter.domain.errors import GatewayError
 
@@ -109,6 +110,8 @@ class BodyReader:
             return None
         except httpx.TimeoutException:
             raise self._failures.timeout("idle") from None
+        except ResponseHeadTooLarge as exc:  # endless trailers, after the body
+            raise self._failures.too_large(head_too_large(exc.limit)) from None
         except httpx.TransportError as exc:
             raise self._failures.broken(exc) from None
         if self._max_raw is not None:

@@ -39,9 +39,17 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from xrouter.adapters.providers.body_limits import ERROR_BODY_LIMIT, LimitExceeded
+from xrouter.adapters.providers.body_limits import (
+    ERROR_BODY_LIMIT,
+    LimitExceeded,
+    head_too_large,
+)
 from xrouter.adapters.providers.decoding import ACCEPTED_ENCODINGS
-from xrouter.adapters.providers.http1 import Http1Transport, environment_proxy_mounts
+from xrouter.adapters.providers.http1 import (
+    Http1Transport,
+    ResponseHeadTooLarge,
+    environment_proxy_mounts,
+)
 from xrouter.adapters.providers.response_body import BodyReader, read_prefix
 from xrouter.adapters.providers.sse_reader import SSEEvent, SSEParser
 from xrouter.adapters.providers.tls import client_ssl_context
@@ -375,6 +383,8 @@ class HttpTransport:
             raise failures.timeout("write") from None
         except httpx.TimeoutException:  # ReadTimeout: waiting for the head
             raise failures.timeout("first_byte") from None
+        except ResponseHeadTooLarge as exc:
+            raise failures.too_large(head_too_large(exc.limit)) from None
         except httpx.TransportError as exc:
             raise failures.hung_up(exc) from None
 
@@ -485,7 +495,11 @@ def pooled_client(
     return httpx.AsyncClient(
         base_url=settings.base_url,
         auth=auth,
-        transport=Http1Transport(ssl_context=_ssl_context(tls, settings), limits=limits),
+        transport=Http1Transport(
+            ssl_context=_ssl_context(tls, settings),
+            limits=limits,
+            max_response_head_bytes=settings.max_head_bytes,
+        ),
         mounts=environment_proxy_mounts(verify=tls, limits=limits) if settings.trust_env else None,
         timeout=call_timeout(settings),
         http2=False,

@@ -14,6 +14,7 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_HEAD_BYTES,
 )
 
 SettingNames = Callable[[str], str]
@@ -56,6 +57,8 @@ class TransportSettings:
     """One server-sent event of a stream."""
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
     """What a compressed answer may inflate to (a stream: in total)."""
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    """An answer's status line and headers (and trailers)."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Static headers on every call (attribution headers, for instance)."""
     verify: bool | str = True
