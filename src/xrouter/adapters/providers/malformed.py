@@ -5,7 +5,13 @@ hold anything (a login page, an echoed key)."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import msgspec
+
 from xrouter.domain.errors import ProviderError
+
+T = TypeVar("T")
 
 _CONTENT_TYPE_SHOWN = 60
 """Characters of an upstream content type quoted in an error; the header is the upstream's."""
@@ -31,3 +37,21 @@ def malformed_answer(
         f"The provider '{provider}' answered with {describe_body(content, content_type)} that "
         f"is not {expected}: {problem}."
     )
+
+
+def decode_answer(
+    decoder: msgspec.json.Decoder[T],
+    body: bytes,
+    *,
+    provider: str,
+    expected: str,
+    content_type: str | None,
+) -> T:
+    """`body` decoded as the protocol's answer (`expected` words it: "a chat completion"), or
+    the malformed-answer error saying why it is not one."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise malformed_answer(provider, expected, f"{exc}", body, content_type) from None
+    except msgspec.DecodeError:
+        raise malformed_answer(provider, expected, "it is not JSON", body, content_type) from None

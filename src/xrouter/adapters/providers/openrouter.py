@@ -31,8 +31,8 @@ OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 
 # OpenRouter's own request fields (`provider`, `models`, `transforms`, `plugins`, sampling
 # extras...) reach this provider as `GenerationRequest.passthrough`: the Chat Completions
-# adapter lists them in `application/chat_mapping.PASSTHROUGH_FIELDS`, the Responses request
-# in `ResponseRequest.passthrough()`.
+# adapter and the Responses request (`ResponseRequest.passthrough()`) take them from the one
+# list in `domain/passthrough.py`.
 
 OPENROUTER_DIALECT = ChatDialect(
     max_tokens_field="max_tokens", reasoning_details=True, reasoning_object=True

@@ -19,7 +19,7 @@ import email.utils
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -37,6 +37,11 @@ from xrouter.domain.errors import (
     Unauthorized,
     UpstreamRateLimited,
 )
+
+ErrorMapper = Callable[[Any], GatewayError]
+"""What a parser raises for an error object found inside a 200 (an OpenAI-style `error`, a
+GigaChat `{status, message}`): `map_stream_error` bound to the provider and its setting
+names."""
 
 MESSAGE_LIMIT = 500
 """Upstream text kept in a message, in characters."""

@@ -22,16 +22,16 @@ What differs from OpenAI's chat:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from msgspec import Struct
 
 from xrouter.adapters.providers.gigachat.call_ids import new_call_id
-from xrouter.adapters.providers.malformed import malformed_answer
+from xrouter.adapters.providers.malformed import decode_answer, malformed_answer
+from xrouter.adapters.providers.upstream_errors import ErrorMapper
 from xrouter.adapters.providers.usage import InputTokenDetails, canonical_usage
-from xrouter.domain.errors import GatewayError, ProviderError
+from xrouter.domain.errors import ProviderError
 from xrouter.domain.provider_events import (
     Finish,
     FinishReason,
@@ -45,8 +45,6 @@ from xrouter.domain.responses import Usage
 
 log = logging.getLogger(__name__)
 
-ErrorMapper = Callable[[Any], GatewayError]
-"""Turns a `{status, message}` error found inside a 200 into the canonical error to raise."""
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -110,15 +108,6 @@ def _decode(data: bytes | str, provider: str) -> _Answer:
         ) from None
 
 
-def _decode_body(body: bytes, provider: str, content_type: str | None) -> _Answer:
-    try:
-        return _decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise malformed_answer(provider, _ANSWER, f"{exc}", body, content_type) from None
-    except msgspec.DecodeError:
-        raise malformed_answer(provider, _ANSWER, "it is not JSON", body, content_type) from None
-
-
 def _raise_error(answer: _Answer, map_error: ErrorMapper) -> None:
     if answer.choices is None and (answer.status is not None or answer.message is not None):
         raise map_error({"code": answer.status, "message": answer.message})
@@ -174,7 +163,9 @@ def parse_completion(
 ) -> list[ProviderEvent]:
     """The events of a whole non-stream answer, in stream order. `content_type` (the
     answer's header) only words the error for a body that is not an answer."""
-    answer = _decode_body(body, provider, content_type)
+    answer = decode_answer(
+        _decoder, body, provider=provider, expected=_ANSWER, content_type=content_type
+    )
     _raise_error(answer, map_error)
     if not answer.choices:
         problem = "it has no `choices`" if answer.choices is None else "`choices` is empty"

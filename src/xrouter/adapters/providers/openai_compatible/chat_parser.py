@@ -14,15 +14,15 @@ ends without a finish reason are failures, never a made-up `stop`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from msgspec import Struct
 
-from xrouter.adapters.providers.malformed import malformed_answer
+from xrouter.adapters.providers.malformed import decode_answer, malformed_answer
+from xrouter.adapters.providers.upstream_errors import ErrorMapper
 from xrouter.adapters.providers.usage import InputTokenDetails, OutputTokenDetails, canonical_usage
-from xrouter.domain.errors import GatewayError, ProviderError
+from xrouter.domain.errors import ProviderError
 from xrouter.domain.provider_events import (
     Finish,
     FinishReason,
@@ -37,8 +37,6 @@ from xrouter.domain.responses import JSONObject, Usage
 
 log = logging.getLogger(__name__)
 
-ErrorMapper = Callable[[Any], GatewayError]
-"""Turns an upstream error object found inside a 200 into the canonical error to raise."""
 
 # --- upstream wire shapes (every field optional: servers differ) ---------------------------------
 
@@ -116,17 +114,6 @@ def _decode(data: bytes | str, provider: str) -> _Completion:
         ) from None
 
 
-def _decode_body(body: bytes, provider: str, content_type: str | None) -> _Completion:
-    try:
-        return _decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise malformed_answer(provider, _COMPLETION, f"{exc}", body, content_type) from None
-    except msgspec.DecodeError:
-        raise malformed_answer(
-            provider, _COMPLETION, "it is not JSON", body, content_type
-        ) from None
-
-
 def _usage(usage: _Usage) -> Usage:
     return canonical_usage(
         usage.prompt_tokens,
@@ -167,7 +154,9 @@ def parse_completion(
 ) -> list[ProviderEvent]:
     """The events of a whole non-stream `chat.completion`, in stream order. `content_type`
     (the answer's header) only words the error for a body that is not a completion."""
-    completion = _decode_body(body, provider, content_type)
+    completion = decode_answer(
+        _decoder, body, provider=provider, expected=_COMPLETION, content_type=content_type
+    )
     if completion.error is not None:
         raise map_error(completion.error)
     if not completion.choices:

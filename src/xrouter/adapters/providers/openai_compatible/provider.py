@@ -18,7 +18,6 @@ import msgspec
 
 from xrouter.adapters.providers.openai_compatible.chat_parser import (
     ChatStreamParser,
-    ErrorMapper,
     parse_completion,
 )
 from xrouter.adapters.providers.openai_compatible.chat_protocol import (
@@ -32,7 +31,7 @@ from xrouter.adapters.providers.openai_compatible.responses_protocol import (
 )
 from xrouter.adapters.providers.provider_spec import Protocol, ProviderSpec
 from xrouter.adapters.providers.transport import HttpTransport, SSEEvent
-from xrouter.adapters.providers.upstream_errors import map_stream_error
+from xrouter.adapters.providers.upstream_errors import ErrorMapper, map_stream_error
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import ProviderError, Unauthorized
 from xrouter.domain.models import ModelInfo

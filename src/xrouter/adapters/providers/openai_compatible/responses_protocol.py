@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 from msgspec import Struct, structs
 
-from xrouter.adapters.providers.malformed import malformed_answer
-from xrouter.adapters.providers.openai_compatible.chat_parser import ErrorMapper
+from xrouter.adapters.providers.malformed import decode_answer, malformed_answer
 from xrouter.adapters.providers.openai_compatible.chat_protocol import function_definition
+from xrouter.adapters.providers.upstream_errors import ErrorMapper
 from xrouter.adapters.providers.usage import InputTokenDetails, OutputTokenDetails, canonical_usage
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import ProviderError
@@ -191,21 +191,14 @@ def _terminal(
 _RESPONSE = "a Responses API response object"
 
 
-def _decode_response(body: bytes, provider: str, content_type: str | None) -> _Response:
-    try:
-        return _response_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise malformed_answer(provider, _RESPONSE, f"{exc}", body, content_type) from None
-    except msgspec.DecodeError:
-        raise malformed_answer(provider, _RESPONSE, "it is not JSON", body, content_type) from None
-
-
 def parse_response(
     body: bytes, *, provider: str, map_error: ErrorMapper, content_type: str | None = None
 ) -> list[ProviderEvent]:
     """The events of a whole non-stream response object, in stream order. `content_type`
     (the answer's header) only words the error for a body that is not a response object."""
-    response = _decode_response(body, provider, content_type)
+    response = decode_answer(
+        _response_decoder, body, provider=provider, expected=_RESPONSE, content_type=content_type
+    )
     if response.status == "failed" or response.error is not None:
         raise map_error(response.error or {"message": "The upstream response failed."})
     status = response.status
