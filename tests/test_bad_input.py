@@ -5,6 +5,7 @@ accepted; and no JSON body whatsoever makes the gateway answer with a 5xx.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -197,16 +198,18 @@ def test_unknown_previous_response_is_400(client: httpx.Client) -> None:
 # --- 413 -------------------------------------------------------------------------------------
 
 
-def test_body_over_the_limit_is_413(serve_with: Any) -> None:
+def test_body_over_the_limit_is_413(serve_with: Any, caplog: pytest.LogCaptureFixture) -> None:
     small = serve_with(max_body_bytes=1000)
     body = json.dumps({"model": "local/echo", "input": "x" * 5000}).encode()
     assert len(body) > 5000
-    with small.client() as http:
+    with small.client() as http, caplog.at_level(logging.INFO, logger="xrouter.http"):
         response = http.post(
             "/v1/responses", content=body, headers={"content-type": "application/json"}
         )
         error = assert_envelope(response, 413)
         assert error["code"] == "request_too_large"
+        assert "XR_MAX_BODY_BYTES" in error["message"]
+        assert any("XR_MAX_BODY_BYTES" in r.getMessage() for r in caplog.records)
         # A body under the limit still works on the same server.
         assert post(http, {"model": "local/echo", "input": "small"}).status_code == 200
 

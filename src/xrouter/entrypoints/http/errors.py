@@ -108,6 +108,12 @@ def handle_http_exception(
             "(XR_MAX_BODY_BYTES). Send less input, or raise the limit."
         )
         code = "request_too_large"
+        log.info(
+            "refused %s %s with 413: the body is over XR_MAX_BODY_BYTES (request %s)",
+            request.method,
+            request.url.path,
+            request_id_of(request.scope),
+        )
     elif status >= 500:
         return handle_internal_error(request, exc, masker)
     else:
