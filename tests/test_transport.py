@@ -582,7 +582,7 @@ async def test_a_retry_that_would_pass_the_deadline_is_not_attempted(harness: Ha
 
 
 async def test_in_flight_limit_fails_fast_and_frees_the_slot_when_a_stream_ends(
-    harness: Harness,
+    harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness.upstream.script(CHAT, Reply.sse([{"n": 1}], done=False, end="stall"))
     transport = harness.transport(max_inflight=1)
@@ -591,8 +591,12 @@ async def test_in_flight_limit_fails_fast_and_frees_the_slot_when_a_stream_ends(
     assert transport.inflight == 1
 
     started = time.monotonic()
-    with pytest.raises(Overloaded) as caught:
+    with (
+        caplog.at_level(logging.WARNING, logger="xrouter.transport"),
+        pytest.raises(Overloaded) as caught,
+    ):
         await transport.post_json("/chat/completions", chat_body(), {})
+    assert "XR_FAKE_MAX_INFLIGHT" in caplog.text
     with pytest.raises(Overloaded):
         transport.stream_events("/chat/completions", b"{}", {})
     assert time.monotonic() - started < 0.1

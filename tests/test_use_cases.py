@@ -214,12 +214,19 @@ async def test_disconnect_during_generate_lets_generation_finish() -> None:
     assert (await harness.get.get(execution.response_id)).status == "completed"
 
 
-async def test_overload_is_refused_explicitly_and_admits_again_later() -> None:
+async def test_overload_is_refused_explicitly_and_admits_again_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     harness = build_harness(ScriptedProvider(HELLO, delay_s=0.05), max_inflight=1)  # type: ignore[arg-type]
     first = await harness.create.start(request())
-    with pytest.raises(Overloaded) as caught:
-        await harness.create.start(request())
+    with caplog.at_level(logging.WARNING, logger="xrouter.engine"):
+        for _ in range(3):
+            with pytest.raises(Overloaded) as caught:
+                await harness.create.start(request())
     assert caught.value.retry_after is not None
+    # One line names the limit; the refusals right after it are counted, not logged.
+    refusals = [r.getMessage() for r in caplog.records if "XR_MAX_INFLIGHT" in r.getMessage()]
+    assert len(refusals) == 1, refusals
     await first.result()
     assert (await harness.create.run(request())).status == "completed"
 

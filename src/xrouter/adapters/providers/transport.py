@@ -64,6 +64,7 @@ from xrouter.adapters.providers.upstream_errors import (
     map_upstream_error,
     parse_retry_after,
 )
+from xrouter.application.refusal_log import RefusalLog
 from xrouter.domain.errors import GatewayError, Overloaded, ProviderError
 
 __all__ = [
@@ -127,6 +128,7 @@ class HttpTransport:
         self._sleep = sleep
         self._jitter = jitter
         self._inflight = 0
+        self._refusals = RefusalLog(log)
         self._owns_client = client is None
         self._client = client or _pooled_client(provider, settings)
         self._failures = TransportFailures(
@@ -229,9 +231,17 @@ class HttpTransport:
 
     def _check_capacity(self) -> None:
         if self._inflight >= self._settings.max_inflight:
+            setting = self._settings.setting_names("max_inflight")
+            self._refusals.refused(
+                setting,
+                "refusing calls to %s with 429: %d in flight, the limit set by %s",
+                self._provider,
+                self._inflight,
+                setting,
+            )
             raise Overloaded(
                 f"The gateway has {self._inflight} calls in flight to {self._provider}, the "
-                f"configured limit ({self._settings.setting_names('max_inflight')}). "
+                f"configured limit ({setting}). "
                 "Retry after a short wait.",
                 retry_after=self._settings.overload_retry_after_s,
             )

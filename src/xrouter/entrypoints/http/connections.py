@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +30,11 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from xrouter.application.refusal_log import RefusalLog
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.http.shutdown import begin_drain
 
 log = logging.getLogger("xrouter.connections")
-
-LOG_INTERVAL_S = 10.0
-"""At most one refusal line per setting per interval; the next line counts the ones between."""
 
 LINGER_S = 1.0
 """After answering 408/431 the socket is half-closed and what the client still sends is read
@@ -64,28 +61,6 @@ class ConnectionLimits:
         )
 
 
-class RefusalLog:
-    """One WARNING per setting per `interval_s`, counting the refusals it did not log."""
-
-    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
-        self._interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
-
-    def refused(
-        self, setting: str, message: str, *args: object, level: int = logging.WARNING
-    ) -> None:
-        now = time.monotonic()
-        last = self._last.get(setting)
-        if last is not None and now - last < self._interval_s:
-            self._unlogged[setting] = self._unlogged.get(setting, 0) + 1
-            return
-        self._last[setting] = now
-        skipped = self._unlogged.pop(setting, 0)
-        suffix = f" ({skipped} more refused since the last line)" if skipped else ""
-        log.log(level, message + suffix, *args)
-
-
 class GatewayConfig(Config):
     """uvicorn's Config carrying the connection limits to every protocol instance (and to
     every worker process: it is what uvicorn pickles for them)."""
@@ -99,7 +74,7 @@ class GatewayConfig(Config):
             **kwargs,
         )
         self.limits = limits
-        self.refusals = RefusalLog()
+        self.refusals = RefusalLog(log)
 
 
 class _HeadTooLarge(Exception):
