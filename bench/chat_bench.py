@@ -92,7 +92,7 @@ async def measure(
 ) -> ChatResult:
     """Warm up; c=1 with every kind interleaved; then c=32 per kind, twice at half the
     duration, alternating the APIs; then the in-process mapping timings."""
-    server = servers.start("uvicorn", servers.GATEWAY, cpus=cpus, src=src)
+    server = servers.start("xrouter", servers.GATEWAY, cpus=cpus, src=src)
     try:
         reqs = requests(server.port)
         sizes = {}

@@ -47,6 +47,11 @@ class StreamRun:
     after_kib: int
     samples: int
     complete: bool
+    gateway_cpu_s: float  # the gateway's CPU time from the request to the settled RSS after
+
+    @property
+    def cpu_ms_per_1000_chunks(self) -> float:
+        return self.gateway_cpu_s * 1e6 / self.chunks
 
     @property
     def growth_kib(self) -> int:
@@ -67,6 +72,7 @@ async def _one(
     pid = gateway.process.pid
     before = rss.wait_settled(pid)
     request = _request(api, gateway.port, chunks, pad)
+    cpu = gateway.cpu_s()
     with rss.RSSSampler(pid, SAMPLE_S) as sampler:
         if slow:
             read = await read_stream(
@@ -75,6 +81,7 @@ async def _one(
             )  # fmt: skip
         else:
             read = await read_stream(gateway.port, request)
+    after = rss.wait_settled(pid)
     return StreamRun(
         api=api,
         client="slow" if slow else "fast",
@@ -86,9 +93,10 @@ async def _one(
         client_s=read.total_s,
         before_kib=before,
         peak_kib=sampler.peak_kib,
-        after_kib=rss.wait_settled(pid),
+        after_kib=after,
         samples=len(sampler.samples),
         complete=read.complete and read.status == 200,
+        gateway_cpu_s=gateway.cpu_s() - cpu,
     )
 
 

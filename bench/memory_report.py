@@ -37,7 +37,7 @@ def _table(runs: list[StreamRun]) -> list[str]:
     header = ["API", "client", "content chunks", "text (MiB)", "upstream stream (MiB)",
               "to the client (MiB)", "client time (s)", "RSS before (MiB)",
               "peak RSS growth (MiB)", "growth per chunk (bytes)", "RSS after (MiB)",
-              "complete"]  # fmt: skip
+              "gateway CPU per 1,000 chunks (ms)", "complete"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in runs:
         api = "/v1/chat/completions" if r.api == "chat" else "/v1/responses"
@@ -46,14 +46,27 @@ def _table(runs: list[StreamRun]) -> list[str]:
             api, r.client, f"{r.chunks:,}{pad}", f"{r.text_bytes / MIB:.2f}",
             f"{r.upstream_bytes / MIB:.1f}", f"{r.client_bytes / MIB:.1f}", f"{r.client_s:.2f}",
             _mib(r.before_kib), _mib(r.growth_kib), f"{r.growth_kib * 1024 / r.chunks:.0f}",
-            _mib(r.after_kib), "yes" if r.complete else "NO",
+            _mib(r.after_kib), f"{r.cpu_ms_per_1000_chunks:.1f}", "yes" if r.complete else "NO",
         ]) + " |")  # fmt: skip
     return lines
+
+
+def cpu_per_1000_chunks(runs: list[StreamRun], api: str) -> float | None:
+    """The gateway's CPU per 1,000 relayed chunks on the longest plain stream, fast client."""
+    run = _find(runs, api, LENGTHS[-1])
+    return None if run is None else run.cpu_ms_per_1000_chunks
 
 
 def findings(runs: list[StreamRun]) -> list[str]:
     lines = []
     longest = LENGTHS[-1]
+    for api in ("chat", "responses"):
+        cpu = cpu_per_1000_chunks(runs, api)
+        if cpu is not None:
+            lines.append(
+                f"- {api}: gateway CPU {cpu:.1f} ms per 1,000 relayed chunks ({longest:,}-chunk "
+                f"stream, fast client)."
+            )
     for api in ("chat", "responses"):
         steps = [r for c in LENGTHS if (r := _find(runs, api, c)) is not None]
         if not steps:
@@ -106,6 +119,8 @@ def render(runs: list[StreamRun], run_lines: list[str]) -> list[str]:
         f"design); /v1/responses with `store: false`. The gateway's VmRSS is sampled every "
         f'{SAMPLE_S * 1000:.0f} ms from a thread of the client; "RSS before" and "RSS after" '
         f"are read once it has stopped moving. Growth = peak during the stream minus before. "
+        f"Gateway CPU: its user + system time from sending the request to the settled RSS after, "
+        f"divided by the content chunks. "
         f"One untimed {LENGTHS[0]:,}-chunk stream per API first (warm-up).",
         f"- Fast client: reads 64 KiB at a time, no pause. Slow client: SO_RCVBUF "
         f"{SLOW_RCVBUF // 1024} KiB, reads {SLOW_READ // 1024} KiB then sleeps "

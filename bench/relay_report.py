@@ -82,6 +82,35 @@ def _table(result: RelayResult) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _ratio_table(result: RelayResult) -> list[str]:
+    """Each gateway column against calling the upstream directly, as ratios."""
+    s, c = result.serial, CONCURRENCY
+
+    def ratio(gateway: float, direct: float) -> str:
+        return f"{gateway / direct:.2f}x" if direct else "n/a"
+
+    def rate(col: str, kind: str) -> float:
+        return result.load[f"{col}_{kind}"].rate(f"{col}_{kind}")
+
+    header = ["gateway / direct", "JSON p50, c=1", "SSE whole-stream p50, c=1",
+              "SSE first-byte p50, c=1", f"JSON p99, c={c}", f"JSON req/s, c={c}",
+              f"SSE streams/s, c={c}"]  # fmt: skip
+    rows = []
+    for col, label in COLUMNS[1:]:
+        json_p99 = result.load[f"{col}_json"], result.load["direct_json"]
+        rows.append([
+            label,
+            ratio(_p(s, f"{col}_json", 50), _p(s, "direct_json", 50)),
+            ratio(_p(s, f"{col}_sse", 50), _p(s, "direct_sse", 50)),
+            ratio(_p(s, f"{col}_sse", 50, True), _p(s, "direct_sse", 50, True)),
+            ratio(_p(json_p99[0], f"{col}_json", 99), _p(json_p99[1], "direct_json", 99)),
+            ratio(rate(col, "json"), rate("direct", "json")),
+            ratio(rate(col, "sse"), rate("direct", "sse")),
+        ])  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -132,7 +161,8 @@ def render(result: RelayResult, run_lines: list[str]) -> list[str]:
         f"9 content chunks, finish chunk, usage chunk, `data: [DONE]`; "
         f"{result.sizes['direct_sse']} bytes). The gateway: provider `up` "
         f"(`XR_UP_BASE_URL`, `XR_UP_API_KEY`, `XR_UP_MAX_RETRIES=0`, "
-        f"`XR_UP_MAX_INFLIGHT=256`, `XR_DISCOVERY=false`), model `{GATEWAY_MODEL}`; direct "
+        f"`XR_UP_MAX_INFLIGHT=256`, `XR_DISCOVERY=false`), run as `xrouter serve` runs it, "
+        f"model `{GATEWAY_MODEL}`; direct "
         f"calls send the same chat body with model `{UPSTREAM_MODEL}`; /v1/responses requests "
         f"send `store: false` (both APIs then do the same work besides the mapping).",
         f"- c=1: all six request kinds interleaved by one client (one keep-alive connection to "
@@ -140,6 +170,11 @@ def render(result: RelayResult, run_lines: list[str]) -> list[str]:
         f"c={CONCURRENCY}: one phase per kind. Requests failed: {result.errors}.",
         "",
         *_table(result),
+        "",
+        "Against calling the upstream directly (latency: gateway / direct, lower is better; "
+        "throughput: gateway / direct, higher is better):",
+        "",
+        *_ratio_table(result),
         "",
         "Targets (issue 5):",
         "",

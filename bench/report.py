@@ -18,11 +18,16 @@ BEGIN, END = sections.markers("")
 PACKAGES = ("litestar", "msgspec", "uvicorn", "uvloop", "httptools", "granian")
 STARTUP_TARGET_S = 1.5
 OVERHEAD_TARGET_MS = 1.0
+PRODUCT = "xrouter serve"
+"""The column of the gateway as the product runs it (servers.py, server kind `xrouter`)."""
+BASELINE_OF = {PRODUCT: "uvicorn"}
+"""Which baseline a gateway column is compared with, where it is not its own server's: the
+baseline stands for an upstream, which runs on stock uvicorn, not on xrouter's server."""
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    server: str  # uvicorn | granian
+    server: str  # PRODUCT (`xrouter serve`) | uvicorn (stock) | granian
     app: str  # gateway | baseline | gateway, no gc.freeze
 
 
@@ -152,11 +157,12 @@ def _ratio_table(report: Report) -> list[str]:
 
     rows: list[list[str]] = []
     for server in report.servers:
-        g, b = report.find(server, "gateway"), report.find(server, "baseline")
+        baseline = BASELINE_OF.get(server, server)
+        g, b = report.find(server, "gateway"), report.find(baseline, "baseline")
         if g is None or b is None:
             continue
         rows.append([
-            server,
+            f"{server} (baseline on {baseline})",
             ratio(g.p(g.serial, "json", 50), b.p(b.serial, "json", 50)),
             ratio(g.p(g.serial, "sse", 50), b.p(b.serial, "sse", 50)),
             ratio(g.p(g.serial, "sse", 50, True), b.p(b.serial, "sse", 50, True)),
@@ -191,10 +197,13 @@ def _gc_table(report: Report) -> list[str]:
     ]  # fmt: skip
     columns: list[tuple[str, RunResult]] = []
     for server in report.servers:
-        for app, label in (("gateway", "gc.freeze()"), ("gateway, no gc.freeze", "no freeze")):
-            found = report.find(server, app)
-            if found is not None:
-                columns.append((f"{server}, {label}", found))
+        frozen, unfrozen = (
+            report.find(server, "gateway"),
+            report.find(server, "gateway, no gc.freeze"),
+        )
+        if frozen is not None and unfrozen is not None:
+            columns.append((f"{server}, gc.freeze()", frozen))
+            columns.append((f"{server}, no freeze", unfrozen))
     header = ["", *(name for name, _ in columns)]
     return _table(header, [[label, *(get(r) for _, r in columns)] for label, get in picks])
 
@@ -273,17 +282,26 @@ def render(report: Report) -> str:
         "- Latency: from writing the request to the last byte of the answer; first byte: to the "
         "first byte of the body (the first SSE frame). Percentiles are nearest-rank.",
         "",
-        "## Gateway, per ASGI server",
+        "## Gateway, per server",
+        "",
+        f"`{PRODUCT}`: the product's own command (since issue 9 uvicorn with xrouter's Server "
+        "subclass and connection-limiting httptools protocol, `entrypoints/http/server.py`; "
+        "before, `uvicorn.run` with uvloop and httptools). `uvicorn`: the same app factory on "
+        "stock uvicorn (`python -m uvicorn`, uvloop, httptools, no access log, no server "
+        "header), without xrouter's protocol. `granian`: the app factory on granian "
+        "(`--interface asgi --loop uvloop`).",
         "",
         *_metric_table([(s, r) for s in report.servers if (r := report.find(s, "gateway"))], c),
         "",
         "## Baseline (no gateway), per ASGI server",
         "",
-        "The baseline (bench/baseline_app.py) is a raw ASGI callable, no framework, served by the "
-        "same server with the same options. It answers `POST /v1/responses` with the bytes the "
-        "gateway returned for the same request (the same JSON body; the same SSE frames, one ASGI "
-        "message per frame) and `GET /health` with the same body. It stands in for calling the "
-        "upstream directly.",
+        "The baseline (bench/baseline_app.py) is a raw ASGI callable, no framework, served by "
+        "stock uvicorn and by granian with the options above. It answers `POST /v1/responses` "
+        "with the bytes the gateway returned for the same request (the same JSON body; the same "
+        "SSE frames, one ASGI message per frame) and `GET /health` with the same body. It stands "
+        "in for calling the upstream directly, and an upstream does not run on xrouter's server: "
+        f"the `{PRODUCT}` and `uvicorn` gateway columns are both compared with the uvicorn "
+        "baseline, granian with granian.",
         "",
         *_metric_table([(s, r) for s in report.servers if (r := report.find(s, "baseline"))], c),
         "",
@@ -295,7 +313,8 @@ def render(report: Report) -> str:
         "## gc.freeze() at startup",
         "",
         "`no freeze` runs bench/app_nofreeze.py: the same app with a last startup hook that "
-        "calls gc.unfreeze().",
+        f"calls gc.unfreeze(), on the same server (for `{PRODUCT}`: the product's CLI with only "
+        "the app factory replaced, bench/serve_as_product.py).",
         "",
         *_gc_table(report),
         "",
@@ -328,7 +347,7 @@ def run_lines(command: str, source: str, loadavg: tuple[str, str], placement: st
 
 def summary_line(r: RunResult) -> str:
     return (
-        f"{r.run.server:8} {r.run.app:22} start {r.startup_s:.3f}s | c=1 p50 health "
+        f"{r.run.server:13} {r.run.app:22} start {r.startup_s:.3f}s | c=1 p50 health "
         f"{_ms(r.p(r.serial, 'health', 50))} json {_ms(r.p(r.serial, 'json', 50))} sse "
         f"{_ms(r.p(r.serial, 'sse', 50))} ms | c=32 json {r.json_load.rate('json'):.0f}/s sse "
         f"{r.sse_load.rate('sse'):.0f}/s | rss {r.rss_mib:.1f} MiB | errors {r.errors}"

@@ -142,6 +142,23 @@ def cached_startup(cpus: set[int] | None, src: Path | None) -> list[float]:
         return product_startup(cpus, src, env)
 
 
+# What the local suite runs per --server choice: (column, server kind in servers.py, app,
+# app factory). The gateway's own row first: the baseline replays its answers.
+PLANS: dict[str, list[tuple[str, str, str, str]]] = {
+    "uvicorn": [
+        (report.PRODUCT, "xrouter", "gateway", servers.GATEWAY),
+        ("uvicorn", "uvicorn", "baseline", servers.BASELINE),
+        (report.PRODUCT, "xrouter", "gateway, no gc.freeze", servers.GATEWAY_NOFREEZE),
+        ("uvicorn", "uvicorn", "gateway", servers.GATEWAY),
+    ],
+    "granian": [
+        ("granian", "granian", "gateway", servers.GATEWAY),
+        ("granian", "granian", "baseline", servers.BASELINE),
+        ("granian", "granian", "gateway, no gc.freeze", servers.GATEWAY_NOFREEZE),
+    ],
+}
+
+
 def _cpus(args: argparse.Namespace) -> tuple[set[int] | None, set[int] | None]:
     """(server under test, load generator and fake upstream)."""
     return ({0}, {1}) if args.pin else (None, None)
@@ -159,16 +176,12 @@ async def bench(args: argparse.Namespace, baseline_file: Path) -> report.Report:
     print(f"xrouter serve: first 200 after {', '.join(f'{s:.3f}' for s in startups)} s")
     print(f"  with bytecode cache: {', '.join(f'{s:.3f}' for s in cached)} s")
     for stack in stacks:
-        for app, target in (
-            ("gateway", servers.GATEWAY),
-            ("baseline", servers.BASELINE),
-            ("gateway, no gc.freeze", servers.GATEWAY_NOFREEZE),
-        ):
-            server = servers.start(stack, target, env=env, cpus=server_cpus, src=args.src)
+        for column, kind, app, target in PLANS[stack]:
+            server = servers.start(kind, target, env=env, cpus=server_cpus, src=args.src)
             try:
                 if sizes == (0, 0, 0):
                     sizes = _save(baseline_file, await capture_baseline(server))
-                result = await measure(server, Run(stack, app), args.duration, args.warmup)
+                result = await measure(server, Run(column, app), args.duration, args.warmup)
             finally:
                 server.stop()
             print(report.summary_line(result), flush=True)
@@ -227,10 +240,12 @@ def _placement(args: argparse.Namespace, upstream: bool) -> str:
         return "No CPU pinning."
     if upstream:
         return (
-            "Pinning (2 cores): the gateway (one uvicorn worker) alone on CPU 0; the fake "
-            "upstream and the load generator share CPU 1."
+            "Pinning (2 cores): the gateway (`xrouter serve`, one worker) alone on CPU 0; the "
+            "fake upstream and the load generator share CPU 1."
         )
-    return "Pinning: the gateway (one uvicorn worker) on CPU 0, the load generator on CPU 1."
+    return (
+        "Pinning: the gateway (`xrouter serve`, one worker) on CPU 0, the load generator on CPU 1."
+    )
 
 
 async def chat_suite(args: argparse.Namespace) -> str:
@@ -287,7 +302,8 @@ def main() -> int:
         "--server",
         choices=["uvicorn", "granian", "both"],
         default="both",
-        help="ASGI servers for the local suite (the other suites use uvicorn)",
+        help="ASGI servers for the local suite (uvicorn: `xrouter serve` and stock uvicorn; "
+        "the other suites run the gateway as `xrouter serve`)",
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load phase")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per run")

@@ -29,8 +29,21 @@ def free_port() -> int:
 def command(server: str, target: str, port: int) -> list[str]:
     """The command line serving the app factory `target` with one worker.
 
-    uvicorn gets exactly the options `xrouter serve` passes it (src/xrouter/entrypoints/cli.py).
+    - `xrouter`: the product as it runs. For the gateway, the `xrouter serve` console script
+      itself (since issue 9: uvicorn with xrouter's own Server subclass and connection-limiting
+      httptools protocol, entrypoints/http/server.py); for another factory (the no-freeze
+      variant), bench/serve_as_product.py, which runs the same CLI with only the factory
+      replaced. At a revision from before issue 9 this is whatever `xrouter serve` did then.
+    - `uvicorn`: stock uvicorn from its own CLI, with the options `xrouter serve` passed it
+      before issue 9 (uvloop, httptools, no access log, no server header): the server the
+      baseline and the fake upstream run on, and the gateway without xrouter's protocol.
+    - `granian`: granian's ASGI interface on uvloop (no xrouter protocol: granian has its own).
     """
+    if server == "xrouter":
+        if target == GATEWAY:
+            return [str(VENV_BIN / "xrouter"), "serve", "--host", "127.0.0.1",
+                    "--port", str(port), "--workers", "1"]  # fmt: skip
+        return [sys.executable, str(BENCH_DIR / "serve_as_product.py"), target, str(port)]
     if server == "uvicorn":
         return [
             sys.executable, "-m", "uvicorn", target, "--factory",
@@ -44,8 +57,6 @@ def command(server: str, target: str, port: int) -> list[str]:
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--no-access-log", "--log-level", "info", target,
         ]  # fmt: skip
-    if server == "xrouter":  # the product command itself
-        return [str(VENV_BIN / "xrouter"), "serve", "--port", str(port), "--workers", "1"]
     raise ValueError(f"unknown server {server!r}")
 
 

@@ -25,11 +25,12 @@ def gateway_env(upstream_port: int) -> dict[str, str]:
 def start_pair(
     gateway_cpus: set[int] | None, upstream_cpus: set[int] | None, src: Path | None
 ) -> tuple[servers.Server, servers.Server]:
-    """(upstream, gateway), each served by uvicorn with one worker, pinned as asked."""
+    """(upstream, gateway), each with one worker, pinned as asked: the fake upstream on stock
+    uvicorn, the gateway as `xrouter serve` runs it."""
     upstream = servers.start("uvicorn", FAKE_UPSTREAM, cpus=upstream_cpus)
     try:
         gateway = servers.start(
-            "uvicorn", servers.GATEWAY, env=gateway_env(upstream.port), cpus=gateway_cpus, src=src
+            "xrouter", servers.GATEWAY, env=gateway_env(upstream.port), cpus=gateway_cpus, src=src
         )
     except Exception:
         upstream.stop()
