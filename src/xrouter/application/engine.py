@@ -271,6 +271,10 @@ class ExecutionEngine:
         try:
             await self._pump.run(generation)
         finally:
+            # on_detach closes over the generation, which holds the execution: a cycle that
+            # kept every finished request (its builder, request and call) alive until a GC
+            # pass. Past this point a late detach has no generation to report anyway.
+            generation.execution.on_detach = None
             self.running.discard(generation)
             self._admission.release()
 
