@@ -110,27 +110,22 @@ def server() -> Iterator[LiveServer]:
 def serve_with() -> Iterator[Any]:
     """Start a dedicated server with settings overrides: `serve_with(generation_timeout_s=0.1)`.
     Pass `container=` to serve a container you prepared (e.g. with a fake adapter)."""
-    stack: list[Iterator[LiveServer]] = []
-
-    def start(container: Container | None = None, **overrides: Any) -> LiveServer:
-        generator = _serve(container or make_container(**overrides))
-        stack.append(generator)
-        return next(generator)
-
-    yield start
-    for generator in stack:
-        for _ in generator:
-            pass
+    yield from _servers(as_served=False)
 
 
 @pytest.fixture
 def serve_as_cli() -> Iterator[Any]:
     """Like `serve_with`, but on the server `xrouter serve` runs (httptools, uvloop, the
     connection limits): `serve_as_cli(max_header_count=5)`."""
+    yield from _servers(as_served=True)
+
+
+def _servers(*, as_served: bool) -> Iterator[Any]:
+    """Yields `start(container=None, **overrides) -> LiveServer`; stops them all afterwards."""
     stack: list[Iterator[LiveServer]] = []
 
-    def start(**overrides: Any) -> LiveServer:
-        generator = _serve(make_container(**overrides), as_served=True)
+    def start(container: Container | None = None, **overrides: Any) -> LiveServer:
+        generator = _serve(container or make_container(**overrides), as_served=as_served)
         stack.append(generator)
         return next(generator)
 
