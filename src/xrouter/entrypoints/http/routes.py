@@ -30,6 +30,7 @@ from xrouter.domain.errors import ClientDisconnected, InvalidRequest
 from xrouter.domain.models import ModelList
 from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
 from xrouter.entrypoints.http.codec import Codec
+from xrouter.entrypoints.http.errors import bearer_token
 from xrouter.entrypoints.http.openapi import documented
 from xrouter.entrypoints.http.request_id import request_id_of
 from xrouter.entrypoints.http.sse import SSEWriter
@@ -72,11 +73,10 @@ async def _disconnect_watch(request: AnyRequest) -> AsyncIterator[DisconnectSign
 def _call_context(request: AnyRequest) -> CallContext:
     """The client's bearer token (used upstream only in BYOK mode) and W3C trace context."""
     headers = request.headers
-    authorization = headers.get("authorization")
-    token = None
-    if authorization is not None and authorization[:7].lower() == "bearer ":
-        token = authorization[7:].strip() or None
-    return CallContext(client_token=token, traceparent=headers.get("traceparent"))
+    return CallContext(
+        client_token=bearer_token(headers.get("authorization")),
+        traceparent=headers.get("traceparent"),
+    )
 
 
 async def _first(items: AsyncIterator[T]) -> T:
