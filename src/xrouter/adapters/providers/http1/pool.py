@@ -115,15 +115,20 @@ class Pool:
         try:
             async with asyncio.timeout(limit_s):
                 sock = await open_tcp_socket(self.loop, self._host, self._port)
+                # From here the transport owns the socket and closes it on any failure, later
+                # than now for TLS (it closes the ssl layer first): closing it here too would
+                # free its descriptor under a live transport, and the next socket given that
+                # number would collide with it.
+                owned, sock = sock, None
                 _, conn = await self.loop.create_connection(
                     lambda: Connection(self, self._max_head),
-                    sock=sock,
+                    sock=owned,
                     ssl=self._ssl,
                     server_hostname=self._server_hostname,
                 )
         except BaseException as exc:
             if sock is not None:
-                sock.close()  # a no-op when the failed transport already closed it
+                sock.close()  # failed before the transport took it
             self._slot_freed()
             if isinstance(exc, TimeoutError):
                 raise httpx.ConnectTimeout(
