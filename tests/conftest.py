@@ -27,7 +27,7 @@ from xrouter.entrypoints.http.server import GatewayServer, build_config
 from .serve_process import gateway_processes
 
 # The fake upstream servers' fixtures (`fake_upstream`), for every test module.
-pytest_plugins = ["tests.upstreams"]
+pytest_plugins = ["tests.upstreams", "tests.redis_servers"]
 
 ALL_TRACES: list[RecordingLifecycleListener] = []
 

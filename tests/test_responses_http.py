@@ -304,6 +304,9 @@ class _BrokenStore:
     async def get(self, response_id: str) -> None:
         raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
 
+    async def get_response(self, response_id: str) -> None:
+        raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
+
     async def delete(self, response_id: str) -> bool:
         raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
 

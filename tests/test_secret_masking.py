@@ -50,9 +50,9 @@ class SavingStore(InMemoryResponseStore):
         super().__init__()
         self.saved: list[str] = []
 
-    async def save(self, stored: StoredResponse) -> None:
+    async def save(self, stored: StoredResponse) -> bool:
         self.saved.append(stored.response.id)
-        await super().save(stored)
+        return await super().save(stored)
 
 
 class Logs(logging.Handler):

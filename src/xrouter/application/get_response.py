@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from xrouter.application.ports import ResponseStore
+from xrouter.application.ports import ResponseStore, UnknownItem
 from xrouter.application.running import RunningGenerations
 from xrouter.domain.errors import InvalidRequest, NotFound
 from xrouter.domain.responses import (
     DeletedResponse,
     InputItemList,
     Response,
-    StoredResponse,
     item_to_dict,
 )
 
@@ -25,14 +24,11 @@ class GetResponse:
         self._store = store
         self._running = running if running is not None else RunningGenerations()
 
-    async def _stored(self, response_id: str) -> StoredResponse:
-        stored = await self._store.get(response_id)
-        if stored is None:
-            raise _not_found(response_id)
-        return stored
-
     async def get(self, response_id: str) -> Response:
-        return (await self._stored(response_id)).response
+        response = await self._store.get_response(response_id)
+        if response is None:
+            raise _not_found(response_id)
+        return response
 
     async def delete(self, response_id: str) -> DeletedResponse:
         """Delete a stored response, or one still generating: the delete wins, and the
@@ -56,23 +52,20 @@ class GetResponse:
             raise InvalidRequest(
                 "`limit` must be between 1 and 100.", param="limit", code="invalid_value"
             )
-        stored = await self._stored(response_id)
-        items = [item_to_dict(item) for item in stored.input_items]
-        if order == "desc":
-            items.reverse()
-        if after is not None:
-            ids = [item.get("id") for item in items]
-            if after not in ids:
-                raise InvalidRequest(
-                    f"No input item with id '{after}' in this response.",
-                    param="after",
-                    code="invalid_value",
-                )
-            items = items[ids.index(after) + 1 :]
-        page = items[:limit]
+        try:
+            page = await self._store.input_items(response_id, after=after, limit=limit, order=order)
+        except UnknownItem:
+            raise InvalidRequest(
+                f"No input item with id '{after}' in this response.",
+                param="after",
+                code="invalid_value",
+            ) from None
+        if page is None:
+            raise _not_found(response_id)
+        data = [item_to_dict(item) for item in page.items]
         return InputItemList(
-            data=page,
-            first_id=page[0].get("id") if page else None,
-            last_id=page[-1].get("id") if page else None,
-            has_more=len(items) > limit,
+            data=data,
+            first_id=data[0].get("id") if data else None,
+            last_id=data[-1].get("id") if data else None,
+            has_more=page.has_more,
         )

@@ -6,14 +6,20 @@ Nothing here imports a framework or an I/O library: that is the point of a port.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from msgspec import Struct, field
 
 from xrouter.domain.lifecycle import LifecycleEvent
 from xrouter.domain.models import ModelInfo, ModelRoute
 from xrouter.domain.provider_events import ProviderEvent
-from xrouter.domain.responses import InputItem, ResponseRequest, StoredResponse, Usage
+from xrouter.domain.responses import (
+    InputItem,
+    Response,
+    ResponseRequest,
+    StoredResponse,
+    Usage,
+)
 
 
 class CallContext(Struct, frozen=True):
@@ -86,13 +92,51 @@ class TokenCounter(Protocol):
         ...
 
 
-class ResponseStore(Protocol):
-    async def save(self, stored: StoredResponse) -> None: ...
+class ItemsPage(Struct, frozen=True):
+    """A page of a stored response's input items, in the order asked for."""
 
-    async def get(self, response_id: str) -> StoredResponse | None: ...
+    items: list[InputItem]
+    has_more: bool
+
+
+class UnknownItem(LookupError):
+    """`after` names no input item of the response (ResponseStore.input_items)."""
+
+
+class ResponseStore(Protocol):
+    """Stored responses with their input items, kept for the configured time to live.
+
+    Every method raises `StorageUnavailable` (domain/errors.py) when the backend cannot
+    answer now; callers that need no answer (saving a response already delivered) log it.
+    """
+
+    async def save(self, stored: StoredResponse) -> bool:
+        """Store `stored`; False when it was not stored because it is over the record size
+        limit (the store has logged which setting acted)."""
+        ...
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        """The response with every input item, or None when unknown or expired."""
+        ...
+
+    async def get_response(self, response_id: str) -> Response | None:
+        """The response without its input items (retrieve does not need them)."""
+        ...
+
+    async def input_items(
+        self, response_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+    ) -> ItemsPage | None:
+        """Up to `limit` input items after the item `after` (exclusive), in `order`; None
+        when the response is unknown. Raises UnknownItem when `after` is not an item of it.
+        A long list is paged without reading every item."""
+        ...
 
     async def delete(self, response_id: str) -> bool:
         """True when something was deleted."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called once at shutdown."""
         ...
 
 

@@ -9,6 +9,7 @@ import msgspec
 from xrouter.application.generation import Generation
 from xrouter.application.lifecycle_trace import LifecycleTracer
 from xrouter.application.ports import IdGenerator, ResponseStore, UsageSink
+from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.lifecycle import Action, Reason
 from xrouter.domain.responses import StoredResponse
 
@@ -59,6 +60,10 @@ class Recorder:
             await self._store.save(StoredResponse(response=response, input_items=items))
             if _not_to_store(generation):  # a DELETE came while the store was writing
                 await self._store.delete(response.id)
+        except StorageUnavailable as exc:
+            # The client still gets its response; only a later previous_response_id or
+            # retrieve will miss it.
+            log.error("response %s is delivered but not stored: %s", response.id, exc.message)
         except Exception:
             log.exception("could not store response %s", response.id)
 

@@ -91,6 +91,15 @@ class Overloaded(GatewayError):
     code = "rate_limit_exceeded"
 
 
+class StorageUnavailable(GatewayError):
+    """The response store cannot answer now (Redis down or too slow): the request needs
+    stored state, so it cannot be served. Stateless requests are not affected (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "storage_unavailable"
+
+
 class ProviderError(GatewayError):
     """The upstream provider failed (502). The message names the provider, never a secret."""
 

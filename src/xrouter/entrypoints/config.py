@@ -14,7 +14,14 @@ from typing import Any
 from xrouter.entrypoints.env_fields import (
     ConfigError as ConfigError,  # re-exported: callers catch it from here
 )
-from xrouter.entrypoints.env_fields import parse_bool, positive, setting, show_default
+from xrouter.entrypoints.env_fields import (
+    masked_repr,
+    one_of,
+    parse_bool,
+    positive,
+    setting,
+    show_default,
+)
 
 
 def _prefixes(raw: str) -> tuple[str, ...]:
@@ -94,7 +101,64 @@ class Settings:
         10.0, float, "On shutdown, how long running generations may take to finish."
     )
     store_max_responses: int = setting(
-        10_000, positive(int), "Responses the in-memory store keeps (oldest evicted first)."
+        10_000,
+        positive(int),
+        "Responses the in-memory store keeps at most (least recently used evicted first).",
+    )
+    storage: str = setting(
+        "memory",
+        one_of("memory", "redis"),
+        "Where responses are stored: `memory` (one process) or `redis` (shared by every "
+        "worker and instance; needs XR_REDIS_URL).",
+    )
+    store_ttl_s: float = setting(
+        2_592_000.0,
+        positive(float),
+        "How long a stored response is kept (default 30 days), in either store.",
+    )
+    store_max_bytes: int = setting(
+        268_435_456,
+        positive(int),
+        "Bytes of encoded responses the in-memory store keeps (least recently used evicted first).",
+    )
+    store_max_record_bytes: int = setting(
+        16_777_216,
+        positive(int),
+        "Largest encoded response (with its input items) stored; a larger one is delivered "
+        "but not stored, and a warning says so.",
+    )
+    redis_url: str | None = setting(
+        None,
+        str,
+        "Redis to share state on: `redis://[:password@]host:port/db`, `rediss://...` (TLS) "
+        "or `unix:///path/to/socket`. Its password never reaches a log.",
+        secret=True,
+    )
+    redis_cluster: bool = setting(
+        False, parse_bool, "XR_REDIS_URL names a node of a Redis Cluster (cluster client)."
+    )
+    redis_ca_file: str | None = setting(
+        None, str, "CA bundle to verify a `rediss://` server with (default: the system's)."
+    )
+    redis_pool_size: int = setting(
+        64, positive(int), "Connections each worker may open to Redis (per node for a cluster)."
+    )
+    redis_timeout_s: float = setting(
+        0.5,
+        positive(float),
+        "Longest one Redis command may take (connect included) before it counts as a failure.",
+    )
+    redis_breaker_s: float = setting(
+        2.0,
+        positive(float),
+        "After a Redis failure, how long calls skip Redis (503 or not stored) before one probes "
+        "it again, so a dead Redis costs no wait per request.",
+    )
+    inflight_lease_s: float = setting(
+        30.0,
+        positive(float),
+        "A shared in-flight slot's lease, renewed while its request runs: a dead worker's "
+        "slots free themselves after this.",
     )
     local_slow_delay_s: float = setting(
         0.2, float, "Pause before each chunk after the first of the `local/slow` model."
@@ -120,6 +184,15 @@ class Settings:
         positive(int),
         "Characters of one text handed to tiktoken; the rest is estimated (usage stays bounded).",
     )
+
+    def __post_init__(self) -> None:
+        if self.storage == "redis" and not self.redis_url:
+            raise ConfigError(
+                "XR_STORAGE=redis needs XR_REDIS_URL (for example redis://127.0.0.1:6379/0)."
+            )
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -11,7 +11,6 @@ import os
 from dependency_injector import containers, providers
 
 from xrouter.adapters.providers.local import LocalProvider
-from xrouter.adapters.storage.memory import InMemoryResponseStore
 from xrouter.adapters.system import RandomIds, SystemClock
 from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
 from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
@@ -27,6 +26,7 @@ from xrouter.entrypoints.config import Settings, env_name
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
 from xrouter.entrypoints.secret_sources import configured_secrets
+from xrouter.entrypoints.storage_config import build_response_store, build_shared_redis
 
 
 class Container(containers.DeclarativeContainer):
@@ -39,8 +39,10 @@ class Container(containers.DeclarativeContainer):
         max_chars=settings.provided.tokenizer_max_chars,
         max_chars_setting=env_name("tokenizer_max_chars"),
     )
+    # None without XR_REDIS_URL; shared by the store, the catalog cache and in-flight leases.
+    shared_redis = providers.Singleton(build_shared_redis, settings=settings)
     response_store = providers.Singleton(
-        InMemoryResponseStore, max_responses=settings.provided.store_max_responses
+        build_response_store, settings=settings, redis=shared_redis
     )
     lifecycle_listener = providers.Singleton(NullLifecycleListener)
     usage_sink = providers.Singleton(InMemoryUsageLedger)
