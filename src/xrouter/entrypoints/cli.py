@@ -47,6 +47,23 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     )
 
 
+def workers_refusal(settings: Settings, workers: int) -> str | None:
+    """Why `workers` processes cannot run on these settings, or None when they can.
+
+    Each worker is a process with its own memory: on the memory store a response created on
+    one worker is unknown to the others, so `previous_response_id` and `GET
+    /v1/responses/{id}` would fail depending on which worker the connection lands on.
+    """
+    if workers > 1 and settings.storage == "memory":
+        return (
+            f"{workers} workers need shared storage: with XR_STORAGE=memory each worker keeps "
+            "its own responses, so previous_response_id and GET /v1/responses/{id} would fail "
+            "on the other workers. Set XR_STORAGE=redis and XR_REDIS_URL (docs/configuration.md), "
+            "or run one worker."
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
@@ -58,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         if args.workers < 1:
             parser.error("--workers must be at least 1")
+        refusal = workers_refusal(settings, args.workers)
+        if refusal is not None:
+            print(f"xrouter: configuration error: {refusal}", file=sys.stderr)
+            return 2
         serve(settings, args.host, args.port, args.workers)
         return 0
     parser.print_help()

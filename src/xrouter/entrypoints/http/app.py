@@ -69,6 +69,8 @@ def create_litestar(container: Container | None = None) -> Litestar:
     masker = container.secret_masker()
     engine = container.engine()  # resolves the token counter etc. now, not on first request
     catalog = container.catalog()
+    store = container.response_store()
+    redis = container.shared_redis()
     use_cases = UseCases(
         create_response=container.create_response(),
         chat_completions=container.chat_completions(),
@@ -98,7 +100,18 @@ def create_litestar(container: Container | None = None) -> Litestar:
         # Objects built at startup live forever: keep the GC from rescanning them.
         gc.collect()
         gc.freeze()
-        log.info("xrouter %s ready; API under %s", __version__, ", ".join(settings.api_prefixes))
+        if redis is not None and not await redis.ping():
+            log.warning(
+                "starting without Redis at %s: requests that need no stored state are served, "
+                "the others get 503 until it answers",
+                redis.where,
+            )
+        log.info(
+            "xrouter %s ready; API under %s; storage: %s",
+            __version__,
+            ", ".join(settings.api_prefixes),
+            settings.storage if redis is None else f"{settings.storage}, Redis at {redis.where}",
+        )
 
     async def on_shutdown() -> None:
         state["ready"] = False
@@ -106,6 +119,9 @@ def create_litestar(container: Container | None = None) -> Litestar:
         await catalog.aclose()
         for provider in catalog.providers:
             await provider.aclose()
+        await store.aclose()
+        if redis is not None:
+            await redis.aclose()
 
     openapi = (
         OpenAPIConfig(
@@ -127,7 +143,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             *routers,
-            *build_probe_routes(lambda: state["ready"]),
+            *build_probe_routes(lambda: state["ready"], redis.ping if redis is not None else None),
             *([openapi_document_route()] if settings.docs_enabled else []),
         ],
         exception_handlers=exception_handlers(masker),

@@ -7,11 +7,12 @@ dependencies happens once at startup and a request pays for none of it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
 from litestar import Request, delete, get, post
 from litestar import Response as HTTPResponse
 from litestar.handlers import HTTPRouteHandler
@@ -205,8 +206,16 @@ def _int_param(raw: str, name: str) -> int:
         ) from None
 
 
-def build_probe_routes(is_ready: Callable[[], bool]) -> list[HTTPRouteHandler]:
-    """Liveness and readiness, at the root (not under the API prefixes)."""
+def build_probe_routes(
+    is_ready: Callable[[], bool], redis_ok: Callable[[], Awaitable[bool]] | None = None
+) -> list[HTTPRouteHandler]:
+    """Liveness and readiness, at the root (not under the API prefixes).
+
+    `redis_ok`: when state is shared on Redis, a bounded health probe whose answer goes in
+    the readiness body. It does not decide readiness: with Redis down, requests that need no
+    stored state are still served, so taking the instance out of rotation would refuse them
+    too.
+    """
 
     @get("/health", summary="Liveness: the process answers", include_in_schema=True)
     async def health() -> HTTPResponse[bytes]:
@@ -214,8 +223,12 @@ def build_probe_routes(is_ready: Callable[[], bool]) -> list[HTTPRouteHandler]:
 
     @get("/ready", summary="Readiness: dependencies loaded, accepting requests")
     async def ready() -> HTTPResponse[bytes]:
-        if is_ready():
-            return HTTPResponse(b'{"status":"ready"}', media_type=JSON)
-        return HTTPResponse(b'{"status":"not_ready"}', status_code=503, media_type=JSON)
+        ready = is_ready()
+        body: dict[str, str] = {"status": "ready" if ready else "not_ready"}
+        if redis_ok is not None:
+            body["redis"] = "ok" if await redis_ok() else "unavailable"
+        return HTTPResponse(
+            msgspec.json.encode(body), status_code=200 if ready else 503, media_type=JSON
+        )
 
     return [health, ready]
