@@ -6,9 +6,11 @@
 - relay: the gateway relaying to a fake OpenAI-compatible upstream against calling it
   directly (issue 5);
 - memory: the gateway's RSS while relaying long streams, fast and slow clients (issue 5);
+- store: storing responses in the memory store vs Redis on loopback (issue 10);
+- storefill: the memory store's latency tails before and after it fills (issue 10);
 - upstream: relay and memory; all: every suite.
 
-    .venv/bin/python bench/run.py [--suite local|chat|relay|memory|upstream|all]
+    .venv/bin/python bench/run.py [--suite local|chat|relay|memory|store|storefill|upstream|all]
                                   [--server uvicorn|granian|both] [--duration S]
                                   [--out docs/benchmarks.md] [--rev REV] [--no-pin]
 
@@ -39,6 +41,8 @@ import relay_report
 import report
 import sections
 import servers
+import store_bench
+import store_report
 import uvloop
 from report import Run, RunResult
 from workload import INPUT
@@ -49,8 +53,10 @@ SUITES = {
     "chat": ("chat",),
     "relay": ("relay",),
     "memory": ("memory",),
+    "store": ("store",),
+    "storefill": ("storefill",),
     "upstream": ("relay", "memory"),
-    "all": ("local", "chat", "relay", "memory"),
+    "all": ("local", "chat", "relay", "memory", "store", "storefill"),
 }
 STARTUP_SAMPLES = 3
 REPO = Path(__file__).resolve().parent.parent
@@ -286,6 +292,27 @@ async def memory_suite(args: argparse.Namespace) -> str:
     return sections.wrap(memory_report.NAME, memory_report.render(runs, lines))
 
 
+async def store_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    gateway_cpus, other_cpus = _cpus(args)
+    result = await store_bench.measure_store(
+        gateway_cpus, other_cpus, args.src, args.duration, args.warmup
+    )
+    placement = _placement(args, True).replace("fake upstream", "redis-server")
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), placement)
+    for line in store_report.targets(result):
+        print("store:", line, flush=True)
+    return sections.wrap(store_report.NAME, store_report.render(result, lines))
+
+
+async def storefill_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    result = await store_bench.measure_fill(_cpus(args)[0], args.src, args.duration, args.warmup)
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), _placement(args, False))
+    name = store_report.FILL_NAME + ("-" + args.rev if args.rev else "")
+    return sections.wrap(name, store_report.render_fill(result, lines))
+
+
 def _run_local(args: argparse.Namespace) -> tuple[str, report.Report]:
     baseline_file = Path(tempfile.mkstemp(prefix="bench-baseline-", suffix=".json")[1])
     try:
@@ -332,6 +359,11 @@ def main() -> int:
                 written.append((relay_report.NAME, uvloop.run(relay_suite(args))))
             elif suite == "memory":
                 written.append((memory_report.NAME, uvloop.run(memory_suite(args))))
+            elif suite == "store":
+                written.append((store_report.NAME, uvloop.run(store_suite(args))))
+            elif suite == "storefill":
+                name = store_report.FILL_NAME + ("-" + args.rev if args.rev else "")
+                written.append((name, uvloop.run(storefill_suite(args))))
     for name, markdown in written:
         if args.out:
             sections.write(args.out, name, markdown)

@@ -171,16 +171,20 @@ OutputItem = MessageItem | FunctionCallItem | ReasoningItem
 # --- usage and the response object ------------------------------------------------------------
 
 
-class InputTokensDetails(Struct):
+# Usage structs hold only numbers, so they can never be part of a reference cycle:
+# `gc=False` keeps the collector from walking the thousands a usage ledger holds.
+
+
+class InputTokensDetails(Struct, gc=False):
     cached_tokens: int = 0
     cache_write_tokens: int = 0
 
 
-class OutputTokensDetails(Struct):
+class OutputTokensDetails(Struct, gc=False):
     reasoning_tokens: int = 0
 
 
-class Usage(Struct):
+class Usage(Struct, gc=False):
     input_tokens: int
     output_tokens: int
     total_tokens: int

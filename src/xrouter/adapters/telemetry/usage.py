@@ -9,7 +9,10 @@ from msgspec import Struct
 from xrouter.domain.responses import Usage
 
 
-class UsageRecord(Struct, frozen=True):
+class UsageRecord(Struct, frozen=True, gc=False):
+    """gc=False: strings, numbers and a Usage (itself untracked) cannot form a cycle, and a
+    full ledger would otherwise add 10,000 objects to every full collection's walk."""
+
     request_id: str
     model: str
     usage: Usage
