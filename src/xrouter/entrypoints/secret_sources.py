@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import fields, is_dataclass
+from urllib.parse import unquote, urlsplit
 
 from xrouter.domain.secrets import SecretMasker
 from xrouter.entrypoints.config import Settings
@@ -32,6 +33,12 @@ def configured_secrets(
 ) -> SecretMasker:
     """A masker for every configured secret of the gateway and its providers."""
     values = [*secret_values(settings)]
+    if settings.redis_url:
+        # The URL is a secret as a whole; its password may also appear on its own (an AUTH
+        # error, a URL written another way).
+        password = urlsplit(settings.redis_url).password
+        if password:
+            values.append(unquote(password))
     for provider in gateway.providers:
         values.extend(secret_values(provider))
     gigachat = load_gigachat_config(environ)
