@@ -182,3 +182,46 @@ class ModelCatalog(Protocol):
         ...
 
     async def list_models(self) -> list[ModelInfo]: ...
+
+
+class CachedModels(Struct, frozen=True):
+    """A provider's model list as discovery last found it, shared by every worker."""
+
+    models: list[ModelInfo]
+    fresh_for_s: float
+    """Seconds the list is still fresh; zero or less: a refresh is due (the list is still
+    the best known one, kept a little past its freshness so readers never see a gap)."""
+
+
+class CacheUnavailable(Exception):
+    """The discovery cache cannot answer now (its backend is down or too slow); the message
+    says why and never carries a password."""
+
+
+class DiscoveryCache(Protocol):
+    """Model discovery results shared across workers and instances, and the lock that lets
+    one of them at a time refresh a provider's list. Every method raises CacheUnavailable
+    when the backend cannot answer now."""
+
+    @property
+    def shared(self) -> bool:
+        """False for the process-local implementation: nothing is shared, so the registry
+        discovers by itself exactly as a single process does."""
+        ...
+
+    async def read(self, provider: str) -> CachedModels | None:
+        """The cached list of `provider`, or None when there is none (or it expired)."""
+        ...
+
+    async def write(self, provider: str, models: list[ModelInfo], fresh_s: float) -> None:
+        """Cache `models`, fresh for `fresh_s` seconds (kept a margin longer)."""
+        ...
+
+    async def try_lock(self, provider: str, ttl_s: float) -> bool:
+        """Take `provider`'s refresh lock for at most `ttl_s` seconds; False when another
+        worker holds it. The lock expires by itself if its holder dies."""
+        ...
+
+    async def release(self, provider: str) -> None:
+        """Release the lock this process holds on `provider` (never another's)."""
+        ...

@@ -9,33 +9,81 @@ any model name: the upstream's own 404 becomes `model_not_found`.
 Catalog: `GET /v1/models` lists, per provider, what discovery last found (each provider's own
 `list_models`, refreshed in the background every `ttl_s`). Discovery never blocks startup for
 longer than its bound, and a failing upstream keeps its last good list.
+
+Shared discovery: with a shared `DiscoveryCache` (Redis), every worker of every instance reads
+a provider's list from the cache while it is fresh; when it goes stale, the one worker that
+takes the provider's refresh lock asks the upstream and writes the list back, and the others
+poll the cache for it (keeping their list meanwhile). So N workers call an upstream's /models
+once per `ttl_s`, not N times. A failed discovery writes nothing; a cache that is down makes
+each worker discover by itself, as a single process does, until it answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from xrouter.application.ports import Provider
+from xrouter.application.ports import CachedModels, CacheUnavailable, DiscoveryCache, Provider
 from xrouter.domain.errors import ModelNotFound
 from xrouter.domain.models import ModelInfo, ModelRoute, split_model_id
 
 log = logging.getLogger("xrouter.registry")
 
 _MAX_CACHED_ROUTES = 10_000  # ids come from clients: the route cache must stay bounded
+# The refresh lock lives as long as the discovery period, within these bounds: long enough for
+# a slow upstream's /models, short enough that a refresher that died frees it soon.
+_LOCK_MIN_S = 1.0
+_LOCK_MAX_S = 60.0
+# How often a worker looks for the list another worker is discovering.
+_POLL_MIN_S = 0.05
+_POLL_MAX_S = 0.5
+_DEFAULT_TTL_S = 600.0  # for `refresh()` called before `start_discovery` (tests, tools)
+
+
+class LocalDiscovery:
+    """The DiscoveryCache of one process: nothing is shared, every refresh discovers."""
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    async def read(self, provider: str) -> CachedModels | None:
+        return None
+
+    async def write(self, provider: str, models: list[ModelInfo], fresh_s: float) -> None:
+        return None
+
+    async def try_lock(self, provider: str, ttl_s: float) -> bool:
+        return True
+
+    async def release(self, provider: str) -> None:
+        return None
 
 
 class ModelRegistry:
     def __init__(
-        self, providers: Iterable[Provider], aliases: Mapping[str, str] | None = None
+        self,
+        providers: Iterable[Provider],
+        aliases: Mapping[str, str] | None = None,
+        *,
+        cache: DiscoveryCache | None = None,
+        setting_names: Callable[[str], str] = lambda name: name,
     ) -> None:
+        """`cache` shares discovery with the other workers and instances (None: this
+        process discovers by itself); `setting_names` gives the operator's name of a
+        setting for log lines."""
         self._providers = {provider.name: provider for provider in providers}
         self._aliases = dict(aliases or {})
         # Route objects are immutable: cache them so the hot path builds nothing.
         self._routes: dict[str, tuple[ModelRoute, Provider]] = {}
         self._discovered: dict[str, list[ModelInfo]] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._cache: DiscoveryCache = cache if cache is not None else LocalDiscovery()
+        self._names = setting_names
+        self._ttl_s = _DEFAULT_TTL_S
+        self._cache_down = False  # so an outage is logged once, not once per refresh
 
     @property
     def providers(self) -> list[Provider]:
@@ -74,41 +122,154 @@ class ModelRegistry:
         )
         return models
 
-    async def refresh(self) -> None:
-        """Ask every provider for its models, at once; keep the last good list on failure."""
-        names = list(self._providers)
-        results = await asyncio.gather(
-            *(self._providers[name].list_models() for name in names), return_exceptions=True
-        )
-        for name, result in zip(names, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning(
-                    "model discovery for %s failed (%s); keeping %d known models",
-                    name,
-                    type(result).__name__,
-                    len(self._discovered.get(name, [])),
-                )
-            else:
-                self._discovered[name] = result
+    async def refresh(self, ttl_s: float | None = None) -> None:
+        """Refresh every provider's list once, at once; keep the last good list on failure.
+        `ttl_s`: how long a list found now stays fresh for the other workers (default: the
+        one `start_discovery` was given)."""
+        await self._refresh_all(self._ttl_s if ttl_s is None else ttl_s)
 
     async def start_discovery(self, ttl_s: float, startup_timeout_s: float) -> None:
-        """Discover now, waiting at most `startup_timeout_s`; then refresh every `ttl_s` in
-        the background until `aclose`."""
-        first = asyncio.ensure_future(self.refresh())
+        """Discover now, waiting at most `startup_timeout_s`; then refresh each provider's
+        list whenever it is `ttl_s` old, in the background until `aclose`."""
+        self._ttl_s = ttl_s
+        first = asyncio.ensure_future(self._refresh_all(ttl_s))
         done, _ = await asyncio.wait({first}, timeout=startup_timeout_s)
         if not done:
             log.warning(
-                "model discovery is still running after %.1f s; starting without it "
+                "model discovery is still running after %.1f s (%s); starting without it "
                 "(it goes on in the background)",
                 startup_timeout_s,
+                self._names("discovery_startup_timeout_s"),
             )
         self._refresher = asyncio.create_task(self._refresh_forever(first, ttl_s))
 
-    async def _refresh_forever(self, first: asyncio.Future[None], ttl_s: float) -> None:
-        await first
+    async def _refresh_forever(self, first: asyncio.Future[dict[str, float]], ttl_s: float) -> None:
+        delays = await first
+        # One loop per provider: each list is refreshed when it is due, so the workers that
+        # share a cache wake together when the shared list goes stale.
+        await asyncio.gather(
+            *(self._keep_fresh(name, ttl_s, delay) for name, delay in delays.items())
+        )
+
+    async def _keep_fresh(self, name: str, ttl_s: float, delay_s: float) -> None:
         while True:
-            await asyncio.sleep(ttl_s)
-            await self.refresh()
+            await asyncio.sleep(delay_s)
+            delay_s = await self._refresh_one(name, ttl_s)
+
+    async def _refresh_all(self, ttl_s: float) -> dict[str, float]:
+        names = list(self._providers)
+        delays = await asyncio.gather(*(self._refresh_one(name, ttl_s) for name in names))
+        return dict(zip(names, delays, strict=True))
+
+    async def _refresh_one(self, name: str, ttl_s: float) -> float:
+        """Refresh `name`'s list (from the shared cache, or by discovering); return the
+        seconds until it is due again."""
+        if not self._cache.shared:
+            await self._discover(name)
+            return ttl_s
+        try:
+            return await self._refresh_shared(name, ttl_s)
+        except CacheUnavailable as exc:
+            self._cache_failed(exc)
+        except Exception:
+            # A bug, not an outage: loud, but the catalog goes on being refreshed.
+            log.exception("the shared model catalog failed for %s; discovering locally", name)
+        await self._discover(name)
+        return ttl_s
+
+    async def _refresh_shared(self, name: str, ttl_s: float) -> float:
+        lock_s = min(max(ttl_s, _LOCK_MIN_S), _LOCK_MAX_S)
+        cached = await self._cache.read(name)
+        self._cache_answered()
+        if cached is not None and cached.fresh_for_s > 0:
+            self._discovered[name] = cached.models
+            return cached.fresh_for_s
+        if await self._cache.try_lock(name, lock_s):
+            return await self._refresh_as_holder(name, ttl_s, lock_s)
+        # Another worker is refreshing: until it is done, the stale list is the newest one.
+        if cached is not None:
+            self._discovered[name] = cached.models
+        return await self._await_refresher(name, ttl_s, lock_s)
+
+    async def _refresh_as_holder(self, name: str, ttl_s: float, lock_s: float) -> float:
+        try:
+            # A refresher may have finished between our read and our lock: no second call.
+            cached = await self._cache.read(name)
+            if cached is not None and cached.fresh_for_s > 0:
+                self._discovered[name] = cached.models
+                return cached.fresh_for_s
+            # Bounded by the lock's time, so no second refresher starts while this one runs.
+            models = await self._discover(name, bound_s=lock_s)
+            if models is not None:  # a failure keeps the cache as it is: nothing to poison
+                try:
+                    await self._cache.write(name, models, ttl_s)
+                except CacheUnavailable as exc:
+                    self._cache_failed(exc)  # found and used here; the others find it later
+            return ttl_s
+        finally:
+            # Unreleased (Redis gone), the lock expires by itself after lock_s.
+            with contextlib.suppress(CacheUnavailable):
+                await self._cache.release(name)
+
+    async def _await_refresher(self, name: str, ttl_s: float, lock_s: float) -> float:
+        """Poll the cache for the list another worker is discovering, at most as long as it
+        may hold the lock; then keep the list we have and try again when due."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + lock_s
+        poll_s = min(max(lock_s / 20, _POLL_MIN_S), _POLL_MAX_S)
+        while loop.time() < deadline:
+            await asyncio.sleep(poll_s)
+            cached = await self._cache.read(name)
+            if cached is not None and cached.fresh_for_s > 0:
+                self._discovered[name] = cached.models
+                return cached.fresh_for_s
+        log.info(
+            "no fresh model list for %s from the worker refreshing it within %.1f s; "
+            "keeping %d known models",
+            name,
+            lock_s,
+            len(self._discovered.get(name, [])),
+        )
+        return ttl_s
+
+    async def _discover(self, name: str, bound_s: float | None = None) -> list[ModelInfo] | None:
+        """Ask the provider itself; None (the last good list kept) when it fails."""
+        deadline = asyncio.timeout(bound_s)
+        try:
+            async with deadline:
+                models = await self._providers[name].list_models()
+        except Exception as exc:
+            if deadline.expired():
+                reason = (
+                    f"no answer within {bound_s:.1f} s, the refresh lock's time "
+                    f"({self._names('discovery_ttl_s')} within {_LOCK_MIN_S:.0f}-"
+                    f"{_LOCK_MAX_S:.0f} s)"
+                )
+            else:
+                reason = type(exc).__name__
+            log.warning(
+                "model discovery for %s failed (%s); keeping %d known models",
+                name,
+                reason,
+                len(self._discovered.get(name, [])),
+            )
+            return None
+        self._discovered[name] = models
+        return models
+
+    def _cache_failed(self, exc: CacheUnavailable) -> None:
+        if not self._cache_down:
+            self._cache_down = True
+            log.warning(
+                "the shared model catalog is unavailable, each worker discovers models by "
+                "itself until it answers again: %s",
+                exc,
+            )
+
+    def _cache_answered(self) -> None:
+        if self._cache_down:
+            self._cache_down = False
+            log.warning("the shared model catalog answers again; workers share discovery")
 
     async def aclose(self) -> None:
         if self._refresher is not None:

@@ -11,6 +11,7 @@ import os
 from dependency_injector import containers, providers
 
 from xrouter.adapters.providers.local import LocalProvider
+from xrouter.adapters.redis.catalog_cache import build_catalog_cache
 from xrouter.adapters.system import RandomIds, SystemClock
 from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
 from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
@@ -74,8 +75,14 @@ class Container(containers.DeclarativeContainer):
         environ=environ,
         secrets=secret_registry,
     )
+    # Discovery shared by every worker and instance through Redis; local without Redis.
+    catalog_cache = providers.Singleton(build_catalog_cache, redis=shared_redis)
     catalog = providers.Singleton(
-        ModelRegistry, providers=model_providers, aliases=gateway_config.provided.aliases
+        ModelRegistry,
+        providers=model_providers,
+        aliases=gateway_config.provided.aliases,
+        cache=catalog_cache,
+        setting_names=env_name,
     )
 
     engine_settings = providers.Singleton(
