@@ -1,5 +1,8 @@
 """Python transcription of formal/xrouter_inflight.tla: N requests, an in-flight limit per
-provider pool. Functions of the spec (stage[r], ...) are tuples indexed like REQUESTS."""
+provider pool, a FIFO waiting queue in the pools that let requests wait, and leases that expire
+when their worker dies. Functions of the spec over Requests (stage[r], ...) are tuples indexed
+like the requests; functions over Providers (queue[p]) are tuples indexed like
+`Config.providers`; a queue holds request indices, oldest first."""
 
 from __future__ import annotations
 
@@ -10,21 +13,34 @@ from typing import Any
 
 REQUESTS = ("r1", "r2", "r3")
 PROVIDERS = ("p1", "p2")
+QUEUEING_POOLS = ("p1",)
 LIMIT = 1
 """The constants of formal/xrouter_inflight.cfg."""
 
-STAGES = frozenset({"idle", "ingest", "generate", "done", "failed"})
+STAGES = frozenset({"idle", "ingest", "waiting", "generate", "done", "failed"})
 TERMINAL = frozenset({"done", "failed"})
-FAILURE_OUTCOMES = frozenset({"overloaded", "invalid_request", "provider_error"})
+FAILURE_OUTCOMES = frozenset(
+    {"overloaded", "queue_timeout", "client_disconnect", "invalid_request", "provider_error"}
+)
 OUTCOMES = frozenset({"none", "completed"}) | FAILURE_OUTCOMES
+WAIT_OUTCOMES = frozenset({"queue_timeout", "client_disconnect"})
+"""The ways out of the queue other than a slot."""
 
-TLA_VARIABLES = {"stage": "stage", "route": "route", "holds": "holds", "outcome": "outcome"}
+TLA_VARIABLES = {
+    "stage": "stage",
+    "route": "route",
+    "holds": "holds",
+    "queue": "queue",
+    "crashed": "crashed",
+    "outcome": "outcome",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     requests: int = len(REQUESTS)
     providers: tuple[str, ...] = PROVIDERS
+    queueing_pools: tuple[str, ...] = QUEUEING_POOLS
     limit: int = LIMIT
 
 
@@ -33,23 +49,46 @@ class State:
     stage: tuple[str, ...]
     route: tuple[str, ...]
     holds: tuple[bool, ...]
+    queue: tuple[tuple[int, ...], ...]
+    crashed: tuple[bool, ...]
     outcome: tuple[str, ...]
 
 
-def _set(values: tuple[object, ...], index: int, value: object) -> tuple[object, ...]:
+def _set(values: tuple[Any, ...], index: int, value: object) -> tuple[Any, ...]:
     return (*values[:index], value, *values[index + 1 :])
 
 
 def _at(s: State, r: int, **changes: object) -> State:
-    """[f EXCEPT ![r] = v] for each variable f named in `changes`."""
+    """[f EXCEPT ![r] = v] for each variable f over Requests named in `changes`."""
     updated: dict[str, Any] = {n: _set(getattr(s, n), r, v) for n, v in changes.items()}
     return replace(s, **updated)
+
+
+def _pool(config: Config, provider: str) -> int:
+    return config.providers.index(provider)
+
+
+def queue_of(s: State, provider: str, config: Config) -> tuple[int, ...]:
+    """queue[p]."""
+    return s.queue[_pool(config, provider)]
+
+
+def _with_queue(s: State, provider: str, config: Config, queue: tuple[int, ...]) -> State:
+    """[queue EXCEPT ![p] = ...]."""
+    return replace(s, queue=_set(s.queue, _pool(config, provider), queue))
 
 
 def init(config: Config = Config()) -> list[State]:
     n = config.requests
     return [
-        State(stage=("idle",) * n, route=route, holds=(False,) * n, outcome=("none",) * n)
+        State(
+            stage=("idle",) * n,
+            route=route,
+            holds=(False,) * n,
+            queue=((),) * len(config.providers),
+            crashed=(False,) * n,
+            outcome=("none",) * n,
+        )
         for route in itertools.product(config.providers, repeat=n)
     ]
 
@@ -58,53 +97,125 @@ def in_flight(s: State, provider: str) -> int:
     return sum(1 for held, p in zip(s.holds, s.route, strict=True) if held and p == provider)
 
 
+def queued(s: State, r: int, config: Config) -> bool:
+    """Queued(r): r is in its pool's queue."""
+    return r in queue_of(s, s.route[r], config)
+
+
+def free_for(s: State, provider: str, config: Config) -> bool:
+    """FreeFor(p): a slot is free and nobody waits for it."""
+    return in_flight(s, provider) < config.limit and not queue_of(s, provider, config)
+
+
 ActionFn = Callable[[State, int, Config], State | None]
 
 
 def receive(s: State, r: int, config: Config) -> State | None:
     if s.stage[r] != "idle":
         return None
-    return _at(s, r, stage="ingest", holds=in_flight(s, s.route[r]) < config.limit)
+    p = s.route[r]
+    if free_for(s, p, config) or p not in config.queueing_pools:
+        return _at(s, r, stage="ingest", holds=free_for(s, p, config))
+    waiting = _at(s, r, stage="waiting")
+    return _with_queue(waiting, p, config, (*queue_of(s, p, config), r))
 
 
 def reject_overloaded(s: State, r: int, config: Config) -> State | None:
-    if s.stage[r] != "ingest" or s.holds[r]:
+    if s.stage[r] != "ingest" or s.holds[r] or s.crashed[r]:
         return None
     return _at(s, r, stage="failed", outcome="overloaded")
 
 
+def admit(s: State, r: int, config: Config) -> State | None:
+    p = s.route[r]
+    queue = queue_of(s, p, config)
+    if (
+        s.stage[r] != "waiting"
+        or s.crashed[r]
+        or not queue
+        or queue[0] != r
+        or in_flight(s, p) >= config.limit
+    ):
+        return None
+    return _with_queue(_at(s, r, stage="ingest", holds=True), p, config, queue[1:])
+
+
+def _without(s: State, r: int, config: Config) -> State:
+    """[queue EXCEPT ![route[r]] = Without(@, r)]."""
+    p = s.route[r]
+    return _with_queue(s, p, config, tuple(x for x in queue_of(s, p, config) if x != r))
+
+
+def queue_timeout(s: State, r: int, config: Config) -> State | None:
+    if s.stage[r] != "waiting" or s.crashed[r]:
+        return None
+    return _without(_at(s, r, stage="failed", outcome="queue_timeout"), r, config)
+
+
+def leave_queue(s: State, r: int, config: Config) -> State | None:
+    if s.stage[r] != "waiting" or s.crashed[r]:
+        return None
+    return _without(_at(s, r, stage="failed", outcome="client_disconnect"), r, config)
+
+
 def reject(s: State, r: int, config: Config) -> State | None:
-    if s.stage[r] != "ingest" or not s.holds[r]:
+    if s.stage[r] != "ingest" or not s.holds[r] or s.crashed[r]:
         return None
     return _at(s, r, stage="failed", holds=False, outcome="invalid_request")
 
 
 def tokenize(s: State, r: int, config: Config) -> State | None:
-    if s.stage[r] != "ingest" or not s.holds[r]:
+    if s.stage[r] != "ingest" or not s.holds[r] or s.crashed[r]:
         return None
     return _at(s, r, stage="generate")
 
 
 def finish(s: State, r: int, config: Config) -> State | None:
-    if s.stage[r] != "generate":
+    if s.stage[r] != "generate" or s.crashed[r]:
         return None
     return _at(s, r, stage="done", holds=False, outcome="completed")
 
 
 def provider_fail(s: State, r: int, config: Config) -> State | None:
-    if s.stage[r] != "generate":
+    if s.stage[r] != "generate" or s.crashed[r]:
         return None
     return _at(s, r, stage="failed", holds=False, outcome="provider_error")
 
 
+def crash(s: State, r: int, config: Config) -> State | None:
+    if s.crashed[r] or s.stage[r] not in ("waiting", "generate"):
+        return None
+    return _at(s, r, crashed=True)
+
+
+def expire(s: State, r: int, config: Config) -> State | None:
+    if not s.crashed[r] or not (s.holds[r] or queued(s, r, config)):
+        return None
+    return _without(_at(s, r, holds=False), r, config)
+
+
 SERVE: dict[str, ActionFn] = {
     "RejectOverloaded": reject_overloaded,
+    "Admit": admit,
+    "QueueTimeout": queue_timeout,
     "Reject": reject,
     "Tokenize": tokenize,
     "Finish": finish,
     "ProviderFail": provider_fail,
+    "Expire": expire,
 }
-ACTIONS: dict[str, ActionFn] = {"Receive": receive, **SERVE}
+"""Serve(r): what the gateway does for r on its own, weakly fair."""
+ACTIONS: dict[str, ActionFn] = {
+    "Receive": receive,
+    "LeaveQueue": leave_queue,
+    "Crash": crash,
+    **SERVE,
+}
+
+
+def _stopped(s: State, r: int, config: Config) -> bool:
+    """Terminating's condition for r: finished, or crashed with its lease gone."""
+    return s.stage[r] in TERMINAL or (s.crashed[r] and not s.holds[r] and not queued(s, r, config))
 
 
 def successors(s: State, config: Config = Config()) -> Iterator[tuple[str, State]]:
@@ -113,7 +224,7 @@ def successors(s: State, config: Config = Config()) -> Iterator[tuple[str, State
             after = action(s, r, config)
             if after is not None:
                 yield f"{name}(r{r + 1})", after
-    if all(stage in TERMINAL for stage in s.stage):
+    if all(_stopped(s, r, config) for r in range(len(s.stage))):
         yield "Terminating", s
 
 
@@ -128,10 +239,13 @@ def fairness(config: Config = Config()) -> list[frozenset[str]]:
 def type_ok(s: State, config: Config = Config()) -> bool:
     n = config.requests
     return (
-        len(s.stage) == len(s.route) == len(s.holds) == len(s.outcome) == n
+        len(s.stage) == len(s.route) == len(s.holds) == len(s.crashed) == len(s.outcome) == n
+        and len(s.queue) == len(config.providers)
         and all(stage in STAGES for stage in s.stage)
         and all(p in config.providers for p in s.route)
         and all(isinstance(h, bool) for h in s.holds)
+        and all(isinstance(r, int) and 0 <= r < n for queue in s.queue for r in queue)
+        and all(isinstance(c, bool) for c in s.crashed)
         and all(o in OUTCOMES for o in s.outcome)
     )
 
@@ -142,16 +256,30 @@ def limit_respected(s: State, config: Config = Config()) -> bool:
 
 def slots_match_work(s: State) -> bool:
     return all(
-        (stage != "generate" or held) and (not held or stage in ("ingest", "generate"))
-        for stage, held in zip(s.stage, s.holds, strict=True)
+        (stage != "generate" or crashed or held) and (not held or stage in ("ingest", "generate"))
+        for stage, held, crashed in zip(s.stage, s.holds, s.crashed, strict=True)
     )
 
 
-def no_silent_drop(s: State) -> bool:
+def queue_matches_waiters(s: State, config: Config = Config()) -> bool:
+    pools_ok = all(
+        len(set(queue)) == len(queue) and (not queue or p in config.queueing_pools)
+        for p, queue in zip(config.providers, s.queue, strict=True)
+    )
+    return pools_ok and all(
+        (not queued(s, r, config) or s.stage[r] == "waiting")
+        and (s.stage[r] != "waiting" or s.crashed[r] or queued(s, r, config))
+        for r in range(len(s.stage))
+    )
+
+
+def no_silent_drop(s: State, config: Config = Config()) -> bool:
     return all(
         (stage == "done") == (outcome == "completed")
         and (stage == "failed") == (outcome in FAILURE_OUTCOMES)
-        for stage, outcome in zip(s.stage, s.outcome, strict=True)
+        and (outcome != "overloaded" or p not in config.queueing_pools)
+        and (outcome not in WAIT_OUTCOMES or p in config.queueing_pools)
+        for stage, outcome, p in zip(s.stage, s.outcome, s.route, strict=True)
     )
 
 
@@ -160,7 +288,8 @@ def invariants(config: Config = Config()) -> dict[str, Callable[[State], bool]]:
         "TypeOK": lambda s: type_ok(s, config),
         "LimitRespected": lambda s: limit_respected(s, config),
         "SlotsMatchWork": slots_match_work,
-        "NoSilentDrop": no_silent_drop,
+        "QueueMatchesWaiters": lambda s: queue_matches_waiters(s, config),
+        "NoSilentDrop": lambda s: no_silent_drop(s, config),
     }
 
 
@@ -170,8 +299,37 @@ def invariants(config: Config = Config()) -> dict[str, Callable[[State], bool]]:
 def refused_only_when_full(config: Config = Config()) -> Callable[[State, State], bool]:
     def prop(s: State, t: State) -> bool:
         return all(
-            not (s.stage[r] == "idle" and t.stage[r] == "ingest" and not t.holds[r])
-            or in_flight(s, s.route[r]) >= config.limit
+            not (s.stage[r] == "idle" and t.stage[r] != "idle" and not t.holds[r])
+            or not free_for(s, s.route[r], config)
+            for r in range(len(s.stage))
+        )
+
+    return prop
+
+
+def fifo_admission(config: Config = Config()) -> Callable[[State, State], bool]:
+    def prop(s: State, t: State) -> bool:
+        def ahead_is_clear(r: int) -> bool:
+            queue = queue_of(s, s.route[r], config)
+            return not queue or queue[0] == r
+
+        return all(s.holds[r] or not t.holds[r] or ahead_is_clear(r) for r in range(len(s.stage)))
+
+    return prop
+
+
+def live_lease_kept(config: Config = Config()) -> Callable[[State, State], bool]:
+    def prop(s: State, t: State) -> bool:
+        return all(
+            s.crashed[r]
+            or (
+                (not (s.holds[r] and not t.holds[r]) or t.stage[r] in TERMINAL)
+                and (
+                    not (queued(s, r, config) and not queued(t, r, config))
+                    or t.holds[r]
+                    or t.stage[r] == "failed"
+                )
+            )
             for r in range(len(s.stage))
         )
 
@@ -179,7 +337,11 @@ def refused_only_when_full(config: Config = Config()) -> Callable[[State, State]
 
 
 def action_properties(config: Config = Config()) -> dict[str, Callable[[State, State], bool]]:
-    return {"RefusedOnlyWhenFull": refused_only_when_full(config)}
+    return {
+        "RefusedOnlyWhenFull": refused_only_when_full(config),
+        "FifoAdmission": fifo_admission(config),
+        "LiveLeaseKept": live_lease_kept(config),
+    }
 
 
 LeadsTo = tuple[Callable[[State], bool], Callable[[State], bool]]
@@ -190,14 +352,32 @@ def leads_to(config: Config = Config()) -> dict[str, list[LeadsTo]]:
 
     def refusal(r: int) -> LeadsTo:
         return (
-            lambda s: s.stage[r] == "ingest" and not s.holds[r],
+            lambda s: s.stage[r] == "ingest" and not s.holds[r] and not s.crashed[r],
             lambda s: s.outcome[r] == "overloaded",
         )
 
-    def finishes(r: int) -> LeadsTo:
-        return (lambda s: s.stage[r] == "ingest", lambda s: s.stage[r] in TERMINAL)
+    def waiter(r: int) -> LeadsTo:
+        return (
+            lambda s: s.stage[r] == "waiting",
+            lambda s: s.holds[r] or s.stage[r] == "failed" or s.crashed[r],
+        )
 
+    def finishes(r: int) -> LeadsTo:
+        return (
+            lambda s: s.stage[r] in ("ingest", "waiting"),
+            lambda s: s.stage[r] in TERMINAL or s.crashed[r],
+        )
+
+    def lease_freed(r: int) -> LeadsTo:
+        return (
+            lambda s: s.crashed[r] and (s.holds[r] or queued(s, r, config)),
+            lambda s: not (s.holds[r] or queued(s, r, config)),
+        )
+
+    n = config.requests
     return {
-        "RefusalAnswered": [refusal(r) for r in range(config.requests)],
-        "EveryRequestFinishes": [finishes(r) for r in range(config.requests)],
+        "RefusalAnswered": [refusal(r) for r in range(n)],
+        "WaiterAnswered": [waiter(r) for r in range(n)],
+        "EveryRequestFinishes": [finishes(r) for r in range(n)],
+        "CrashedLeaseFreed": [lease_freed(r) for r in range(n)],
     }

@@ -1,6 +1,8 @@
-"""formal/xrouter_inflight.tla (N requests, an in-flight limit) checked exhaustively through its
-transcription (tests/formal/inflight_model.py); and the runtime's limit
-(EngineSettings.max_inflight) held to it through the use case layer."""
+"""formal/xrouter_inflight.tla (N requests, an in-flight limit per pool, a FIFO waiting queue,
+leases that expire when their worker dies) checked exhaustively through its transcription
+(tests/formal/inflight_model.py); and the runtime's engine limit (EngineSettings.max_inflight)
+held to it through the use case layer. The queue and the leases at runtime (LocalInflight,
+RedisInflight) are pinned by tests/test_inflight_queue.py and tests/test_shared_inflight.py."""
 
 from __future__ import annotations
 
@@ -28,6 +30,22 @@ def _explore(config: m.Config) -> StateGraph[m.State]:
     )
 
 
+def _leads_to_problems(
+    graph: StateGraph[m.State], config: m.Config, fairness: list[frozenset[str]] | None = None
+) -> dict[str, list[str]]:
+    groups = m.fairness(config) if fairness is None else fairness
+    return {
+        name: problems
+        for name, pairs in m.leads_to(config).items()
+        for p, q in pairs
+        if (problems := check_leads_to(graph, p, q, groups))
+    }
+
+
+def _steps(graph: StateGraph[m.State]) -> list[tuple[m.State, str, m.State]]:
+    return [(s, label, t) for s, edges in graph.edges.items() for label, t in edges]
+
+
 @pytest.fixture(scope="module")
 def graph() -> StateGraph[m.State]:
     return _explore(m.Config())
@@ -45,21 +63,53 @@ def test_the_limit_is_reached_and_refusals_happen(graph: StateGraph[m.State]) ->
     assert any(s.stage.count("generate") == 2 for s in graph.states)
 
 
-@pytest.mark.parametrize("name", ["RefusalAnswered", "EveryRequestFinishes"])
+def test_the_queue_and_the_leases_are_exercised(graph: StateGraph[m.State]) -> None:
+    """Not vacuous either: two requests wait behind a holder, a waiter is admitted, waits end
+    in both explicit failures, a crashed holder's and a crashed waiter's leases expire, and a
+    dead head of the queue blocks a live waiter behind it while a slot is free."""
+    config = m.Config()
+    assert any(len(q) == 2 for s in graph.states for q in s.queue)
+    labels = {label.split("(")[0] for _, label, _ in _steps(graph)}
+    assert {"Admit", "QueueTimeout", "LeaveQueue", "Crash", "Expire"} <= labels
+    assert any("queue_timeout" in s.outcome for s in graph.states)
+    assert any("client_disconnect" in s.outcome for s in graph.states)
+    expired = [(s, t) for s, label, t in _steps(graph) if label.startswith("Expire")]
+    assert any(s.holds != t.holds for s, t in expired)
+    assert any(s.queue != t.queue for s, t in expired)
+    assert any(
+        q and s.crashed[q[0]] and len(q) > 1 and m.in_flight(s, "p1") < m.LIMIT
+        for s in graph.states
+        for q in [m.queue_of(s, "p1", config)]
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["RefusalAnswered", "WaiterAnswered", "EveryRequestFinishes", "CrashedLeaseFreed"]
+)
 def test_leads_to_property_holds_under_weak_fairness(graph: StateGraph[m.State], name: str) -> None:
     for p, q in m.leads_to()[name]:
         assert any(p(s) for s in graph.states)
         assert check_leads_to(graph, p, q, m.fairness()) == []
 
 
-def test_the_runtime_shape_one_pool_holds_too() -> None:
-    """The runtime has one pool for every provider: the spec with a single provider."""
-    config = m.Config(providers=("p1",), limit=2)
+@pytest.mark.parametrize(
+    "config",
+    [
+        # The engine's limit: one pool for every provider, fail fast.
+        m.Config(providers=("p1",), queueing_pools=(), limit=2),
+        # A shared provider pool of two slots with a queue.
+        m.Config(providers=("p1",), queueing_pools=("p1",), limit=2),
+        # A GigaChat PERS account: one stream at a time, three clients waiting in turn.
+        m.Config(requests=4, providers=("p1",), queueing_pools=("p1",), limit=1),
+    ],
+    ids=["engine-fail-fast", "pool-of-two-with-queue", "one-slot-three-waiters"],
+)
+def test_the_runtime_shapes_hold_too(config: m.Config) -> None:
     graph = _explore(config)
-    assert any(m.in_flight(s, "p1") == 2 for s in graph.states)
-    for pairs in m.leads_to(config).values():
-        for p, q in pairs:
-            assert check_leads_to(graph, p, q, m.fairness(config)) == []
+    assert any(m.in_flight(s, "p1") == config.limit for s in graph.states)
+    waiting = max(len(q) for s in graph.states for q in s.queue)
+    assert waiting == (config.requests - config.limit if config.queueing_pools else 0)
+    assert _leads_to_problems(graph, config) == {}
 
 
 def test_an_admission_that_ignores_the_limit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +119,72 @@ def test_an_admission_that_ignores_the_limit_is_caught(monkeypatch: pytest.Monke
     monkeypatch.setitem(m.ACTIONS, "Receive", greedy)
     with pytest.raises(ModelCheckFailure, match="LimitRespected"):
         _explore(m.Config())
+
+
+def test_a_new_arrival_that_barges_past_the_queue_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request arriving when a slot was just freed takes it, although someone waits."""
+    original = m.receive
+
+    def barging(s: m.State, r: int, config: m.Config) -> m.State | None:
+        if s.stage[r] == "idle" and m.in_flight(s, s.route[r]) < config.limit:
+            return m._at(s, r, stage="ingest", holds=True)
+        return original(s, r, config)
+
+    monkeypatch.setitem(m.ACTIONS, "Receive", barging)
+    with pytest.raises(ModelCheckFailure, match="FifoAdmission"):
+        _explore(m.Config())
+
+
+def test_a_waiter_admitted_out_of_turn_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any waiter, not only the head, may take a freed slot."""
+
+    def any_waiter(s: m.State, r: int, config: m.Config) -> m.State | None:
+        if s.stage[r] != "waiting" or s.crashed[r] or not m.queued(s, r, config):
+            return None
+        if m.in_flight(s, s.route[r]) >= config.limit:
+            return None
+        admitted = m._at(s, r, stage="ingest", holds=True)
+        rest = tuple(x for x in m.queue_of(s, s.route[r], config) if x != r)
+        return m._with_queue(admitted, s.route[r], config, rest)
+
+    monkeypatch.setitem(m.ACTIONS, "Admit", any_waiter)
+    with pytest.raises(ModelCheckFailure, match="FifoAdmission"):
+        _explore(m.Config())
+
+
+def test_a_live_lease_that_expires_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat too slow for the lease: a live holder's slot is taken back."""
+
+    def expire_any(s: m.State, r: int, config: m.Config) -> m.State | None:
+        if not (s.holds[r] or m.queued(s, r, config)):
+            return None
+        return m._without(m._at(s, r, holds=False), r, config)
+
+    monkeypatch.setitem(m.ACTIONS, "Expire", expire_any)
+    with pytest.raises(ModelCheckFailure, match="LiveLeaseKept"):
+        _explore(m.Config())
+
+
+def test_a_queue_timeout_without_an_answer_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiter whose wait runs out is dropped from the queue with no failure to show."""
+
+    def silent(s: m.State, r: int, config: m.Config) -> m.State | None:
+        if s.stage[r] != "waiting" or s.crashed[r]:
+            return None
+        return m._without(m._at(s, r, stage="failed"), r, config)
+
+    monkeypatch.setitem(m.ACTIONS, "QueueTimeout", silent)
+    with pytest.raises(ModelCheckFailure, match="NoSilentDrop"):
+        _explore(m.Config())
+
+
+def test_a_lease_that_never_expires_is_caught(graph: StateGraph[m.State]) -> None:
+    """Without a fair expiry (no TTL on the lease), a dead holder keeps its slot forever."""
+    unfair = [frozenset(a for a in group if not a.startswith("Expire")) for group in m.fairness()]
+    problems = _leads_to_problems(graph, m.Config(), unfair)
+    assert "CrashedLeaseFreed" in problems
 
 
 def test_a_silently_dropped_refusal_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

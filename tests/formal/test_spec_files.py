@@ -82,6 +82,7 @@ def test_constants_are_the_transcriptions(name: str) -> None:
         "xrouter_inflight": {
             "Requests": "{" + ", ".join(inflight_model.REQUESTS) + "}",
             "Providers": "{" + ", ".join(inflight_model.PROVIDERS) + "}",
+            "QueueingPools": "{" + ", ".join(inflight_model.QUEUEING_POOLS) + "}",
             "Limit": str(inflight_model.LIMIT),
         },
         "xrouter_billing": {
