@@ -33,6 +33,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_cluster_port() -> int:
+    """A free port for a cluster node: at most 55535, with its cluster bus port (+10000) free
+    too (redis-server refuses to start a cluster node on a higher port)."""
+    while True:
+        port = _free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 def _require_redis() -> tuple[str, str]:
     if REDIS_SERVER is None or REDIS_CLI is None:
         pytest.fail(
@@ -174,7 +189,7 @@ def _session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis
         for index in range(3):
             directory = tmp_path_factory.mktemp(f"redis-cluster-{index}")
             node = RedisServer(
-                _free_port(),
+                _free_cluster_port(),
                 directory,
                 [
                     "--cluster-enabled",
