@@ -96,7 +96,10 @@ class RedisServer:
 
     def wait_until_up(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while self.cli("PING", check=False) != "PONG":
+        # A server with --requirepass answers NOAUTH: it is up all the same.
+        while self.cli("PING", check=False) != "PONG" and "NOAUTH" not in self.cli(
+            "PING", check=False
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on port {self.port} did not start")
             time.sleep(0.02)

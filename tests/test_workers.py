@@ -1,0 +1,133 @@
+"""`xrouter serve --workers N`: refused on the per-process memory store, and on Redis every
+worker shares the stored responses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.redis_servers import RedisServer
+
+XROUTER = str(Path(sys.executable).parent / "xrouter")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_several_workers_on_the_memory_store_are_refused_with_what_to_set() -> None:
+    env = {**os.environ, "XR_STORAGE": "memory"}
+    result = subprocess.run(
+        [XROUTER, "serve", "--workers", "2", "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "XR_STORAGE=redis" in result.stderr and "XR_REDIS_URL" in result.stderr
+    assert "previous_response_id" in result.stderr
+
+
+def test_redis_without_a_url_is_a_configuration_error() -> None:
+    env = {**os.environ, "XR_STORAGE": "redis"}
+    env.pop("XR_REDIS_URL", None)
+    result = subprocess.run([XROUTER, "serve"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "XR_REDIS_URL" in result.stderr
+
+
+def test_two_workers_on_redis_share_every_stored_response(redis_server: RedisServer) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [XROUTER, "serve", "--workers", "2", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "XR_STORAGE": "redis",
+            "XR_REDIS_URL": redis_server.url,
+            "XR_DISCOVERY": "false",
+            "XR_LOG_LEVEL": "WARNING",
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "did not start"
+            time.sleep(0.05)
+        # A fresh connection per request: the kernel spreads them over both workers, so a
+        # response stored by one worker is read back by the other in some of these turns.
+        previous = None
+        for turn in range(12):
+            body = {"model": "local/echo", "input": f"turn {turn}"}
+            if previous is not None:
+                body["previous_response_id"] = previous
+            created = httpx.post(f"{base}/v1/responses", json=body, timeout=10)
+            assert created.status_code == 200, created.text
+            previous = created.json()["id"]
+            fetched = httpx.get(f"{base}/v1/responses/{previous}", timeout=10)
+            assert fetched.status_code == 200, fetched.text
+        items = httpx.get(f"{base}/v1/responses/{previous}/input_items", timeout=10).json()
+        assert items["data"][0]["content"][0]["text"] == "turn 11"
+        assert httpx.delete(f"{base}/v1/responses/{previous}", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/v1/responses/{previous}", timeout=10).status_code == 404
+        ready = httpx.get(f"{base}/ready", timeout=5).json()
+        assert ready == {"status": "ready", "redis": "ok"}
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_the_redis_password_never_reaches_the_log(redis_factory: Any) -> None:
+    password = "correct-horse-battery-staple-42"
+    redis = redis_factory("--requirepass", "another-password-entirely")
+    port = _free_port()
+    process = subprocess.Popen(
+        [XROUTER, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "XR_STORAGE": "redis",
+            "XR_REDIS_URL": f"redis://:{password}@127.0.0.1:{redis.port}/0",
+            "XR_DISCOVERY": "false",
+            "XR_LOG_LEVEL": "DEBUG",
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "did not start"
+            time.sleep(0.05)
+        assert httpx.get(f"{base}/ready", timeout=5).json()["redis"] == "unavailable"
+        stored = httpx.post(f"{base}/v1/responses", json={"model": "local/echo", "input": "x"})
+        assert stored.status_code == 200
+        lookup = httpx.get(f"{base}/v1/responses/{stored.json()['id']}")
+        assert lookup.status_code == 503 and password not in lookup.text
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0].decode(errors="replace")
+    assert "redis://***@127.0.0.1" in output
+    assert password not in output
