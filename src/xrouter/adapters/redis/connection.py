@@ -26,7 +26,13 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationWrongNumberOfArgsError,
+    ClusterError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 log = logging.getLogger("xrouter.redis")
 
@@ -146,22 +152,15 @@ class SharedRedis:
             async with asyncio.timeout(self.settings.timeout_s):
                 result = await operation(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
-            reason = (
-                f"no answer within {self.settings.timeout_s} s ({self._names('redis_timeout_s')})"
-                if isinstance(exc, TimeoutError)
-                else type(exc).__name__
-            )
-            if self.breaker.failed():
-                log.error(
-                    "Redis at %s failed to %s: %s; calls skip Redis for %s s (%s), "
-                    "then one probes it",
-                    self.where,
-                    what,
-                    reason,
-                    self.settings.breaker_s,
-                    self._names("redis_breaker_s"),
-                )
-            raise RedisUnavailable(f"Redis at {self.where} failed to {what}: {reason}.") from None
+            if _answered(exc):
+                # Redis answered, with an error (out of memory, a script error): it is up,
+                # so the breaker stays as it is, but the operation failed all the same.
+                log.error("Redis at %s refused to %s: %s", self.where, what, type(exc).__name__)
+                self.breaker.succeeded()  # also ends a probe: Redis is there
+                raise RedisUnavailable(
+                    f"Redis at {self.where} refused to {what} ({type(exc).__name__})."
+                ) from None
+            raise self._outage(what, exc) from None
         except BaseException:
             # Cancelled (the client went away) or a bug: not Redis's fault, but a probe must
             # not stay claimed forever.
@@ -172,6 +171,24 @@ class SharedRedis:
             log.warning("Redis at %s answers again", self.where)
         self.breaker.succeeded()
         return result
+
+    def _outage(self, what: str, exc: BaseException) -> RedisUnavailable:
+        """Open the breaker (logging when this failure opened it) and say what failed."""
+        reason = (
+            f"no answer within {self.settings.timeout_s} s ({self._names('redis_timeout_s')})"
+            if isinstance(exc, TimeoutError)
+            else type(exc).__name__
+        )
+        if self.breaker.failed():
+            log.error(
+                "Redis at %s failed to %s: %s; calls skip Redis for %s s (%s), then one probes it",
+                self.where,
+                what,
+                reason,
+                self.settings.breaker_s,
+                self._names("redis_breaker_s"),
+            )
+        return RedisUnavailable(f"Redis at {self.where} failed to {what}: {reason}.")
 
     async def ping(self) -> bool:
         """A health probe for /ready: True when Redis answered PING in time."""
@@ -185,6 +202,14 @@ class SharedRedis:
         # Closing a dead connection is not worth a failure.
         with contextlib.suppress(RedisError, OSError):
             await self.client.aclose()
+
+
+def _answered(exc: BaseException) -> bool:
+    """An error reply from a working server, as opposed to no answer (a cluster that says it
+    is down, or a failed login, count as no answer)."""
+    return isinstance(exc, ResponseError) and not isinstance(
+        exc, (ClusterError, AuthenticationWrongNumberOfArgsError, TryAgainError)
+    )
 
 
 async def _ping(client: RedisClient) -> Any:
