@@ -61,7 +61,8 @@ def test_abandoned_generations_free_their_upstream_slots_at_the_deadline(
 ) -> None:
     chat = "/v1/chat/completions"
     fake_upstream.script(chat, [Reply.stall()] * 64)  # then the default echo
-    transport = TransportSettings(base_url=fake_upstream.base_url, max_retries=0)
+    # Fail-fast (no queue), so a call over the held slots is refused at once.
+    transport = TransportSettings(base_url=fake_upstream.base_url, max_retries=0, queue_timeout_s=0)
     provider = OpenAICompatibleProvider(
         ProviderSpec(name="up", transport=transport, api_key="sk-test")
     )

@@ -329,7 +329,7 @@ async def test_concurrency_limit_follows_the_scope(
     make_provider: Factory,
 ) -> None:
     gigachat.scope = "GIGACHAT_API_PERS"
-    provider = make_provider(scope="GIGACHAT_API_PERS", max_inflight=None)
+    provider = make_provider(scope="GIGACHAT_API_PERS", max_inflight=None, queue_timeout_s=0)
     gigachat.api.script(
         gigachat.CHAT,
         Reply.sse([{"choices": [{"delta": {"content": "slow"}, "index": 0}]}], chunk_delay_s=0.3),

@@ -585,7 +585,7 @@ async def test_in_flight_limit_fails_fast_and_frees_the_slot_when_a_stream_ends(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness.upstream.script(CHAT, Reply.sse([{"n": 1}], done=False, end="stall"))
-    transport = harness.transport(max_inflight=1)
+    transport = harness.transport(max_inflight=1, queue_timeout_s=0)
     first = transport.stream_events("/chat/completions", b"{}", {})
     assert await anext(first) == SSEEvent(None, '{"n":1}')
     assert transport.inflight == 1
@@ -597,8 +597,8 @@ async def test_in_flight_limit_fails_fast_and_frees_the_slot_when_a_stream_ends(
     ):
         await transport.post_json("/chat/completions", chat_body(), {})
     assert "XR_FAKE_MAX_INFLIGHT" in caplog.text
-    with pytest.raises(Overloaded):
-        transport.stream_events("/chat/completions", b"{}", {})
+    with pytest.raises(Overloaded):  # the slot is taken as the iteration starts
+        await anext(transport.stream_events("/chat/completions", b"{}", {}))
     assert time.monotonic() - started < 0.1
     assert caught.value.status == 429
     assert caught.value.retry_after == 1.0

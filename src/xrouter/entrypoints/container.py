@@ -12,6 +12,7 @@ from dependency_injector import containers, providers
 
 from xrouter.adapters.providers.local import LocalProvider
 from xrouter.adapters.redis.catalog_cache import build_catalog_cache
+from xrouter.adapters.redis.inflight import build_inflight_factory
 from xrouter.adapters.system import RandomIds, SystemClock
 from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
 from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
@@ -67,6 +68,14 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     secret_masker = providers.Singleton(SecretRegistry.live, secret_registry)
+    # Each provider's in-flight limit, shared by every worker and instance through Redis
+    # (leases of XR_INFLIGHT_LEASE_S); each process's own without Redis.
+    inflight = providers.Singleton(
+        build_inflight_factory,
+        redis=shared_redis,
+        lease_s=settings.provided.inflight_lease_s,
+        setting_names=env_name,
+    )
     model_providers = providers.Singleton(
         build_providers,
         local=local_provider,
@@ -74,6 +83,7 @@ class Container(containers.DeclarativeContainer):
         byok=settings.provided.byok,
         environ=environ,
         secrets=secret_registry,
+        inflight=inflight,
     )
     # Discovery shared by every worker and instance through Redis; local without Redis.
     catalog_cache = providers.Singleton(build_catalog_cache, redis=shared_redis)

@@ -28,6 +28,7 @@ from xrouter.adapters.providers.gigachat.defaults import (
     SCOPES,
     default_max_inflight,
 )
+from xrouter.adapters.providers.inflight import InflightFactory
 from xrouter.application.ports import Provider
 from xrouter.domain.secrets import SecretRegistry
 
@@ -45,7 +46,7 @@ from xrouter.entrypoints.env_fields import (
     setting,
     show_default,
 )
-from xrouter.entrypoints.provider_config import transport_settings
+from xrouter.entrypoints.provider_config import transport_settings, wait_seconds
 
 log = logging.getLogger("xrouter.providers")
 
@@ -125,8 +126,15 @@ class GigaChatConfig:
     max_inflight: int | None = setting(
         None,
         positive(int),
-        "Requests open at once to GigaChat (more get 429 + Retry-After). Unset: GigaChat's "
-        "own limit for the scope, 1 for PERS, 10 for B2B and CORP.",
+        "Requests open at once to GigaChat, across all workers and instances with "
+        "`XR_REDIS_URL` (more wait: `QUEUE_TIMEOUT_S`). Unset: GigaChat's own limit for the "
+        "scope, 1 for PERS, 10 for B2B and CORP.",
+    )
+    queue_timeout_s: float = setting(
+        30.0,
+        wait_seconds,
+        "Longest wait, in arrival order, for a free slot of `MAX_INFLIGHT`; then 429 + "
+        "Retry-After. `0`: refused at once.",
     )
     models: tuple[str, ...] = setting(
         (), comma_list, "Models listed on `/v1/models` besides discovery (comma-separated)."
@@ -271,10 +279,14 @@ def _check(config: GigaChatConfig) -> None:
 
 
 def build_gigachat(
-    config: GigaChatConfig | None, byok: bool, secrets: SecretRegistry | None = None
+    config: GigaChatConfig | None,
+    byok: bool,
+    secrets: SecretRegistry | None = None,
+    inflight: InflightFactory | None = None,
 ) -> Provider | None:
     """The GigaChat provider when `config` asks for one, else None (with a log line saying
-    why, when it was mentioned). The access tokens it fetches are added to `secrets`."""
+    why, when it was mentioned). The access tokens it fetches are added to `secrets`;
+    `inflight` builds its in-flight limiter (default: this process's own)."""
     if config is None:
         return None
     if config.enabled is False:
@@ -291,7 +303,8 @@ def build_gigachat(
 
     spec = gigachat_spec(config, byok)
     try:
-        provider = create_gigachat_provider(spec, secrets=secrets)
+        limiter = inflight(spec.name, spec.transport) if inflight is not None else None
+        provider = create_gigachat_provider(spec, secrets=secrets, limiter=limiter)
     except OSError as exc:  # a CA bundle or client certificate that cannot be loaded
         variable = "XR_GIGACHAT_CERT_FILE" if spec.tls.cert else "XR_GIGACHAT_CA_BUNDLE"
         raise ConfigError(

@@ -15,6 +15,7 @@ documents every field.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -57,6 +58,14 @@ WELL_KNOWN: dict[str, dict[str, Any]] = {
 RESERVED_NAMES = frozenset({"gigachat", "local", "api", "max", "store", "log", "docs"})
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _ENV_PROVIDER = re.compile(r"^XR_([A-Z][A-Z0-9_]*?)_(BASE_URL|API_KEY)$")
+
+
+def wait_seconds(raw: str) -> float:
+    """A wait in seconds: 0 (no wait) or more, finite."""
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected 0 or more seconds")
+    return value
 
 
 _POSITIVE_FLOAT = positive(float)
@@ -128,7 +137,16 @@ class ProviderConfig:
         2, non_negative_int, "Retries for connect errors, 408, 409, 429, 5xx; never once streaming."
     )
     max_inflight: int = setting(
-        64, _POSITIVE_INT, "Requests open at once to this upstream; more get 429 + Retry-After."
+        64,
+        _POSITIVE_INT,
+        "Requests open at once to this upstream (across all workers and instances with "
+        "`XR_REDIS_URL`); more wait (`QUEUE_TIMEOUT_S`).",
+    )
+    queue_timeout_s: float = setting(
+        30.0,
+        wait_seconds,
+        "Longest wait, in arrival order, for a free slot of `MAX_INFLIGHT`; then 429 + "
+        "Retry-After. `0`: refused at once.",
     )
     models: tuple[str, ...] = setting(
         (), comma_list, "Models listed on `/v1/models` besides discovery (comma-separated)."
@@ -159,6 +177,7 @@ TRANSPORT_FIELDS = (
     "max_event_bytes",
     "max_decompressed_bytes",
     "max_head_bytes",
+    "queue_timeout_s",
 )
 """The timeouts, retries and limits every provider's configuration has under the same names
 (`ProviderConfig`, `GigaChatConfig`) and hands to its transport as they are."""

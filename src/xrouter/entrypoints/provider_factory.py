@@ -1,11 +1,13 @@
 """Builds the provider adapters the configuration asks for: the built-in local provider, then
-one HTTP provider per configured upstream, each from its spec, with its own pooled transport."""
+one HTTP provider per configured upstream, each from its spec, with its own pooled transport
+and its in-flight limiter (shared through Redis when the container passes that factory)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 
+from xrouter.adapters.providers.inflight import InflightFactory
 from xrouter.adapters.providers.local import LocalProvider
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec
 from xrouter.application.ports import Provider
@@ -16,15 +18,16 @@ from xrouter.entrypoints.provider_config import GatewayConfig, provider_spec
 log = logging.getLogger("xrouter.providers")
 
 
-def build_provider(spec: ProviderSpec) -> Provider:
+def build_provider(spec: ProviderSpec, inflight: InflightFactory | None = None) -> Provider:
     # Imported here, not at the top: a gateway with no upstream configured never loads the
     # HTTP stack, which is a third of the cold start.
     from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
     from xrouter.adapters.providers.openrouter import OpenRouterProvider
 
+    limiter = inflight(spec.name, spec.transport) if inflight is not None else None
     if isinstance(spec, OpenRouterSpec):
-        return OpenRouterProvider(spec)
-    return OpenAICompatibleProvider(spec)
+        return OpenRouterProvider(spec, limiter=limiter)
+    return OpenAICompatibleProvider(spec, limiter=limiter)
 
 
 def build_providers(
@@ -33,10 +36,12 @@ def build_providers(
     byok: bool,
     environ: Mapping[str, str],
     secrets: SecretRegistry | None = None,
+    inflight: InflightFactory | None = None,
 ) -> list[Provider]:
+    """`inflight` builds each HTTP provider's in-flight limiter; None: each process's own."""
     providers: list[Provider] = [local]
     for provider_config in config.providers:
-        providers.append(build_provider(provider_spec(provider_config, byok)))
+        providers.append(build_provider(provider_spec(provider_config, byok), inflight))
         log.info(
             "provider %s: %s at %s (%s protocol%s)",
             provider_config.name,
@@ -45,7 +50,7 @@ def build_providers(
             provider_config.protocol,
             ", BYOK" if byok else "",
         )
-    gigachat = build_gigachat(load_gigachat_config(environ), byok, secrets)
+    gigachat = build_gigachat(load_gigachat_config(environ), byok, secrets, inflight)
     if gigachat is not None:
         providers.append(gigachat)
     return providers

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from xrouter.adapters.providers.inflight import InflightLimiter
 from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
@@ -59,10 +60,12 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         *,
         transport: HttpTransport | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        limiter: InflightLimiter | None = None,
     ) -> None:
         super().__init__(
             spec,
             transport=transport,
+            limiter=limiter,
             extra_headers={
                 **attribution_headers(referer=spec.referer, title=spec.title),
                 **(extra_headers or {}),

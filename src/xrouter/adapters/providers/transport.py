@@ -3,9 +3,11 @@
 One pooled `httpx.AsyncClient` per upstream, created at startup and closed at shutdown;
 retries with exponential backoff and full jitter (connect errors, 408, 409, 429, 5xx;
 `Retry-After` and `retry-after-ms` honoured) but never once a stream's first byte was
-received; a per-provider in-flight limit (over it: `Overloaded`, 429 with Retry-After; open
-streams count until they end); upstream errors mapped to canonical errors with the upstream
-status and message kept and secrets never shown.
+received; a per-provider in-flight limit (`inflight.py`: over it a generation call waits in
+arrival order up to `queue_timeout_s`, then gets `Overloaded`, 429 with Retry-After; open
+streams count until they end; shared across workers when the limiter is Redis's; model
+discovery never waits and never takes a shared lease); upstream errors mapped to canonical
+errors with the upstream status and message kept and secrets never shown.
 
 Timeouts, one policy enforced here and nowhere else (`transport_failures.py` names each):
 connect, write and pool are the connection layer's; the first byte (the response head) and
@@ -50,6 +52,7 @@ from xrouter.adapters.providers.http1 import (
     ResponseHeadTooLarge,
     environment_proxy_mounts,
 )
+from xrouter.adapters.providers.inflight import InflightLimiter, LocalInflight
 from xrouter.adapters.providers.response_body import BodyReader, read_prefix
 from xrouter.adapters.providers.sse_reader import SSEEvent, SSEParser
 from xrouter.adapters.providers.tls import client_ssl_context
@@ -64,8 +67,7 @@ from xrouter.adapters.providers.upstream_errors import (
     map_upstream_error,
     parse_retry_after,
 )
-from xrouter.application.refusal_log import RefusalLog
-from xrouter.domain.errors import GatewayError, Overloaded, ProviderError
+from xrouter.domain.errors import GatewayError, ProviderError
 
 __all__ = [
     "STREAM_CLOSED_EARLY",
@@ -121,14 +123,16 @@ class HttpTransport:
         client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        limiter: InflightLimiter | None = None,
     ) -> None:
-        """`client` replaces the pooled client built from `settings`; its owner closes it."""
+        """`client` replaces the pooled client built from `settings`; its owner closes it.
+        `limiter` enforces `max_inflight` (default: this process's own, `LocalInflight`);
+        the transport closes it."""
         self._provider = provider
         self._settings = settings
         self._sleep = sleep
         self._jitter = jitter
-        self._inflight = 0
-        self._refusals = RefusalLog(log)
+        self._limiter: InflightLimiter = limiter or LocalInflight(provider, settings)
         self._owns_client = client is None
         self._client = client or _pooled_client(provider, settings)
         self._failures = TransportFailures(
@@ -152,11 +156,16 @@ class HttpTransport:
 
     @property
     def inflight(self) -> int:
-        """Calls running now, open streams included."""
-        return self._inflight
+        """Calls of this process running now, open streams included."""
+        return self._limiter.inflight
+
+    @property
+    def limiter(self) -> InflightLimiter:
+        return self._limiter
 
     async def aclose(self) -> None:
-        """Close the pooled client (when this transport built it)."""
+        """Close the limiter and the pooled client (when this transport built it)."""
+        await self._limiter.aclose()
         if self._owns_client:
             await self._client.aclose()
 
@@ -167,16 +176,26 @@ class HttpTransport:
 
         Raises the mapped GatewayError for a non-2xx answer (after retries), ProviderTimeout
         when a timeout ran out (`phase` says which), ProviderError for a body over a size
-        limit, Overloaded when `max_inflight` calls are running.
+        limit, Overloaded when `max_inflight` calls stayed running for `queue_timeout_s`.
         """
         request_headers = self._headers(headers, "application/json", has_body=True)
-        return await self._call("POST", path, body, request_headers, byok)
+        lease = await self._limiter.acquire()
+        try:
+            return await self._call("POST", path, body, request_headers, byok)
+        finally:
+            self._limiter.release(lease)
 
     async def get_json(self, path: str, headers: Mapping[str, str], *, byok: bool = False) -> Any:
-        """GET `path` and return its decoded JSON body (model discovery), with retries."""
-        reply = await self._call(
-            "GET", path, None, self._headers(headers, "application/json", has_body=False), byok
-        )
+        """GET `path` and return its decoded JSON body (model discovery), with retries.
+        Counts against this process's in-flight limit but never waits for a slot (Overloaded
+        at once) and never takes a shared one."""
+        lease = self._limiter.acquire_now()
+        try:
+            reply = await self._call(
+                "GET", path, None, self._headers(headers, "application/json", has_body=False), byok
+            )
+        finally:
+            self._limiter.release(lease)
         try:
             return reply.json()
         except msgspec.DecodeError:
@@ -205,10 +224,10 @@ class HttpTransport:
         ProviderError when it drops the connection or sends an event over `max_event_bytes`.
         A 2xx that is not an event stream fails before the first event. The in-flight slot is
         held until the iteration ends or the iterator is closed, so close it
-        (`contextlib.aclosing`) when you stop early. Raises Overloaded at once when the limit
-        is reached.
+        (`contextlib.aclosing`) when you stop early. The slot is taken when the iteration
+        starts, before connecting: over the limit the first step waits up to
+        `queue_timeout_s`, then raises Overloaded.
         """
-        self._check_capacity()
         request_headers = self._headers(headers, "text/event-stream", has_body=True)
         return self._stream(path, body, request_headers, byok, require_done)
 
@@ -229,30 +248,6 @@ class HttpTransport:
                 merged[key.lower()] = value
         return merged
 
-    def _check_capacity(self) -> None:
-        if self._inflight >= self._settings.max_inflight:
-            setting = self._settings.setting_names("max_inflight")
-            self._refusals.refused(
-                setting,
-                "refusing calls to %s with 429: %d in flight, the limit set by %s",
-                self._provider,
-                self._inflight,
-                setting,
-            )
-            raise Overloaded(
-                f"The gateway has {self._inflight} calls in flight to {self._provider}, the "
-                f"configured limit ({setting}). "
-                "Retry after a short wait.",
-                retry_after=self._settings.overload_retry_after_s,
-            )
-
-    def _acquire(self) -> None:
-        self._check_capacity()
-        self._inflight += 1
-
-    def _release(self) -> None:
-        self._inflight -= 1
-
     async def _call(
         self,
         method: str,
@@ -261,20 +256,16 @@ class HttpTransport:
         headers: dict[str, str],
         byok: bool,
     ) -> UpstreamReply:
-        self._acquire()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.total_timeout_s
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._settings.total_timeout_s
-            try:
-                async with asyncio.timeout_at(deadline):
-                    return await self._with_retries(
-                        lambda: self._buffered(method, path, body, headers, byok),
-                        deadline=deadline,
-                    )
-            except TimeoutError:
-                raise self._failures.timeout("total") from None
-        finally:
-            self._release()
+            async with asyncio.timeout_at(deadline):
+                return await self._with_retries(
+                    lambda: self._buffered(method, path, body, headers, byok),
+                    deadline=deadline,
+                )
+        except TimeoutError:
+            raise self._failures.timeout("total") from None
 
     async def _buffered(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str], byok: bool
@@ -298,7 +289,7 @@ class HttpTransport:
     async def _stream(
         self, path: str, body: bytes, headers: dict[str, str], byok: bool, require_done: bool
     ) -> AsyncGenerator[SSEEvent, None]:
-        self._acquire()
+        lease = await self._limiter.acquire()
         try:
             response = await self._with_retries(
                 lambda: self._open_stream(path, body, headers, byok), deadline=None
@@ -330,7 +321,7 @@ class HttpTransport:
             finally:
                 await response.aclose()
         finally:
-            self._release()
+            self._limiter.release(lease)
 
     async def _check_event_stream(self, response: httpx.Response) -> None:
         """A 2xx to a streaming request must be an event stream: JSON may carry an error,

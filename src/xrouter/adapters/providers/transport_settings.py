@@ -51,6 +51,11 @@ class TransportSettings:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 8.0
     max_inflight: int = 64
+    """Generation calls open at once to this upstream (streams count until they end); shared
+    by every worker and instance when the gateway runs on Redis."""
+    queue_timeout_s: float = 30.0
+    """How long a call over `max_inflight` waits, in arrival order, for a slot before it is
+    refused (429 with Retry-After). 0 refuses it at once (fail-fast)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """A non-stream answer's body as received (compressed or not)."""
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES

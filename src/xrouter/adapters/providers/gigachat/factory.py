@@ -22,6 +22,7 @@ from xrouter.adapters.providers.gigachat.auth import (
 from xrouter.adapters.providers.gigachat.defaults import DEFAULT_OAUTH_URL, DEFAULT_SCOPE
 from xrouter.adapters.providers.gigachat.provider import AuthMode, GigaChatProvider
 from xrouter.adapters.providers.gigachat.tls import TLSSettings, ssl_context
+from xrouter.adapters.providers.inflight import InflightLimiter
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings, pooled_client
 from xrouter.adapters.providers.transport_settings import SettingNames
 from xrouter.domain.secrets import SecretRegistry
@@ -82,9 +83,11 @@ def create_gigachat_provider(
     *,
     now: Callable[[], float] = time.time,
     secrets: SecretRegistry | None = None,
+    limiter: InflightLimiter | None = None,
 ) -> GigaChatProvider:
     """The provider, its clients and its token cache. `now` is the clock token expiry is
-    judged by (tests move it); every access token fetched is added to `secrets`."""
+    judged by (tests move it); every access token fetched is added to `secrets`; `limiter`
+    enforces the in-flight limit (default: this process's own)."""
     context = ssl_context(spec.tls, spec.setting_names)
     auth_client = httpx.AsyncClient(
         verify=context,
@@ -98,7 +101,7 @@ def create_gigachat_provider(
         tls=context,
         auth=BearerAuth(tokens) if tokens is not None else None,
     )
-    transport = HttpTransport(spec.name, spec.transport, client=api_client)
+    transport = HttpTransport(spec.name, spec.transport, client=api_client, limiter=limiter)
 
     async def close() -> None:
         await api_client.aclose()

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from xrouter.adapters.providers.inflight import InflightLimiter
 from xrouter.adapters.providers.openai_compatible.chat_parser import (
     ChatStreamParser,
     parse_completion,
@@ -60,14 +61,16 @@ class OpenAICompatibleProvider:
         transport: HttpTransport | None = None,
         extra_headers: Mapping[str, str] | None = None,
         dialect: ChatDialect | None = None,
+        limiter: InflightLimiter | None = None,
     ) -> None:
         """`transport` replaces the one built from `spec.transport` (tests); `extra_headers`
-        go on every call (a flavour's attribution headers)."""
+        go on every call (a flavour's attribution headers); `limiter` enforces the in-flight
+        limit of the transport built here (default: this process's own)."""
         if spec.protocol not in ("chat", "responses"):
             raise ValueError(f"protocol must be 'chat' or 'responses', not {spec.protocol!r}")
         name = spec.name
         self._name = name
-        self._transport = transport or HttpTransport(name, spec.transport)
+        self._transport = transport or HttpTransport(name, spec.transport, limiter=limiter)
         self._api_key = spec.api_key
         self._protocol: Protocol = spec.protocol
         self._byok = spec.byok
