@@ -9,6 +9,12 @@ still fail fast); its success closes the breaker, so service resumes without a r
 
 redis-py's own retries are switched off: a retry multiplies the wait on a dead server, and the
 callers decide what a failure means (503, not stored, a local fallback).
+
+Besides redis-py's client, a plain (non-cluster) Redis gets `lean` (resp.py): pipelined RESP
+connections that cost a command about a tenth of redis-py's CPU, for the hot path (the
+response store). `run_lean` gives an operation one of its lanes, through the same timeout and
+breaker; a lane whose call failed for want of an answer is dropped, so a hung Redis never keeps
+replies queued, and the next call (the breaker's probe) connects again.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -34,9 +40,16 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from xrouter.adapters.redis.resp import Lane, RespClient, endpoint_from_url
+
 log = logging.getLogger("xrouter.redis")
 
 T = TypeVar("T")
+C = TypeVar("C")
+
+LEAN_CONNECTIONS: Final = 4
+"""Connections of the lean client (at most `pool_size`): chosen by measurement (see
+docs/benchmarks.md); more than one so a multi-MB save delays only its own lane."""
 
 RedisClient = Redis | RedisCluster
 """What operations receive: a plain client or a cluster client (same command methods)."""
@@ -130,6 +143,9 @@ class SharedRedis:
         self.settings = settings
         self._names = setting_names
         self.client: RedisClient = client if client is not None else _build_client(settings)
+        self.lean: RespClient | None = None if client is not None else _build_lean(settings)
+        """The lean client (resp.py) for a plain Redis; None for a cluster (slot routing stays
+        with redis-py), an injected client, or a URL with options only redis-py knows."""
         self.breaker = CircuitBreaker(settings.breaker_s)
         self.where = redacted(settings.url)
 
@@ -143,6 +159,17 @@ class SharedRedis:
     async def run(self, what: str, operation: Callable[[RedisClient], Awaitable[T]]) -> T:
         """`operation(client)` within `timeout_s`, through the breaker. `what` names the
         operation in the log line and the error ("store response", "acquire lease")."""
+        return await self._guarded(what, operation, self.client, None)
+
+    async def run_lean(self, what: str, operation: Callable[[Lane], Awaitable[T]]) -> T:
+        """`run` on one lane of the lean client (there must be one: `lean` is not None)."""
+        assert self.lean is not None, "run_lean needs the lean client (a plain Redis URL)"
+        lane = self.lean.lane()
+        return await self._guarded(what, operation, lane, lane)
+
+    async def _guarded(
+        self, what: str, operation: Callable[[C], Awaitable[T]], client: C, lane: Lane | None
+    ) -> T:
         if not self.breaker.allow():
             raise RedisUnavailable(
                 f"Redis at {self.where} is unavailable (a recent call failed; the next "
@@ -150,7 +177,7 @@ class SharedRedis:
             )
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                result = await operation(self.client)
+                result = await operation(client)
         except (RedisError, OSError, TimeoutError) as exc:
             if _answered(exc):
                 # Redis answered, with an error (out of memory, a script error): it is up,
@@ -160,6 +187,8 @@ class SharedRedis:
                 raise RedisUnavailable(
                     f"Redis at {self.where} refused to {what} ({type(exc).__name__})."
                 ) from None
+            if lane is not None:
+                lane.drop()  # no answer: replies queued behind it would never come either
             raise self._outage(what, exc) from None
         except BaseException:
             # Cancelled (the client went away) or a bug: not Redis's fault, but a probe must
@@ -200,6 +229,8 @@ class SharedRedis:
 
     async def aclose(self) -> None:
         # Closing a dead connection is not worth a failure.
+        if self.lean is not None:
+            await self.lean.aclose()
         with contextlib.suppress(RedisError, OSError):
             await self.client.aclose()
 
@@ -214,6 +245,19 @@ def _answered(exc: BaseException) -> bool:
 
 async def _ping(client: RedisClient) -> Any:
     return await client.ping()
+
+
+def _build_lean(settings: RedisSettings) -> RespClient | None:
+    if settings.cluster:
+        return None
+    endpoint = endpoint_from_url(settings.url, settings.ca_file)
+    if endpoint is None:
+        return None
+    return RespClient(
+        endpoint,
+        connections=max(1, min(LEAN_CONNECTIONS, settings.pool_size)),
+        connect_timeout_s=settings.timeout_s,
+    )
 
 
 def _build_client(settings: RedisSettings) -> RedisClient:
