@@ -6,7 +6,8 @@ own limit), on uvloop as `xrouter serve` runs. The free path only (no waiting): 
 request pays. A release answers at once and frees the slot in Redis in the background; the
 figure "acquire + release, round trips done" waits for that background round trip too, so it
 is the whole cost on Redis's side; "acquire" alone is what a request's latency sees.
-At c=32 the same pairs run from 32 tasks at once (one process), for throughput.
+At c=32 the same pairs run from 32 tasks at once (one process), for throughput and the
+gateway's CPU per pair (what a request pays on a busy worker).
 
     .venv/bin/python bench/inflight_lease.py [--n 20000]
 """
@@ -67,15 +68,19 @@ async def acquire_only(limiter: RedisInflight, n: int) -> list[float]:
     return samples
 
 
-async def concurrent(limiter: RedisInflight, n: int, c: int) -> float:
+async def concurrent(limiter: RedisInflight, n: int, c: int) -> tuple[float, float]:
+    """Pairs per second, and this process's CPU per pair in microseconds (Redis's own CPU is
+    another process's)."""
+
     async def worker(count: int) -> None:
         for _ in range(count):
             limiter.release(await limiter.acquire())
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(n // c) for _ in range(c)))
     await drained(limiter)
-    return (n // c) * c / (time.perf_counter() - started)
+    pairs = (n // c) * c
+    return pairs / (time.perf_counter() - started), (time.process_time() - cpu) / pairs * 1e6
 
 
 def us(samples: list[float]) -> str:
@@ -98,7 +103,8 @@ async def measure(url: str, n: int) -> None:
     print(f"local  acquire + release              {us(await serial(local, n, False))}")
     print(f"redis  acquire (request latency)      {us(await acquire_only(shared, n))}")
     print(f"redis  acquire + release, round trips {us(await serial(shared, n, True))}")
-    print(f"redis  c=32 pairs/s                   {await concurrent(shared, n, 32):10.0f}")
+    rate, cpu_us = await concurrent(shared, n, 32)
+    print(f"redis  c=32 pairs/s                   {rate:10.0f}   gateway CPU {cpu_us:6.1f} us/pair")
     await shared.aclose()
     await redis.aclose()
 
