@@ -47,9 +47,11 @@ log = logging.getLogger("xrouter.redis")
 T = TypeVar("T")
 C = TypeVar("C")
 
-LEAN_CONNECTIONS: Final = 4
-"""Connections of the lean client (at most `pool_size`): chosen by measurement (see
-docs/benchmarks.md); more than one so a multi-MB save delays only its own lane."""
+LEAN_CONNECTIONS: Final = 1
+"""Connections of the lean client (at most `pool_size`), chosen by measurement: at c=32 in
+process one pipelined connection saved 15-29k responses/s, four 10-27k (replies arrive in
+bigger batches on one). A multi-MB save delays the commands behind it on its connection, but
+Redis runs commands one at a time anyway, so more lanes would spare only its transfer time."""
 
 RedisClient = Redis | RedisCluster
 """What operations receive: a plain client or a cluster client (same command methods)."""
