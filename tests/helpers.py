@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -121,3 +122,29 @@ def running_xrouter(env: dict[str, str], *, start_timeout: float = 15) -> Iterat
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+class LogLines(logging.Handler):
+    """Every record one logger emits, as "LEVEL message" lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+@contextmanager
+def captured_log(name: str) -> Iterator[LogLines]:
+    """What logger `name` logs, at DEBUG, through a handler of its own (an app built earlier
+    in the session may have reconfigured the root logger)."""
+    logger = logging.getLogger(name)
+    handler, level = LogLines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

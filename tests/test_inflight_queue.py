@@ -24,7 +24,7 @@ from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
 from tests.transport_harness import CHAT, FAKE_NAMES, chat_body
-from tests.upstreams import FakeUpstream, Reply
+from tests.upstreams import FakeUpstream, Reply, chat_completion
 from xrouter.adapters.providers.inflight import LOCAL_LEASE, Lease, LocalInflight
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 from xrouter.domain.errors import Overloaded
@@ -186,7 +186,7 @@ async def test_a_slot_freed_behind_a_cancelled_waiter_is_not_lost() -> None:
 
 
 async def test_a_cancelled_waiting_call_frees_its_place(fake_upstream: FakeUpstream) -> None:
-    fake_upstream.script(CHAT, Reply.json(completion("slow"), delay_s=0.3))
+    fake_upstream.script(CHAT, Reply.json(chat_completion("slow"), delay_s=0.3))
     settings = TransportSettings(
         base_url=fake_upstream.base_url,
         max_inflight=1,
@@ -218,19 +218,6 @@ async def test_a_cancelled_waiting_call_frees_its_place(fake_upstream: FakeUpstr
 
 
 # -- HTTP level ------------------------------------------------------------------------------
-
-
-def completion(text: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-test",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
 
 
 def gateway(
@@ -266,7 +253,9 @@ def post_in_thread(server: LiveServer, text: str, results: dict[str, httpx.Respo
 def test_calls_over_the_limit_reach_the_upstream_one_at_a_time_in_arrival_order(
     serve_with: Callable[..., LiveServer], fake_upstream: FakeUpstream
 ) -> None:
-    fake_upstream.script(CHAT, [Reply.json(completion(f"r{n}"), delay_s=0.2) for n in range(4)])
+    fake_upstream.script(
+        CHAT, [Reply.json(chat_completion(f"r{n}"), delay_s=0.2) for n in range(4)]
+    )
     server = gateway(serve_with, fake_upstream)
     results: dict[str, httpx.Response] = {}
     threads = []
@@ -283,7 +272,7 @@ def test_calls_over_the_limit_reach_the_upstream_one_at_a_time_in_arrival_order(
 def test_a_wait_that_runs_out_is_a_429_with_retry_after_naming_the_settings(
     serve_with: Callable[..., LiveServer], fake_upstream: FakeUpstream
 ) -> None:
-    fake_upstream.script(CHAT, Reply.json(completion("slow"), delay_s=1.0))
+    fake_upstream.script(CHAT, Reply.json(chat_completion("slow"), delay_s=1.0))
     server = gateway(serve_with, fake_upstream, XR_FAKE_QUEUE_TIMEOUT_S="0.2")
     results: dict[str, httpx.Response] = {}
     holder = post_in_thread(server, "hold", results)
@@ -305,7 +294,7 @@ def test_a_wait_that_runs_out_is_a_429_with_retry_after_naming_the_settings(
 def test_queue_timeout_zero_keeps_the_fail_fast(
     serve_with: Callable[..., LiveServer], fake_upstream: FakeUpstream
 ) -> None:
-    fake_upstream.script(CHAT, Reply.json(completion("slow"), delay_s=1.0))
+    fake_upstream.script(CHAT, Reply.json(chat_completion("slow"), delay_s=1.0))
     server = gateway(serve_with, fake_upstream, XR_FAKE_QUEUE_TIMEOUT_S="0")
     results: dict[str, httpx.Response] = {}
     holder = post_in_thread(server, "hold", results)

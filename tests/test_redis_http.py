@@ -8,7 +8,6 @@ middle of traffic, then back, without restarting the gateway.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
 from tests.fakes import ScriptedProvider
-from tests.helpers import sse_events
+from tests.helpers import LogLines, captured_log, sse_events
 from tests.redis_servers import RedisCluster, RedisServer
 from xrouter.domain.provider_events import Finish, TextDelta
 
@@ -164,23 +163,11 @@ def test_two_gateways_on_one_redis_share_responses(serve_with: Serve, redis_sett
 # --- Redis down in the middle of traffic ----------------------------------------------------
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname} {record.getMessage()}")
-
-
 @pytest.fixture
-def engine_log() -> Iterator[Lines]:
-    """What `xrouter.engine` logs (own handler: building an app reconfigures the root)."""
-    logger = logging.getLogger("xrouter.engine")
-    handler = Lines()
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+def engine_log() -> Iterator[LogLines]:
+    """What `xrouter.engine` logs."""
+    with captured_log("xrouter.engine") as lines:
+        yield lines
 
 
 TIMEOUT_S = 0.2
@@ -196,7 +183,7 @@ def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
 
 
 def test_redis_stopped_then_killed_mid_traffic_then_back(
-    serve_with: Serve, redis_factory: Callable[..., RedisServer], engine_log: Lines
+    serve_with: Serve, redis_factory: Callable[..., RedisServer], engine_log: LogLines
 ) -> None:
     redis = redis_factory()
     server = serve_with(

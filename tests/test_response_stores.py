@@ -8,12 +8,12 @@ Redis store's tombstone, keys spread over the cluster's slots, and Redis outages
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Literal
 
 import pytest
 
+from tests.helpers import LogLines, captured_log
 from tests.redis_servers import RedisCluster, RedisServer
 from xrouter.adapters.redis.connection import RedisSettings, SharedRedis
 from xrouter.adapters.storage.codec import StoredCodec
@@ -87,26 +87,11 @@ def store(make_store: MakeStore) -> ResponseStore:
     return make_store()
 
 
-class StorageLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname} {record.getMessage()}")
-
-
 @pytest.fixture
-def storage_log() -> Iterator[StorageLog]:
-    """What `xrouter.storage` logs (a handler of its own: an app built earlier in the session
-    may have reconfigured the root logger)."""
-    logger = logging.getLogger("xrouter.storage")
-    handler, level = StorageLog(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def storage_log() -> Iterator[LogLines]:
+    """What `xrouter.storage` logs."""
+    with captured_log("xrouter.storage") as lines:
+        yield lines
 
 
 # --- the contract, for every store --------------------------------------------------------
@@ -230,7 +215,7 @@ async def test_records_expire_after_the_ttl(
 
 
 async def test_a_record_over_the_size_cap_is_not_stored_and_the_setting_is_named(
-    make_store: MakeStore, storage_log: StorageLog
+    make_store: MakeStore, storage_log: LogLines
 ) -> None:
     store = make_store(max_record_bytes=2_000)
     assert await store.save(stored("resp_big", 2, size=10)) is True

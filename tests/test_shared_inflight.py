@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from tests.redis_servers import RedisCluster, RedisServer
 from tests.serve_process import Gateway
 from tests.transport_harness import FAKE_NAMES
-from tests.upstreams import FakeUpstream, Reply
+from tests.upstreams import FakeUpstream, Reply, chat_completion
 from xrouter.adapters.providers.transport import TransportSettings
 from xrouter.adapters.redis.connection import RedisSettings, SharedRedis
 from xrouter.adapters.redis.inflight import RedisInflight
@@ -293,18 +293,6 @@ def counting_upstream() -> Iterator[CountingUpstream]:
         yield upstream
 
 
-def completion(text: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-test",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-    }
-
-
 def gateway_env(redis_url: str, upstream: FakeUpstream, **extra: str) -> dict[str, str]:
     return {
         "XR_REDIS_URL": redis_url,
@@ -360,7 +348,7 @@ def test_two_gateways_share_the_limit_and_serve_the_queue_in_order(
     counting_upstream: CountingUpstream,
 ) -> None:
     counting_upstream.script(
-        CHAT, [Reply.json(completion(f"r{n}"), delay_s=0.25) for n in range(6)]
+        CHAT, [Reply.json(chat_completion(f"r{n}"), delay_s=0.25) for n in range(6)]
     )
     env = gateway_env(redis_server.url, counting_upstream)
     gateways = [start_gateway(**env), start_gateway(**env)]
@@ -379,7 +367,9 @@ def test_a_limit_of_two_is_used_fully_and_never_exceeded(
     redis_server: RedisServer,
     counting_upstream: CountingUpstream,
 ) -> None:
-    counting_upstream.script(CHAT, [Reply.json(completion(f"r{n}"), delay_s=0.2) for n in range(8)])
+    counting_upstream.script(
+        CHAT, [Reply.json(chat_completion(f"r{n}"), delay_s=0.2) for n in range(8)]
+    )
     env = gateway_env(redis_server.url, counting_upstream, XR_FAKE_MAX_INFLIGHT="2")
     gateways = [start_gateway(**env), start_gateway(**env)]
     calls = Calls()

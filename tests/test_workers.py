@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,35 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, list[str]]]:
+    """`xrouter serve ARGS` until /ready answers 200; yields its base URL and a list that
+    holds the process's whole output once it has stopped (after the block)."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [XROUTER, "serve", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "XR_DISCOVERY": "false", **env},
+    )
+    base = f"http://127.0.0.1:{port}"
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "did not start"
+            time.sleep(0.05)
+        yield base, output
+    finally:
+        process.terminate()
+        output.append(process.communicate(timeout=20)[0].decode(errors="replace"))
 
 
 def test_several_workers_on_the_memory_store_are_refused_with_what_to_set() -> None:
@@ -47,30 +78,8 @@ def test_redis_without_a_url_is_a_configuration_error() -> None:
 
 
 def test_two_workers_on_redis_share_every_stored_response(redis_server: RedisServer) -> None:
-    port = _free_port()
-    process = subprocess.Popen(
-        [XROUTER, "serve", "--workers", "2", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "XR_STORAGE": "redis",
-            "XR_REDIS_URL": redis_server.url,
-            "XR_DISCOVERY": "false",
-            "XR_LOG_LEVEL": "WARNING",
-        },
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, "did not start"
-            time.sleep(0.05)
+    env = {"XR_STORAGE": "redis", "XR_REDIS_URL": redis_server.url, "XR_LOG_LEVEL": "WARNING"}
+    with serving(env, "--workers", "2") as (base, _):
         # A fresh connection per request: the kernel spreads them over both workers, so a
         # response stored by one worker is read back by the other in some of these turns.
         previous = None
@@ -89,45 +98,21 @@ def test_two_workers_on_redis_share_every_stored_response(redis_server: RedisSer
         assert httpx.get(f"{base}/v1/responses/{previous}", timeout=10).status_code == 404
         ready = httpx.get(f"{base}/ready", timeout=5).json()
         assert ready == {"status": "ready", "redis": "ok"}
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def test_the_redis_password_never_reaches_the_log(redis_factory: Any) -> None:
     password = "correct-horse-battery-staple-42"
     redis = redis_factory("--requirepass", "another-password-entirely")
-    port = _free_port()
-    process = subprocess.Popen(
-        [XROUTER, "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "XR_STORAGE": "redis",
-            "XR_REDIS_URL": f"redis://:{password}@127.0.0.1:{redis.port}/0",
-            "XR_DISCOVERY": "false",
-            "XR_LOG_LEVEL": "DEBUG",
-        },
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, "did not start"
-            time.sleep(0.05)
+    env = {
+        "XR_STORAGE": "redis",
+        "XR_REDIS_URL": f"redis://:{password}@127.0.0.1:{redis.port}/0",
+        "XR_LOG_LEVEL": "DEBUG",
+    }
+    with serving(env) as (base, output):
         assert httpx.get(f"{base}/ready", timeout=5).json()["redis"] == "unavailable"
         stored = httpx.post(f"{base}/v1/responses", json={"model": "local/echo", "input": "x"})
         assert stored.status_code == 200
         lookup = httpx.get(f"{base}/v1/responses/{stored.json()['id']}")
         assert lookup.status_code == 503 and password not in lookup.text
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=20)[0].decode(errors="replace")
-    assert "redis://***@127.0.0.1" in output
-    assert password not in output
+    assert "redis://***@127.0.0.1" in output[0]
+    assert password not in output[0]

@@ -560,6 +560,20 @@ class FakeUpstream:
         return Reply.sse(frames, done=False)
 
 
+def chat_completion(text: str) -> dict[str, Any]:
+    """A minimal Chat Completions answer saying `text`, with usage."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-test",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
 def _text(content: Any) -> str:
     """The text of a message's content: a string, or the text parts of a list."""
     if isinstance(content, str):
