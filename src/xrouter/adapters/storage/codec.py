@@ -8,9 +8,11 @@ can page through a long list without decoding every item.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
-from xrouter.domain.responses import InputItem, Response
+from xrouter.domain.responses import InputItem, Response, StoredResponse
 
 
 class StoredCodec:
@@ -34,3 +36,10 @@ class StoredCodec:
 
     def decode_item(self, data: bytes) -> InputItem:
         return self._item.decode(data)
+
+    def decode_stored(self, response: bytes, items: Iterable[bytes]) -> StoredResponse:
+        """A stored response from its encoded response and encoded input items."""
+        decode = self._item.decode
+        return StoredResponse(
+            response=self._response.decode(response), input_items=[decode(i) for i in items]
+        )

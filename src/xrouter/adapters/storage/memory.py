@@ -99,11 +99,7 @@ class InMemoryResponseStore:
         record = self._live(response_id)
         if record is None:
             return None
-        decode = self._codec.decode_item
-        return StoredResponse(
-            response=self._codec.decode_response(record[2]),
-            input_items=[decode(item) for item in record[3]],
-        )
+        return self._codec.decode_stored(record[2], record[3])
 
     async def get_response(self, response_id: str) -> Response | None:
         record = self._live(response_id)

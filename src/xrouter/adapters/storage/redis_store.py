@@ -211,11 +211,7 @@ class RedisResponseStore:
         found = await self._read("read a stored response", self._script(_GET, keys[:2], ()))
         if found is None:
             return None
-        decode = self._codec.decode_item
-        return StoredResponse(
-            response=self._codec.decode_response(found[0]),
-            input_items=[decode(item) for item in found[1]],
-        )
+        return self._codec.decode_stored(found[0], found[1])
 
     async def get_response(self, response_id: str) -> Response | None:
         keys = self._keys(response_id)
