@@ -9,6 +9,7 @@ import msgspec
 from xrouter.application.generation import Generation
 from xrouter.application.lifecycle_trace import LifecycleTracer
 from xrouter.application.ports import IdGenerator, ResponseStore, UsageSink
+from xrouter.application.request_facts import CURRENT_REQUEST
 from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.lifecycle import Action, Reason
 from xrouter.domain.responses import StoredResponse
@@ -83,6 +84,13 @@ class Recorder:
                 response.status,
                 generation.builder.provider_cost,
             )
+        facts = CURRENT_REQUEST.get()
+        if facts is not None:  # for the host's access line
+            facts.model = response.model
+            facts.provider = generation.call.route.provider
+            if response.usage is not None:
+                facts.input_tokens = response.usage.input_tokens
+                facts.output_tokens = response.usage.output_tokens
         log.debug(
             "response %s model=%s status=%s input_tokens=%s output_tokens=%s",
             response.id,

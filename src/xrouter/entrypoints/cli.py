@@ -43,7 +43,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         port,
         workers,
         # A root handler in every worker for what is logged before the app is built.
-        log_config=serve_log_config(settings.log_level),
+        log_config=serve_log_config(settings.log_level, settings.log_format),
     )
 
 

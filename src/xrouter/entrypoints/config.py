@@ -83,6 +83,14 @@ class Settings:
         "Comma-separated browser origins allowed to call the API (CORS); `*` for any. Unset: none.",
     )
     log_level: str = setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: str = setting(
+        "text",
+        one_of("text", "json"),
+        "Log line format of `xrouter serve`: `text`, or `json` (one JSON object per line).",
+    )
+    access_log: bool = setting(
+        True, parse_bool, "One INFO line per request on logger `xrouter.access`."
+    )
     api_prefixes: tuple[str, ...] = setting(
         ("/v1", "/api/v1"), _prefixes, "Comma-separated path prefixes the API is served under."
     )

@@ -11,6 +11,10 @@ The app factory installs it (`install_secret_filter`) on the handlers the host c
 `xrouter serve` and to any embedding of the app alike.
 
 A request's own token (BYOK) is not known here; the engine masks the errors it logs with it.
+
+`XR_LOG_FORMAT=json` (`JsonFormatter`) writes one JSON object per line. It formats records the
+filter has already masked (message and exception text), and the filter masks the access line's
+fields too, so both formats carry the same masked text.
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
+from xrouter.application.request_facts import CURRENT_REQUEST
 from xrouter.domain.secrets import SecretMasker
+from xrouter.entrypoints.http.access_log import FIELDS_ATTR
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -43,6 +52,7 @@ class SecretMaskingFilter(logging.Filter):
         message = record.getMessage()
         if masker.mask(message) != message:
             self._mask_message(record, masker)
+            self._mask_fields(record, masker)
         if record.exc_info and not record.exc_text:
             # Formatters reuse `exc_text` when it is set, so the traceback goes out masked.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -51,6 +61,18 @@ class SecretMaskingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = masker.mask(record.stack_info)
         return True
+
+    @staticmethod
+    def _mask_fields(record: logging.LogRecord, masker: SecretMasker) -> None:
+        """The access line's values (for the JSON format). Its message holds every one of
+        them, so they are only masked when the message was."""
+        fields = getattr(record, FIELDS_ATTR, None)
+        if isinstance(fields, dict):
+            setattr(
+                record,
+                FIELDS_ATTR,
+                {k: masker.mask(v) if isinstance(v, str) else v for k, v in fields.items()},
+            )
 
     @staticmethod
     def _mask_message(record: logging.LogRecord, masker: SecretMasker) -> None:
@@ -71,6 +93,43 @@ class SecretMaskingFilter(logging.Filter):
             record.args = None
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: `time` (ISO-8601, UTC), `level`, `logger`, `message`,
+    `request_id` when the line belongs to a request (read from the request's context, so the
+    generation task's lines have it too), `trace_id` and `span_id` (null until tracing lands),
+    `exception` when there is one, and an access line's own fields (method, path, status,
+    latency_ms, model, provider, ttft_ms, input_tokens, output_tokens).
+
+    The message and exception text are the ones `SecretMaskingFilter` already masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder = msgspec.json.Encoder()
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        facts = CURRENT_REQUEST.get()
+        if facts is not None:
+            line["request_id"] = facts.request_id
+        line["trace_id"] = None
+        line["span_id"] = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        fields = getattr(record, FIELDS_ATTR, None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        return self._encoder.encode(line).decode()
+
+
 def install_secret_filter(
     masker: SecretMasker, logger_names: Iterable[str] = MASKED_LOGGERS
 ) -> None:
@@ -83,8 +142,9 @@ def install_secret_filter(
             handler.addFilter(SecretMaskingFilter(masker))
 
 
-def serve_log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging configuration plus a root handler at `level`, for `xrouter serve`.
+def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's logging configuration plus a root handler at `level`, for `xrouter serve`;
+    with `log_format` "json" (XR_LOG_FORMAT) every handler writes `JsonFormatter` lines.
 
     Given to uvicorn rather than applied once here, so that every worker process (which
     configures logging afresh) has a root handler for the lines logged before the app is built.
@@ -99,4 +159,8 @@ def serve_log_config(level: str) -> dict[str, Any]:
         "stream": "ext://sys.stderr",
     }
     config["root"] = {"handlers": ["xrouter"], "level": level}
+    if log_format == "json":
+        json_formatter = {"()": "xrouter.entrypoints.logging_setup.JsonFormatter"}
+        for name in config["formatters"]:
+            config["formatters"][name] = dict(json_formatter)
     return config

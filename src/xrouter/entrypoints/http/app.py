@@ -43,8 +43,12 @@ def create_app(container: Container | None = None) -> ASGIApp:
     """The ASGI app: Litestar wrapped in the request-id middleware, outermost so that even
     routing errors (404, 405) carry `x-request-id`; its shutdown drain exposed to the server
     (`shutdown.py`)."""
+    container = container or Container()
     litestar = create_litestar(container)
-    return expose_drain(request_id_middleware(litestar), litestar.state[DRAIN_KEY])
+    return expose_drain(
+        request_id_middleware(litestar, access_log=container.settings().access_log),
+        litestar.state[DRAIN_KEY],
+    )
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:

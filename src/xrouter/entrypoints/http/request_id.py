@@ -1,29 +1,42 @@
-"""`x-request-id` on every response: an inbound one is honoured when it is sane, otherwise a
-fresh one is made. Pure ASGI, so it costs one dict lookup and one header append."""
+"""`x-request-id` on every response, and the access line. An inbound id is honoured when it is
+sane, otherwise a fresh one is made. The id also goes into the context (`CURRENT_REQUEST`), so
+every log line of the request, the generation task's included, can carry it (the JSON log
+format does) and the engine can note the model, provider and tokens for the access line.
+Pure ASGI: one dict lookup, one header append, one context variable and two clock reads."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
+from xrouter.entrypoints.http.access_log import LOGGER, write_access_line
+
 SCOPE_KEY = "xrouter.request_id"
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_SSE = b"text/event-stream"
 
 
 def request_id_of(scope: Mapping[str, Any]) -> str:
     return str(scope.get(SCOPE_KEY, "unknown"))
 
 
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
+def request_id_middleware(app: ASGIApp, access_log: bool = False) -> ASGIApp:
+    """Wrap `app`; with `access_log` (XR_ACCESS_LOG), write one access line per request."""
+    access = logging.getLogger(LOGGER)
+
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
+        started = time.perf_counter()
         inbound = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -34,14 +47,44 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             if inbound is not None and _SANE.match(inbound)
             else (b"req_" + os.urandom(12).hex().encode())
         )
-        scope[SCOPE_KEY] = raw.decode()  # type: ignore[literal-required]
+        request_id = raw.decode()
+        scope[SCOPE_KEY] = request_id  # type: ignore[literal-required]
         header = (b"x-request-id", raw)
+        facts = RequestFacts(request_id)
+        token = CURRENT_REQUEST.set(facts)
+        # [status, stream?, first body bytes at]: what the access line needs from the response.
+        seen: list[Any] = [500, False, None]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = message.get("headers", ())
+                message["headers"] = [*headers, header]
+                seen[0] = message["status"]
+                for name, value in headers:
+                    if name == b"content-type":
+                        seen[1] = value.startswith(_SSE)
+                        break
+            elif (
+                seen[2] is None and message["type"] == "http.response.body" and message.get("body")
+            ):
+                seen[2] = time.perf_counter()
             await send(message)
 
-        await app(scope, receive, send_with_id)
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            try:
+                if access_log and access.isEnabledFor(logging.INFO):
+                    write_access_line(
+                        access,
+                        scope["method"],
+                        scope["path"],
+                        seen[0],
+                        (time.perf_counter() - started) * 1000,
+                        (seen[2] - started) * 1000 if seen[1] and seen[2] is not None else None,
+                        facts,
+                    )
+            finally:
+                CURRENT_REQUEST.reset(token)
 
     return middleware

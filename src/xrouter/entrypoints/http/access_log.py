@@ -1,0 +1,54 @@
+"""The access line: one INFO line per request on logger `xrouter.access`.
+
+Written by the request-id middleware (request_id.py) once the response has gone out, from what
+it saw (method, path, status, latency, when a stream's first body bytes left) and what the
+engine noted in the request's `RequestFacts` (model, provider, tokens). Off with
+XR_ACCESS_LOG=false. In text the line reads
+`POST /v1/responses 200 12.3ms model=local/echo provider=local ttft_ms=4.1 input_tokens=3
+output_tokens=5 request_id=req_...`; the JSON formatter (logging_setup.py) also gets the same
+values as fields (`extra={"fields": ...}`); the message holds every string field, so the
+secret filter masks the fields whenever it masks the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from xrouter.application.request_facts import RequestFacts
+
+LOGGER = "xrouter.access"
+FIELDS_ATTR = "fields"
+"""The LogRecord attribute carrying the access line's values, for the JSON formatter."""
+
+
+def write_access_line(
+    log: logging.Logger,
+    method: str,
+    path: str,
+    status: int,
+    latency_ms: float,
+    ttft_ms: float | None,
+    facts: RequestFacts,
+) -> None:
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "latency_ms": round(latency_ms, 3),
+    }
+    text = f"{method} {path} {status} {latency_ms:.1f}ms"
+    if facts.model is not None:
+        fields["model"] = facts.model
+        fields["provider"] = facts.provider
+        text += f" model={facts.model} provider={facts.provider}"
+    if ttft_ms is not None:
+        fields["ttft_ms"] = round(ttft_ms, 3)
+        text += f" ttft_ms={ttft_ms:.1f}"
+    if facts.input_tokens is not None:
+        fields["input_tokens"] = facts.input_tokens
+        fields["output_tokens"] = facts.output_tokens
+        text += f" input_tokens={facts.input_tokens} output_tokens={facts.output_tokens}"
+    text += f" request_id={facts.request_id}"
+    # No arguments: the text is the message as is (a `%` in a path stays literal).
+    log.info(text, extra={FIELDS_ATTR: fields})
