@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -21,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from xrouter.adapters.telemetry.span_export import (
     BatchSpanProcessor,
+    OtlpSpanEncoder,
     batch_settings_from_env,
     otlp_span_exporter,
 )
@@ -360,6 +363,56 @@ def test_export_resumes_when_the_collector_comes_back(
     assert collector.wait_for(lambda c: len(c.spans()) == 1, timeout_s=10)
     assert collector.spans()[0].name == "found"
     processor.shutdown(5)
+
+
+class CapturingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def test_our_otlp_encoding_equals_the_sdks() -> None:
+    """The lean encoder must say exactly what OTel's `encode_spans` says about the same spans."""
+    recorded = InMemorySpanProcessor()
+    tracer = Tracer(sampler_from_env({}), recorded)
+    inbound = parse_traceparent(f"00-{TRACE_HEX}-{PARENT_HEX}-01")
+    server = tracer.start_span("chat gpt-4o", SpanKind.SERVER, inbound, {"http.route": "/v1/x"})
+    server.set_attribute("http.response.status_code", 200)
+    server.set_attribute("gen_ai.request.temperature", 0.7)
+    server.set_attribute("negative", -3)
+    server.set_attribute("big", 2**40)
+    server.set_attribute("flag", False)
+    server.set_attribute("unicode", "привет ✓")
+    server.set_attribute("gen_ai.response.finish_reasons", ["stop", "length"])
+    server.set_attribute("empty", [])
+    server.add_event("ingest")
+    server.add_event("generate", {"tokens": 3, "model": "m", "ok": True})
+    client = tracer.start_span("chat", SpanKind.CLIENT, server.context)
+    client.set_error("timeout", "upstream took too long")
+    client.end()
+    internal = tracer.start_span("x" * 300, SpanKind.INTERNAL, None)
+    internal.set_error("cancelled")
+    internal.end()
+    server.end()
+
+    capture = CapturingExporter()
+    processor = BatchSpanProcessor(capture, RESOURCE, schedule_delay_s=60)
+    for span in recorded.spans:
+        processor.on_end(span)
+    assert processor.force_flush(5)
+    processor.shutdown(5)
+    sdk = encode_spans(capture.spans)
+    ours = ExportTraceServiceRequest.FromString(
+        OtlpSpanEncoder(RESOURCE, "xrouter").encode(recorded.spans)
+    )
+    assert ours == sdk
+    assert len(ours.resource_spans[0].scope_spans[0].spans) == 3
 
 
 class BlockingExporter(SpanExporter):

@@ -2,19 +2,22 @@
 
 The request path only appends to a deque (`on_end`): O(1), never blocks, never raises. A full
 queue drops the span and counts it, because a slow or dead collector must cost requests
-nothing. The thread converts our spans to the OTel SDK's `ReadableSpan` and hands batches to
-an OTel `SpanExporter` (OTLP/HTTP in production), so the protobuf encoding, retries, TLS and
-`OTEL_EXPORTER_OTLP_*` handling are the SDK's, not ours.
+nothing. The thread hands batches to an OTel `SpanExporter`. For the OTLP/HTTP exporter
+(`otlp_span_exporter`) it writes the protobuf itself (`OtlpSpanEncoder`, ~6x cheaper than the
+SDK's encoder, and that CPU is taken under the event loop's GIL) and lets the SDK send it, so
+retries, TLS, gzip and the `OTEL_EXPORTER_OTLP_*` variables stay the SDK's; any other exporter
+(tests, console) gets the SDK's `ReadableSpan`s.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
@@ -99,7 +102,35 @@ def otlp_span_exporter(environ: Mapping[str, str]) -> SpanExporter:
         )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter()
+    return OtlpHttpSpanExporter(OTLPSpanExporter())
+
+
+class OtlpHttpSpanExporter(SpanExporter):
+    """The SDK's OTLP/HTTP exporter, fed with our own protobuf encoding (`OtlpSpanEncoder`).
+
+    Sending stays the SDK's (endpoint, headers, gzip, TLS, retries with back-off); only the
+    encoding, which dominates the export thread's CPU, is replaced. That goes through the
+    exporter's HTTP client, a private attribute: the OTLP export test catches a change of it.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result: SpanExportResult = self._inner.export(spans)
+        return result
+
+    def export_encoded(self, payload: bytes) -> SpanExportResult:
+        if self._inner._shutdown:
+            return SpanExportResult.FAILURE
+        sent = self._inner._client.export(payload)
+        return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 class _RateLimitedWarning:
@@ -141,6 +172,9 @@ class BatchSpanProcessor:
         self._exporter = exporter
         self._resource = resource
         self._scope = InstrumentationScope("xrouter")
+        # The OTLP exporter gets our lean encoding; any other SpanExporter gets ReadableSpans.
+        self._otlp = exporter if isinstance(exporter, OtlpHttpSpanExporter) else None
+        self._encoder = OtlpSpanEncoder(resource, "xrouter")
         self._max_queue_size = max_queue_size
         self._schedule_delay_s = schedule_delay_s
         self._batch_size = max_export_batch_size
@@ -258,7 +292,10 @@ class BatchSpanProcessor:
 
     def _export(self, batch: list[Span]) -> None:
         try:
-            result = self._exporter.export([self._readable(span) for span in batch])
+            if self._otlp is not None:
+                result = self._otlp.export_encoded(self._encoder.encode(batch))
+            else:
+                result = self._exporter.export([self._readable(span) for span in batch])
         except Exception as error:  # an exporter bug must not kill the thread
             result = SpanExportResult.FAILURE
             reason = type(error).__name__
@@ -307,3 +344,152 @@ class BatchSpanProcessor:
 
 def _events(events: Sequence[tuple[str, int, Attributes]]) -> tuple[Event, ...]:
     return tuple(Event(name, attributes, timestamp) for name, timestamp, attributes in events)
+
+
+# --- OTLP protobuf encoding ----------------------------------------------------------------
+# OTel's own encoder (`encode_spans`) builds a protobuf object per attribute and costs ~60-110
+# µs of CPU per span on this machine (8 attributes, 4 events), in the export thread but under
+# the same GIL as the event loop: two spans a request would eat the throughput budget alone.
+# Writing the wire format directly costs a fraction of that. Field numbers are those of
+# opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto; a test decodes this
+# encoding and OTel's and asserts they are equal.
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_MASK64 = (1 << 64) - 1
+_OTLP_KINDS = {
+    SpanKind.INTERNAL: b"\x30\x01",
+    SpanKind.SERVER: b"\x30\x02",
+    SpanKind.CLIENT: b"\x30\x03",
+}
+_STATUS_UNSET = b"\x7a\x00"
+_FLAGS_LOCAL_PARENT = b"\x85\x01" + struct.pack("<I", 0x100)  # context has is_remote: no
+_FLAGS_REMOTE_PARENT = b"\x85\x01" + struct.pack("<I", 0x300)  # context has is_remote: yes
+_CACHE_LIMIT = 4096
+_SMALL_LENGTHS = tuple(bytes((n,)) for n in range(0x80))
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    size = len(payload)
+    return tag + (_SMALL_LENGTHS[size] if size < 0x80 else _varint(size)) + payload
+
+
+def _any_value(value: object) -> bytes:
+    """The AnyValue message for an attribute value (same type mapping as OTel's encoder)."""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _field(b"\x0a", value.encode())
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return b"\x18" + _varint(value & _MASK64)
+        return _field(b"\x0a", str(value).encode())  # beyond int64: keep it readable
+    if isinstance(value, float):
+        return b"\x21" + struct.pack("<d", value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if value is None:
+        return b""
+    if isinstance(value, Sequence):
+        items = b"".join(_field(b"\x0a", _any_value(item)) for item in value)
+        return _field(b"\x2a", items)
+    return _field(b"\x0a", str(value).encode())
+
+
+class OtlpSpanEncoder:
+    """Our spans straight to an `ExportTraceServiceRequest`, one resource and one scope."""
+
+    def __init__(self, resource: Resource, scope_name: str) -> None:
+        # Encoded key-value fields by (tag, key, value) for string values (methods, routes,
+        # models, providers: few distinct, seen on every span), and encoded keys. Cleared when
+        # full, so unique values (response ids) cannot crowd out the repeated ones for long.
+        self._pairs: dict[tuple[bytes, str, str], bytes] = {}
+        self._keys: dict[str, bytes] = {}
+        self._names: dict[str, bytes] = {}
+        self._resource = _field(b"\x0a", b"".join(self._attributes(b"\x0a", resource.attributes)))
+        self._scope = _field(b"\x0a", _field(b"\x0a", scope_name.encode()))
+
+    def _key(self, key: str) -> bytes:
+        """KeyValue.key, encoded once per distinct key: span keys are a small fixed set."""
+        encoded = self._keys.get(key)
+        if encoded is None:
+            encoded = _field(b"\x0a", key.encode())
+            if len(self._keys) >= _CACHE_LIMIT:
+                self._keys.clear()
+            self._keys[key] = encoded
+        return encoded
+
+    def _name(self, name: str) -> bytes:
+        """A span or event name as UTF-8, cached: names come from a small fixed set."""
+        encoded = self._names.get(name)
+        if encoded is None:
+            encoded = name.encode()
+            if len(self._names) >= _CACHE_LIMIT:
+                self._names.clear()
+            self._names[name] = encoded
+        return encoded
+
+    def _attributes(self, tag: bytes, attributes: Mapping[str, object]) -> list[bytes]:
+        pairs = self._pairs
+        fields = []
+        for name, value in attributes.items():
+            if type(value) is str:
+                cache_key = (tag, name, value)
+                encoded = pairs.get(cache_key)
+                if encoded is None:
+                    encoded = _field(tag, self._key(name) + _field(b"\x12", _any_value(value)))
+                    if len(pairs) >= _CACHE_LIMIT:
+                        pairs.clear()
+                    pairs[cache_key] = encoded
+                fields.append(encoded)
+            else:
+                fields.append(_field(tag, self._key(name) + _field(b"\x12", _any_value(value))))
+        return fields
+
+    def _span(self, span: Span) -> bytes:
+        context = span.context
+        parts = [
+            b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+        ]
+        parent = span.parent
+        if parent is not None:
+            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        parts.append(_field(b"\x2a", self._name(span.name)))
+        parts.append(_OTLP_KINDS[span.kind])
+        parts.append(b"\x39" + struct.pack("<Q", span.start_ns))
+        parts.append(b"\x41" + struct.pack("<Q", span.end_ns))
+        parts.extend(self._attributes(b"\x4a", span.attributes))
+        for name, timestamp, attributes in span.events:
+            event = [b"\x09" + struct.pack("<Q", timestamp), _field(b"\x12", self._name(name))]
+            if attributes:
+                event.extend(self._attributes(b"\x1a", attributes))
+            parts.append(_field(b"\x5a", b"".join(event)))
+        if span.is_error:
+            message = span.error_description
+            status = (_field(b"\x12", message.encode()) if message else b"") + b"\x18\x02"
+            parts.append(_field(b"\x7a", status))
+        else:
+            parts.append(_STATUS_UNSET)
+        # A server span's parent came in a traceparent header: another process.
+        remote = parent is not None and span.kind is SpanKind.SERVER
+        parts.append(_FLAGS_REMOTE_PARENT if remote else _FLAGS_LOCAL_PARENT)
+        return b"".join(parts)
+
+    def encode(self, spans: Sequence[Span]) -> bytes:
+        """The serialized ExportTraceServiceRequest for a batch."""
+        span_fields = b"".join(_field(b"\x12", self._span(span)) for span in spans)
+        scope_spans = _field(b"\x12", self._scope + span_fields)
+        return _field(b"\x0a", self._resource + scope_spans)
