@@ -6,14 +6,19 @@ the protobuf payloads; a stopped collector must cost the request path nothing.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
@@ -455,6 +460,26 @@ def test_a_full_queue_drops_and_counts_spans(caplog: pytest.LogCaptureFixture) -
     processor.shutdown(5)
     tracer.start_span("after", SpanKind.SERVER, None).end()
     assert processor.dropped == 16
+    assert processor.force_flush(5) is True  # after shutdown: answers at once, nothing queued
+
+
+def test_the_fake_collector_decodes_gzipped_metrics(collector: FakeOtlpCollector) -> None:
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add()
+    metric.name = "gen_ai.client.token.usage"
+    posted = urllib.request.Request(
+        f"{collector.endpoint}/v1/metrics",
+        data=gzip.compress(request.SerializeToString()),
+        headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+    )
+    with urllib.request.urlopen(posted, timeout=5) as answer:
+        assert answer.status == 200
+    assert collector.wait_for(lambda c: len(c.metrics) == 1, timeout_s=5)
+    got = collector.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0]
+    assert got.name == "gen_ai.client.token.usage"
+    collector.stop()
+    with pytest.raises(OSError):  # stopped means refused, the way a dead collector looks
+        urllib.request.urlopen(posted, timeout=5)
 
 
 def test_batch_settings_come_from_the_otel_bsp_variables() -> None:

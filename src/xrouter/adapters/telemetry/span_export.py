@@ -229,6 +229,8 @@ class BatchSpanProcessor:
 
     def force_flush(self, timeout_s: float) -> bool:
         """Export what is queued now; False when that did not finish within the timeout."""
+        if self._stopping:  # the thread is gone or going: nothing will serve a flush
+            return not self._queue
         if self._thread is None:
             if not self._queue:
                 return True
