@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.gigachat_fake import chunk, completion, make_call, usage
+from tests.gigachat_fake import MODEL_VERSION, chunk, completion, make_call, usage
 from xrouter.adapters.providers.gigachat.call_ids import new_call_id, state_id_of
 from xrouter.adapters.providers.gigachat.chat_parser import StreamParser, parse_completion
 from xrouter.adapters.providers.gigachat.chat_protocol import build_payload, function_result
@@ -24,6 +24,7 @@ from xrouter.domain.provider_events import (
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    UpstreamInfo,
     UsageReport,
 )
 from xrouter.domain.responses import InputTokensDetails, Usage
@@ -238,6 +239,7 @@ def test_what_gigachat_cannot_take_is_a_clear_400(body: JSON, param: str) -> Non
 def test_text_answer_with_usage_and_cached_tokens() -> None:
     events = parse(completion("Привет!", usage_=usage(prompt=40, completion=3, precached=32)))
     assert events == [
+        UpstreamInfo(model=MODEL_VERSION),  # the versioned model; GigaChat sends no id
         TextDelta("Привет!"),
         UsageReport(
             Usage(
@@ -260,7 +262,8 @@ def test_function_call_gets_a_call_id_carrying_the_state_and_json_string_argumen
             state_id=STATE,
         )
     )
-    call, usage_report, finish = events
+    info, call, usage_report, finish = events
+    assert info == UpstreamInfo(model=MODEL_VERSION)
     assert isinstance(call, ToolCallDelta) and isinstance(usage_report, UsageReport)
     assert (call.index, call.name) == (0, "get_weather")
     assert json.loads(call.arguments) == {"city": "Москва", "days": 2}
@@ -320,6 +323,7 @@ def test_stream_text_reasoning_usage_and_finish_in_order() -> None:
         ]
     )
     assert events == [
+        UpstreamInfo(model=MODEL_VERSION),  # once, from the first chunk
         ReasoningDelta("Thinking."),
         TextDelta("Hello"),
         TextDelta(" world"),
@@ -336,7 +340,7 @@ def test_streamed_function_call_arrives_whole_with_its_state_in_a_later_chunk() 
             chunk({"content": "", "functions_state_id": STATE}, "function_call", usage()),
         ]
     )  # fmt: skip
-    call = events[0]
+    call = events[1]
     assert isinstance(call, ToolCallDelta)
     assert (call.name, call.arguments, state_id_of(call.call_id)) == (
         "get_weather",
@@ -344,6 +348,28 @@ def test_streamed_function_call_arrives_whole_with_its_state_in_a_later_chunk() 
         STATE,
     )
     assert events[-1] == Finish("tool_calls")
+
+
+def test_an_id_is_taken_when_one_comes_and_odd_values_are_ignored() -> None:
+    """GigaChat documents no answer id (the SDK models one on the message): whichever comes
+    is reported, top level first; a value that is not a short string is dropped, not fatal."""
+    top = {**completion("hi"), "id": "answer-1"}
+    top["choices"][0]["message"]["id"] = "message-1"
+    assert parse(top)[0] == UpstreamInfo(model=MODEL_VERSION, response_id="answer-1")
+    on_message = completion("hi")
+    on_message["choices"][0]["message"]["id"] = "message-1"
+    assert parse(on_message)[0] == UpstreamInfo(model=MODEL_VERSION, response_id="message-1")
+    odd = {**completion("hi"), "model": 42, "id": "x" * 257}
+    odd["choices"][0]["message"]["id"] = 7
+    assert parse(odd)[0] == TextDelta("hi")
+    events = stream(
+        [
+            {**chunk({"content": "a", "id": "message-1"}), "model": None},
+            {**chunk({"content": "b"}), "id": "answer-2"},  # named already: not again
+            chunk({"content": ""}, "stop", usage()),
+        ]
+    )
+    assert events[:3] == [UpstreamInfo(response_id="message-1"), TextDelta("a"), TextDelta("b")]
 
 
 def test_builtin_function_progress_is_not_part_of_the_answer() -> None:

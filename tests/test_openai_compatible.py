@@ -17,6 +17,7 @@ from dependency_injector import providers
 from tests.conftest import LiveServer, make_container
 from tests.helpers import sse_events
 from tests.upstreams import FakeUpstream, Reply
+from xrouter.adapters.providers.local import LocalProvider
 from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
 from xrouter.adapters.providers.openai_compatible.chat_parser import (
     ChatStreamParser,
@@ -52,6 +53,7 @@ from xrouter.domain.provider_events import (
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    UpstreamInfo,
     UsageReport,
 )
 from xrouter.domain.responses import (
@@ -401,6 +403,7 @@ def test_parse_completion_with_reasoning_parallel_calls_and_usage() -> None:
     }
     parsed = parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper)
     assert parsed == [
+        UpstreamInfo(response_id="chatcmpl-1"),
         ReasoningDelta("The user wants weather."),
         TextDelta("Let me check."),
         ToolCallDelta(index=0, call_id="call_1", name="get_weather", arguments='{"city":"A"}'),
@@ -511,6 +514,7 @@ def test_chat_stream_text_reasoning_usage_and_finish_order() -> None:
         ],
     )
     assert events == [
+        UpstreamInfo(model="m", response_id="c1"),  # from the first chunk only
         ReasoningDelta("Think"),
         ReasoningDelta("ing."),
         TextDelta("Hel"),
@@ -536,6 +540,7 @@ def test_chat_stream_parallel_tool_calls_keyed_by_index() -> None:
         ],
     )  # fmt: skip
     assert events == [
+        UpstreamInfo(model="m", response_id="c1"),
         ToolCallDelta(index=0, call_id="call_a", name="f"),
         ToolCallDelta(index=0, arguments='{"x":'),
         ToolCallDelta(index=1, call_id="call_b", name="g"),
@@ -565,6 +570,7 @@ def test_chat_stream_tolerates_resent_ids_missing_indexes_and_reused_index() -> 
         ],
     )  # fmt: skip
     assert events == [
+        UpstreamInfo(model="m", response_id="c1"),
         ToolCallDelta(index=0, call_id="a", name="f", arguments="{"),
         ToolCallDelta(index=0, arguments="}"),
         ToolCallDelta(index=1, call_id="b", name="g"),
@@ -593,6 +599,46 @@ def test_chat_stream_error_frame_raises_the_mapped_error() -> None:
                                           "code": "context_length_exceeded"}}))  # fmt: skip
     assert isinstance(info.value, InvalidRequest)
     assert "context too long" in info.value.message
+
+
+def test_a_chat_answer_names_the_upstream_model_and_id_and_odd_values_are_ignored() -> None:
+    """gen_ai.response.model / .id: what the upstream says, which may differ from the model
+    asked for (OpenRouter routes `openrouter/auto`); an odd value is dropped, never a failure."""
+    choices = [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]
+
+    def first(body: JSON) -> Any:
+        return parse_completion(json.dumps(body).encode(), provider="up", map_error=mapper)[0]
+
+    routed = {"id": "gen-1", "model": "anthropic/claude-sonnet-4", "choices": choices}
+    assert first(routed) == UpstreamInfo(model="anthropic/claude-sonnet-4", response_id="gen-1")
+    assert first({"id": 7, "model": "m" * 257, "choices": choices}) == TextDelta("hi")
+    assert first({"id": None, "model": ["m"], "choices": choices}) == TextDelta("hi")
+    assert first({"id": "x" * 256, "model": {}, "choices": choices}) == UpstreamInfo(
+        response_id="x" * 256
+    )
+
+
+def test_a_chat_stream_names_the_upstream_once_from_the_first_chunk_that_says() -> None:
+    parser = ChatStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
+            chunk({"content": "a"}, id="chatcmpl-9", model="gpt-4o-2024-08-06"),
+            chunk({"content": "b"}, "stop", id="chatcmpl-other", model="other"),
+        ],
+    )
+    assert events == [
+        UpstreamInfo(model="gpt-4o-2024-08-06", response_id="chatcmpl-9"),
+        TextDelta("a"),
+        TextDelta("b"),
+        Finish("stop"),
+    ]
+    odd = ChatStreamParser(provider="up", map_error=mapper)
+    assert feed_all(odd, [chunk({"content": "a"}, "stop", id=1, model=False)]) == [
+        TextDelta("a"),
+        Finish("stop"),
+    ]
 
 
 # --- Responses upstream ------------------------------------------------------------------------
@@ -882,6 +928,7 @@ def test_parse_whole_response_object() -> None:
         "usage": RESPONSES_USAGE,
     }
     assert parse_response(json.dumps(body).encode(), provider="up", map_error=mapper) == [
+        UpstreamInfo(response_id="resp_u"),
         ReasoningDelta("Plan"),
         ReasoningData("ENC"),
         TextDelta("Done."),
@@ -889,6 +936,47 @@ def test_parse_whole_response_object() -> None:
         UsageReport(EXPECTED_USAGE),
         Finish("tool_calls"),
     ]
+
+
+def test_a_responses_upstream_names_its_response_id_and_model() -> None:
+    body = {"id": "resp_9", "model": "gpt-5-2025-08-07", "status": "completed", "output": []}
+    assert parse_response(json.dumps(body).encode(), provider="up", map_error=mapper) == [
+        UpstreamInfo(model="gpt-5-2025-08-07", response_id="resp_9"),
+        Finish("stop"),
+    ]
+    odd = {"id": 5, "model": "m" * 300, "status": "completed", "output": []}
+    assert parse_response(json.dumps(odd).encode(), provider="up", map_error=mapper) == [
+        Finish("stop")
+    ]
+
+
+def test_a_responses_stream_names_the_upstream_once_from_response_created() -> None:
+    named = {"id": "resp_9", "model": "gpt-5-2025-08-07"}
+    parser = ResponsesStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        parser,
+        [
+            rsp_event("response.created", response={**named, "status": "in_progress"}),
+            rsp_event("response.in_progress", response={**named, "status": "in_progress"}),
+            rsp_event("response.output_text.delta", output_index=0, delta="Hi"),
+            rsp_event("response.completed", response={**named, "status": "completed"}),
+        ],
+    )
+    assert events == [
+        UpstreamInfo(model="gpt-5-2025-08-07", response_id="resp_9"),
+        TextDelta("Hi"),
+        Finish("stop"),
+    ]
+    # A server that skips response.created names them at its terminal event, before Finish.
+    late = ResponsesStreamParser(provider="up", map_error=mapper)
+    events = feed_all(
+        late,
+        [
+            rsp_event("response.output_text.delta", output_index=0, delta="Hi"),
+            rsp_event("response.completed", response={"id": "resp_2", "status": "completed"}),
+        ],
+    )
+    assert events == [TextDelta("Hi"), UpstreamInfo(response_id="resp_2"), Finish("stop")]
 
 
 # --- the builder keeps opaque reasoning state ---------------------------------------------------
@@ -909,6 +997,42 @@ def test_builder_records_reasoning_data_on_the_reasoning_item() -> None:
     assert isinstance(reasoning, ReasoningItem) and isinstance(message, MessageItem)
     assert reasoning.encrypted_content == '[{"type":"x"}]'  # round-trips through the client
     assert not any(isinstance(item, FunctionCallItem) for item in final.output)
+
+
+def _built(deltas: list[ProviderEvent]) -> tuple[ResponseBuilder, list[Any]]:
+    """A builder fed `deltas` from start to completion, and every event it produced."""
+    counter = iter(range(100))
+    builder = ResponseBuilder(
+        Response(id="resp_1", created_at=0, status="in_progress", model="up/auto"),
+        lambda prefix: f"{prefix}_{next(counter)}",
+    )
+    events: list[Any] = builder.start()
+    for delta in deltas:
+        events += builder.feed(delta)
+    events += builder.close_items()
+    events.append(builder.complete(Usage(input_tokens=1, output_tokens=2, total_tokens=3), 0))
+    return builder, events
+
+
+def test_the_builder_keeps_what_the_upstream_named_and_outputs_nothing_for_it() -> None:
+    answer: list[ProviderEvent] = [ReasoningDelta("why"), TextDelta("o"), TextDelta("k")]
+    plain, plain_events = _built([*answer, Finish("stop")])
+    named, named_events = _built(
+        [
+            UpstreamInfo(model="routed/model-1"),
+            answer[0],
+            UpstreamInfo(model="later", response_id="gen-1"),  # fills only the missing id
+            *answer[1:],
+            UpstreamInfo(model="last", response_id="gen-2"),
+            Finish("stop"),
+        ]
+    )
+    assert named_events == plain_events  # no extra SSE event, same output, same numbering
+    assert named.response == plain.response
+    assert named.response.model == "up/auto"  # the model the client asked for, on the wire
+    assert named.chunks == plain.chunks == 3
+    assert (named.upstream_model, named.upstream_response_id) == ("routed/model-1", "gen-1")
+    assert (plain.upstream_model, plain.upstream_response_id) == (None, None)
 
 
 # --- the provider over a fake transport ----------------------------------------------------------
@@ -1002,7 +1126,12 @@ async def test_provider_streams_chat_and_closes_the_upstream_stream() -> None:
     transport = FakeTransport(events=[chunk({"content": "a"}), chunk({"content": "b"}, "stop")])
     provider = provider_over(transport)
     events = await collect(provider, make_call({"input": "hi", "stream": True}))
-    assert events == [TextDelta("a"), TextDelta("b"), Finish("stop")]
+    assert events == [
+        UpstreamInfo(model="m", response_id="c1"),
+        TextDelta("a"),
+        TextDelta("b"),
+        Finish("stop"),
+    ]
     assert transport.calls[0][0:2] == ("STREAM", "/chat/completions")
     assert transport.calls[0][2]["stream"] is True
     assert transport.require_done is True  # a chat stream without [DONE] was cut short
@@ -1025,6 +1154,17 @@ async def test_provider_stops_reading_a_responses_stream_at_its_terminal_event()
     assert transport.closed
 
 
+async def test_the_local_provider_names_its_model_as_an_upstream_would() -> None:
+    """No response id of its own; and `local/error` fails before naming anything, as an
+    upstream that answers with an error status does."""
+    local = LocalProvider()
+    events = [e async for e in local.stream(make_call({"input": "hi"}, upstream_model="echo"))]
+    assert events == [UpstreamInfo(model="echo"), TextDelta("hi"), Finish("stop")]
+    failing = local.stream(make_call({"input": "hi"}, upstream_model="error"))
+    with pytest.raises(ProviderError, match="before its first chunk"):
+        await anext(failing)
+
+
 async def test_discovery_prefixes_ids_and_static_models_are_separate() -> None:
     transport = FakeTransport()
     provider = provider_over(transport, static_models=["local-model"])
@@ -1040,6 +1180,7 @@ def test_events_type_is_exhaustive() -> None:
     # Every event a parser yields is one the builder understands.
     kinds: tuple[type[ProviderEvent], ...] = (
         TextDelta, ReasoningDelta, ReasoningData, ToolCallDelta, UsageReport, Finish,
+        UpstreamInfo,
     )  # fmt: skip
     assert set(ProviderEvent.__args__) == set(kinds)  # type: ignore[attr-defined]
 

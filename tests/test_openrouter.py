@@ -37,6 +37,7 @@ from xrouter.domain.provider_events import (
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    UpstreamInfo,
     UsageReport,
 )
 
@@ -175,17 +176,18 @@ def test_completion_reasoning_details_and_cost() -> None:
         },
     }  # fmt: skip
     events = parse_completion(json.dumps(body).encode(), provider="openrouter", map_error=mapper)
-    assert events[:3] == [
+    assert events[:4] == [
+        UpstreamInfo(response_id="gen-1"),
         ReasoningDelta("Need the weather."),
         ReasoningData(json.dumps(DETAILS, separators=(",", ":"))),
         ToolCallDelta(index=0, call_id="t1", name="w", arguments="{}"),
     ]
-    usage = events[3]
+    usage = events[4]
     assert isinstance(usage, UsageReport)
     assert usage.usage.input_tokens_details.cache_write_tokens == 2
     assert usage.usage.output_tokens_details.reasoning_tokens == 4
     assert usage.cost == 0.00042  # for the usage sink, not the wire
-    assert events[4] == Finish("tool_calls")
+    assert events[5] == Finish("tool_calls")
 
 
 def test_streamed_reasoning_details_are_merged_and_handed_over_before_the_answer() -> None:
@@ -287,6 +289,7 @@ async def test_provider_sends_headers_and_passthrough_and_reports_cost(
         Reply.json(
             {
                 "id": "gen-1",
+                "model": "anthropic/claude-4-sonnet-20250522",  # what answered the alias
                 "choices": [{"index": 0, "message": {"content": "ok"}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2,
                           "cost": 0.25},
@@ -297,7 +300,10 @@ async def test_provider_sends_headers_and_passthrough_and_reports_cost(
     call = or_call({"input": "hi"}, passthrough={"provider": {"sort": "price"}})
     events = [event async for event in provider.stream(call)]
     await provider.aclose()
-    assert events[0] == TextDelta("ok")
+    assert events[:2] == [
+        UpstreamInfo(model="anthropic/claude-4-sonnet-20250522", response_id="gen-1"),
+        TextDelta("ok"),
+    ]
     assert events[-1] == Finish("stop")
     assert [e.cost for e in events if isinstance(e, UsageReport)] == [0.25]
     (request,) = upstream.requests(CHAT_PATH)

@@ -26,6 +26,7 @@ from xrouter.domain.provider_events import (
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    UpstreamInfo,
     UsageReport,
 )
 from xrouter.domain.responses import (
@@ -79,6 +80,10 @@ class ResponseBuilder:
         self.finish_reason: FinishReason | None = None
         self.provider_usage: Usage | None = None
         self.provider_cost: float | None = None
+        # What the upstream called the answer (telemetry only, never output): the first
+        # value the upstream named wins.
+        self.upstream_model: str | None = None
+        self.upstream_response_id: str | None = None
         self.chunks = 0
 
     # --- helpers ---------------------------------------------------------------------------
@@ -123,6 +128,12 @@ class ResponseBuilder:
             return []
         if isinstance(event, Finish):
             self.finish_reason = event.reason
+            return []
+        if isinstance(event, UpstreamInfo):
+            if self.upstream_model is None:
+                self.upstream_model = event.model
+            if self.upstream_response_id is None:
+                self.upstream_response_id = event.response_id
             return []
         raise TypeError(f"unknown provider event {type(event).__name__}")
 

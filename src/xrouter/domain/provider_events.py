@@ -53,6 +53,37 @@ class UsageReport(Struct, frozen=True):
     sink, not onto the wire."""
 
 
+class UpstreamInfo(Struct, frozen=True):
+    """What the upstream calls this answer: the model it says answered (which may differ from
+    the one asked for: OpenRouter's `openrouter/auto`, aliases, versioned names) and its own
+    response id (`chatcmpl-...`, `resp_...`). Emitted at most once per answer, as soon as the
+    upstream names them; it carries no output, only what telemetry reports."""
+
+    model: str | None = None
+    response_id: str | None = None
+
+
+UPSTREAM_NAME_MAX = 256
+"""The longest upstream model name or response id kept; a longer one is not a name."""
+
+
+def upstream_info(model: object, response_id: object) -> UpstreamInfo | None:
+    """The `UpstreamInfo` for what an upstream answer said, or None when it named nothing
+    usable. Only strings of at most `UPSTREAM_NAME_MAX` characters are kept: an odd or missing
+    id never fails an answer, it is simply not reported."""
+    kept_model = _name(model)
+    kept_id = _name(response_id)
+    if kept_model is None and kept_id is None:
+        return None
+    return UpstreamInfo(model=kept_model, response_id=kept_id)
+
+
+def _name(value: object) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= UPSTREAM_NAME_MAX:
+        return value
+    return None
+
+
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
@@ -63,4 +94,6 @@ class Finish(Struct, frozen=True):
     reason: FinishReason = "stop"
 
 
-ProviderEvent = TextDelta | ReasoningDelta | ReasoningData | ToolCallDelta | UsageReport | Finish
+ProviderEvent = (
+    TextDelta | ReasoningDelta | ReasoningData | ToolCallDelta | UsageReport | Finish | UpstreamInfo
+)

@@ -15,7 +15,8 @@ path of the lifecycle on purpose. Models (docs/local-provider.md):
 - `local/error-mid-stream`: fails after two chunks.
 
 `max_output_tokens` counts a word as a token here: the answer stops there, `incomplete`.
-It reports no usage, so the gateway counts tokens itself.
+It reports no usage, so the gateway counts tokens itself. It names the model that answered
+(`echo`, ...) as an upstream would, and no response id of its own.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from xrouter.domain.provider_events import (
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    UpstreamInfo,
 )
 from xrouter.domain.responses import InputItem
 
@@ -77,6 +79,7 @@ class LocalProvider:
                 "The local provider failed before its first chunk, as model 'local/error' "
                 "always does.",
             )
+        yield UpstreamInfo(model=model)  # after the failure an upstream would answer instead
         delay = self._slow_delay_s if model == "slow" else 0.0
         text = _last_user_text(call.items)
         tool_calls = _requested_calls(call, text)

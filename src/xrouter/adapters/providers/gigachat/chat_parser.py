@@ -5,6 +5,9 @@ What differs from OpenAI's chat:
 
 - No response id (the gateway makes its own) and no call ids: a call gets a fresh id carrying
   the message's `functions_state_id` (call_ids.py), so the next turn can send the state back.
+  The answer's `model` (versioned: `GigaChat-2-Pro:2.0.28.2`) is reported as `UpstreamInfo`,
+  with an `id` should one come (top level as in OpenAI's, or the message's, which GigaChat's
+  SDK models); both are optional and an odd value is simply not reported.
 - One `function_call` per message, with `arguments` as a JSON object, serialised here to the
   canonical JSON string. In a stream it arrives whole, and the state id may come in another
   chunk, so the call is emitted once the stream has finished.
@@ -39,7 +42,9 @@ from xrouter.domain.provider_events import (
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    UpstreamInfo,
     UsageReport,
+    upstream_info,
 )
 from xrouter.domain.responses import Usage
 
@@ -67,6 +72,7 @@ class _Message(Struct):
     reasoning_content: str | None = None
     function_call: _FunctionCall | None = None
     functions_state_id: str | None = None
+    id: Any = None  # undocumented (the SDK has it); Any: an odd one is ignored, not an error
 
 
 class _Choice(Struct):
@@ -84,6 +90,9 @@ class _Usage(Struct):
 
 
 class _Answer(Struct):
+    # Any, not str: an odd model or id is not reported (upstream_info), never a failure.
+    model: Any = None
+    id: Any = None  # not documented: GigaChat's answers have no top-level id
     choices: list[_Choice] | None = None
     usage: _Usage | None = None
     # an error inside a 200 (GigaChat's error shape)
@@ -149,6 +158,15 @@ def finish_reason(raw: str, has_call: bool, provider: str) -> FinishReason:
     return reason
 
 
+def _upstream_info(answer: _Answer, message: _Message | None) -> UpstreamInfo | None:
+    """What the answer (or chunk) names: its model, and an id if it carries one (its own
+    first, else the message's)."""
+    response_id = answer.id
+    if upstream_info(None, response_id) is None and message is not None:
+        response_id = message.id
+    return upstream_info(answer.model, response_id)
+
+
 def _call_event(name: str | None, arguments: Any, state_id: str | None) -> ToolCallDelta:
     return ToolCallDelta(
         index=0,
@@ -177,6 +195,9 @@ def parse_completion(
         )
     message = choice.message or _Message()
     events: list[ProviderEvent] = []
+    info = _upstream_info(answer, message)
+    if info is not None:
+        events.append(info)
     if message.reasoning_content:
         events.append(ReasoningDelta(message.reasoning_content))
     if message.content and message.role != _IN_PROGRESS:
@@ -202,6 +223,7 @@ class StreamParser:
         self._state_id: str | None = None
         self._finish: str | None = None
         self._usage: _Usage | None = None
+        self._named = False  # UpstreamInfo sent: every chunk repeats the model
 
     def feed(self, data: str) -> list[ProviderEvent]:
         chunk = _decode(data, self._provider)
@@ -209,6 +231,12 @@ class StreamParser:
         if chunk.usage is not None:
             self._usage = chunk.usage
         events: list[ProviderEvent] = []
+        if not self._named:
+            first = chunk.choices[0] if chunk.choices else None
+            info = _upstream_info(chunk, (first.delta or first.message) if first else None)
+            if info is not None:
+                self._named = True
+                events.append(info)
         for choice in chunk.choices or []:
             if choice.index != 0:
                 continue

@@ -32,6 +32,7 @@ from xrouter.domain.provider_events import (
     TextDelta,
     ToolCallDelta,
     UsageReport,
+    upstream_info,
 )
 from xrouter.domain.responses import JSONObject, Usage
 
@@ -79,8 +80,9 @@ class _Usage(Struct):
 
 
 class _Completion(Struct):
-    id: str | None = None
-    model: str | None = None
+    # Any, not str: an odd id or model is not reported (upstream_info), never a failure.
+    id: Any = None
+    model: Any = None
     choices: list[_Choice] | None = None
     usage: _Usage | None = None
     error: Any = None
@@ -170,6 +172,9 @@ def parse_completion(
         )
     message = choice.message or _Message()
     events: list[ProviderEvent] = []
+    info = upstream_info(completion.model, completion.id)
+    if info is not None:
+        events.append(info)
     reasoning = _reasoning_text(message)
     if reasoning:
         events.append(ReasoningDelta(reasoning))
@@ -216,6 +221,7 @@ class ChatStreamParser:
         self._usage: _Usage | None = None
         self._details: list[JSONObject] = []  # reasoning_details blocks not yet handed over
         self._all_details: list[JSONObject] = []
+        self._named = False  # UpstreamInfo sent: every chunk repeats id and model
 
     def feed(self, data: str) -> list[ProviderEvent]:
         chunk = _decode(data, self._provider)
@@ -224,6 +230,11 @@ class ChatStreamParser:
         if chunk.usage is not None:
             self._usage = chunk.usage
         events: list[ProviderEvent] = []
+        if not self._named:
+            info = upstream_info(chunk.model, chunk.id)
+            if info is not None:
+                self._named = True
+                events.append(info)
         for choice in chunk.choices or []:
             if choice.index != 0:
                 continue  # we ask for one choice; a server sending more is ignored

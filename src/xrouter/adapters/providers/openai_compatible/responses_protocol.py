@@ -35,6 +35,7 @@ from xrouter.domain.provider_events import (
     TextDelta,
     ToolCallDelta,
     UsageReport,
+    upstream_info,
 )
 from xrouter.domain.responses import InputItem, JSONObject, Usage
 
@@ -135,6 +136,9 @@ class _Incomplete(Struct):
 
 
 class _Response(Struct):
+    # Any, not str: an odd id or model is not reported (upstream_info), never a failure.
+    id: Any = None
+    model: Any = None
     status: str | None = None
     output: list[_Item] | None = None
     usage: _Usage | None = None
@@ -207,6 +211,9 @@ def parse_response(
         problem = "it has no " + " and no ".join(f"`{name}`" for name in missing)
         raise malformed_answer(provider, _RESPONSE, problem, body, content_type)
     events: list[ProviderEvent] = []
+    info = upstream_info(response.model, response.id)
+    if info is not None:
+        events.append(info)
     calls = 0
     for item in response.output:
         if item.type == "reasoning":
@@ -247,6 +254,7 @@ class ResponsesStreamParser:
         # item is done (adding each delta to one string copies it every time: quadratic).
         self._streamed: dict[int, list[str]] = {}
         self._done = False
+        self._named = False  # UpstreamInfo sent (from the first event with a response)
 
     def feed(self, data: str) -> list[ProviderEvent]:
         try:
@@ -256,6 +264,18 @@ class ResponsesStreamParser:
                 f"The provider '{self._provider}' sent a stream event that is not valid JSON "
                 f"({exc})."
             ) from None
+        if self._named or event.response is None:
+            return self._events(event)
+        # `response.created` names them; a server that skips it names them on a later event
+        # that embeds the response (`response.in_progress`, the terminal one).
+        info = upstream_info(event.response.model, event.response.id)
+        if info is None:
+            return self._events(event)
+        self._named = True
+        return [info, *self._events(event)]
+
+    def _events(self, event: _Event) -> list[ProviderEvent]:
+        """The canonical events of one upstream stream event."""
         kind = event.type
         index = event.output_index if event.output_index is not None else -1
         if kind in ("response.output_text.delta", "response.refusal.delta"):
