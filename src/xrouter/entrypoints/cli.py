@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from xrouter import __version__
 from xrouter.entrypoints.config import ConfigError, Settings
+from xrouter.entrypoints.usage_command import add_usage_parser, run_usage
 
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         default=settings.workers,
         help=f"worker processes (XR_WORKERS, default {settings.workers})",
     )
+    add_usage_parser(commands, settings)
     return parser
 
 
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         serve(settings, args.host, args.port, args.workers)
         return 0
+    if args.command == "usage":
+        return run_usage(settings, args)
     parser.print_help()
     return 0
 

@@ -162,6 +162,27 @@ class Settings:
         "After a Redis failure, how long calls skip Redis (503 or not stored) before one probes "
         "it again, so a dead Redis costs no wait per request.",
     )
+    analytics: str = setting(
+        "auto",
+        one_of("auto", "memory", "redis", "off"),
+        "Where each request's analytics record goes: `redis` (a capped Redis Stream, needs "
+        "XR_REDIS_URL), `memory` (a ring per process), `auto` (redis when XR_REDIS_URL is "
+        "set, else memory) or `off` (no records kept, none counted as dropped).",
+    )
+    analytics_queue_size: int = setting(
+        10_000,
+        positive(int),
+        "Analytics records waiting to be written, per worker; when full, new ones are dropped "
+        "and counted (a request never waits for analytics).",
+    )
+    analytics_max_records: int = setting(
+        50_000, positive(int), "Records the in-memory analytics ring keeps (oldest go first)."
+    )
+    analytics_stream_maxlen: int = setting(
+        1_000_000,
+        positive(int),
+        "Entries the Redis analytics stream `xrouter:analytics` keeps (`XADD MAXLEN ~`: about).",
+    )
     inflight_lease_s: float = setting(
         30.0,
         positive(float),
@@ -197,6 +218,10 @@ class Settings:
         if self.storage == "redis" and not self.redis_url:
             raise ConfigError(
                 "XR_STORAGE=redis needs XR_REDIS_URL (for example redis://127.0.0.1:6379/0)."
+            )
+        if self.analytics == "redis" and not self.redis_url:
+            raise ConfigError(
+                "XR_ANALYTICS=redis needs XR_REDIS_URL (for example redis://127.0.0.1:6379/0)."
             )
 
     def __repr__(self) -> str:
