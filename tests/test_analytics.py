@@ -203,6 +203,17 @@ async def test_redis_stream_is_capped_with_maxlen(redis_server: RedisServer) -> 
     await redis.aclose()
 
 
+async def test_redis_stream_on_a_cluster(redis_cluster: Any) -> None:
+    # No lean client on a cluster: the batch script goes through redis-py's cluster client.
+    redis = shared(redis_cluster.url, cluster=True)
+    assert redis.lean is None
+    stream = RedisStream(redis, maxlen=1000)
+    records = [outcome(n) for n in range(3)]
+    await stream.write(records)
+    assert (await stream.window(NOW - 60)).records == records
+    await redis.aclose()
+
+
 async def test_a_long_read_goes_in_pages_and_says_when_it_is_cut(
     redis_server: RedisServer,
 ) -> None:
