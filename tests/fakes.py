@@ -162,7 +162,7 @@ def build_harness(
         clock=FixedClock(),
         ids=SequentialIds(),
         lifecycle_listener=listener,
-        usage_sink=usage,
+        outcome_sink=usage,
         settings=EngineSettings(**{"setting_names": env_name, **settings}),  # type: ignore[arg-type]
         masker=masker,
     )

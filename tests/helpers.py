@@ -19,7 +19,6 @@ from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
 from tests.fakes import SlowCatalog, WordCounter
-from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
 from xrouter.application.registry import ModelRegistry
 from xrouter.domain.lifecycle import Action
 
@@ -76,9 +75,8 @@ def trace(server: LiveServer, request_id: str) -> list[Action]:
 
 
 def usage_records(server: LiveServer, request_id: str) -> list[Any]:
-    ledger = server.container.usage_sink()
-    assert isinstance(ledger, InMemoryUsageLedger)
-    return ledger.for_request(request_id)
+    analytics = server.container.analytics()
+    return list(analytics.for_request(request_id))
 
 
 def server_with_slow_stage(serve_with: Callable[..., LiveServer], stage: str) -> LiveServer:

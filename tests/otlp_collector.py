@@ -2,7 +2,8 @@
 
 Accepts POST /v1/traces and /v1/metrics (gzip-compressed or not), keeps each decoded request,
 and lets a test wait for them. `stop()` closes the listening socket, so exporters see
-connection refused, the way a dead collector looks; `start()` listens again on the same port.
+connection refused, the way a dead collector looks (a connection kept alive from before is
+closed at its next request); `start()` listens again on the same port.
 `status` makes it answer with an error (503 triggers the exporter's retries).
 """
 
@@ -107,6 +108,9 @@ def _handler_for(collector: FakeOtlpCollector) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
+            if collector._server is None:  # stopped: a kept-alive connection dies too
+                self.close_connection = True
+                return
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             encoding = (self.headers.get("Content-Encoding") or "").lower()
             if encoding == "gzip":

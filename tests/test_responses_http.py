@@ -186,7 +186,14 @@ def test_disconnect_before_generate_fails_at_once(
     assert early.from_stage == stage
     # "At once": well before the 3 s the slow stage would have taken.
     assert (early.at_ns - events[0].at_ns) / 1e9 < 1.5
-    assert usage_records(server, request_id) == []
+    # No usage (nothing was generated), but the outcome counts: failed there, client gone.
+    (outcome,) = usage_records(server, request_id)
+    assert (outcome.status, outcome.failed_stage, outcome.error_type) == (
+        "failed",
+        stage,
+        "client_disconnected",
+    )
+    assert outcome.input_tokens is None and outcome.response_id is None
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -211,7 +218,7 @@ def test_disconnect_during_generate_lets_generation_complete(
     assert actions.index(Action.DISCONNECT_LATE) < actions.index(Action.FINISH)
     records = usage_records(server, request_id)
     assert len(records) == 1 and records[0].status == "completed"
-    assert records[0].usage.output_tokens == server.container.token_counter().count_sync(words)
+    assert records[0].output_tokens == server.container.token_counter().count_sync(words)
     if stream:
         with server.client() as client:
             stored = client.get(f"/v1/responses/{response_id}").json()

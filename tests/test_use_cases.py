@@ -87,7 +87,10 @@ async def test_provider_reported_usage_wins() -> None:
     harness = build_harness(ScriptedProvider([TextDelta("hi"), UsageReport(reported), Finish()]))
     response = await harness.create.run(request())
     assert response.usage == reported
-    assert harness.usage.records[-1].usage == reported
+    assert (harness.usage.records[-1].input_tokens, harness.usage.records[-1].output_tokens) == (
+        100,
+        50,
+    )
 
 
 async def test_error_before_first_chunk_is_raised_before_the_stream_starts() -> None:

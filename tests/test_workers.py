@@ -116,3 +116,41 @@ def test_the_redis_password_never_reaches_the_log(redis_factory: Any) -> None:
         assert lookup.status_code == 503 and password not in lookup.text
     assert "redis://***@127.0.0.1" in output[0]
     assert password not in output[0]
+
+
+def _requests_total(metrics_text: str, route: str) -> float:
+    prefix = f'xrouter_requests_total{{route="{route}"'
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith(prefix)
+    )
+
+
+def test_two_workers_add_up_on_one_metrics_page(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Each worker writes its figures to XR_METRICS_DIR; whichever worker answers /metrics adds
+    the others' to its own, so every scrape gives the whole server's count."""
+    env = {
+        "XR_STORAGE": "redis",
+        "XR_REDIS_URL": redis_server.url,
+        "XR_LOG_LEVEL": "WARNING",
+        "XR_METRICS_DIR": str(tmp_path),
+        "XR_METRICS_FLUSH_S": "0.1",
+    }
+    (tmp_path / "worker-1.msgpack").write_bytes(b"a previous run's file")
+    with serving(env, "--workers", "2") as (base, _):
+        for turn in range(20):
+            body = {"model": "local/echo", "input": f"turn {turn}", "store": False}
+            assert httpx.post(f"{base}/v1/responses", json=body, timeout=10).status_code == 200
+        deadline = time.monotonic() + 10
+        totals: list[float] = []
+        while len(totals) < 6:
+            text = httpx.get(f"{base}/metrics", timeout=5).text
+            total = _requests_total(text, "POST /v1/responses")
+            if total == 20:
+                totals.append(total)
+            assert time.monotonic() < deadline, f"last total {total}"
+            time.sleep(0.05)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".msgpack") != []
+        workers = [p for p in tmp_path.iterdir() if p.name.startswith("worker-")]
+        assert len(workers) == 2, workers  # the previous run's file was cleared at start

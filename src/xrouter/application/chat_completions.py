@@ -58,6 +58,7 @@ class ChatCompletions:
             disconnect=disconnect,
             passthrough=passthrough,
             context=context,
+            api="chat",
         )
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         return ChatExecution(execution, include_usage)

@@ -22,6 +22,7 @@ class CreateResponse:
         disconnect: DisconnectSignal | None = None,
         passthrough: dict[str, Any] | None = None,
         context: CallContext | None = None,
+        api: str = "responses",
     ) -> Execution:
         """Admit the request and start generating. Read the execution's `events()` (stream)
         or its `result()` (non-stream). Raises GatewayError before generation starts.
@@ -34,6 +35,7 @@ class CreateResponse:
             disconnect=disconnect,
             passthrough={**request.passthrough(), **(passthrough or {})},
             context=context,
+            api=api,
         )
 
     async def run(self, request: ResponseRequest, *, request_id: str | None = None) -> Response:

@@ -32,13 +32,14 @@ from xrouter.application.ports import (
     IdGenerator,
     LifecycleListener,
     ModelCatalog,
+    OutcomeSink,
     Provider,
     ResponseStore,
     TokenCounter,
-    UsageSink,
 )
 from xrouter.application.pump import Pump
 from xrouter.application.recording import Recorder
+from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
 from xrouter.application.running import RunningGenerations
 from xrouter.domain import ingest
 from xrouter.domain.builder import ResponseBuilder
@@ -94,7 +95,7 @@ class ExecutionEngine:
         clock: Clock,
         ids: IdGenerator,
         lifecycle_listener: LifecycleListener,
-        usage_sink: UsageSink,
+        outcome_sink: OutcomeSink,
         settings: EngineSettings,
         masker: SecretMasker | None = None,
     ) -> None:
@@ -110,11 +111,12 @@ class ExecutionEngine:
             max_inflight_setting=settings.setting_names("max_inflight"),
         )
         self._history = ConversationHistory(store)
+        self._recorder = Recorder(store, outcome_sink, ids, clock, self._tracer)
         self._pump = Pump(
             counter=counter,
             clock=clock,
             tracer=self._tracer,
-            recorder=Recorder(store, usage_sink, ids, self._tracer),
+            recorder=self._recorder,
             masker=masker or SecretMasker.empty(),
             generation_timeout_s=settings.generation_timeout_s,
             generation_timeout_setting=settings.setting_names("generation_timeout_s"),
@@ -136,16 +138,22 @@ class ExecutionEngine:
         disconnect: DisconnectSignal | None = None,
         passthrough: dict[str, Any] | None = None,
         context: CallContext | None = None,
+        api: str = "responses",
     ) -> Execution:
         """Ingest and tokenize `request`, then start generation in its own task.
 
         `passthrough` carries client options the canonical request cannot express;
-        `context` the client's token (BYOK) and trace context, for providers.
+        `context` the client's token (BYOK) and trace context, for providers; `api` names
+        the API the client spoke (`responses`, `chat`) in the request's outcome.
 
         Raises GatewayError (bad input, unknown model, overload, shutting down, client gone)
         before any generation starts; the caller answers with a JSON error.
         """
+        received_ns = self._clock.monotonic_ns()
         lifecycle = Lifecycle(request_id or self._ids.new_id("req"))
+        # The host's facts when there is a host; outside one (tests, embedding) our own.
+        facts = CURRENT_REQUEST.get() or RequestFacts(lifecycle.request_id)
+        facts.api = api
         self._tracer.step(lifecycle, Action.RECEIVE, Reason.RECEIVED)
         try:
             self._admission.admit()
@@ -156,17 +164,35 @@ class ExecutionEngine:
                 if isinstance(refused, ServerShuttingDown)
                 else Reason.OVERLOADED
             )
-            self._tracer.step(lifecycle, Action.REJECT, reason)
+            self._refuse(lifecycle, Action.REJECT, reason, request, facts, received_ns, refused)
             raise
         try:
             work = self._ingest_and_tokenize(
-                request, lifecycle, passthrough or {}, context or _NO_CONTEXT
+                request, lifecycle, passthrough or {}, context or _NO_CONTEXT, facts, received_ns
             )
             prepared = await self._race_disconnect(work, lifecycle, disconnect)
+        except ClientDisconnected as gone:
+            self._admission.release()
+            self._recorder.refused(lifecycle, request, facts, received_ns, gone)
+            raise
         except BaseException:
             self._admission.release()
             raise
-        return self._launch(request, lifecycle, disconnect, prepared)
+        return self._launch(request, lifecycle, disconnect, prepared, facts, received_ns)
+
+    def _refuse(
+        self,
+        lifecycle: Lifecycle,
+        action: Action,
+        reason: Reason,
+        request: ResponseRequest,
+        facts: RequestFacts,
+        received_ns: int,
+        error: GatewayError,
+    ) -> None:
+        """A request that ends before generate: its lifecycle step, then its outcome."""
+        self._tracer.step(lifecycle, action, reason)
+        self._recorder.refused(lifecycle, request, facts, received_ns, error)
 
     async def _race_disconnect(
         self,
@@ -209,21 +235,42 @@ class ExecutionEngine:
         lifecycle: Lifecycle,
         passthrough: dict[str, Any],
         context: CallContext,
+        facts: RequestFacts,
+        received_ns: int,
     ) -> _Prepared:
         try:
             ingest.validate(request)
             route, provider = await self._catalog.resolve(request.model)
+            facts.model = f"{route.provider}/{route.upstream_model}"
+            facts.provider = route.provider
+            facts.upstream_model = route.upstream_model
             own_items = ingest.input_items(request)
             history = await self._history.load(request.previous_response_id)
-        except GatewayError:
-            self._tracer.step(lifecycle, Action.REJECT, Reason.INVALID_REQUEST)
+        except GatewayError as refused:
+            self._refuse(
+                lifecycle,
+                Action.REJECT,
+                Reason.INVALID_REQUEST,
+                request,
+                facts,
+                received_ns,
+                refused,
+            )
             raise
         self._tracer.step(lifecycle, Action.INGEST, Reason.ROUTED)
         items = history + own_items if history else own_items
         try:
             input_tokens = await self._counter.count_input(request.instructions, items)
-        except GatewayError:
-            self._tracer.step(lifecycle, Action.REJECT, Reason.INVALID_REQUEST)
+        except GatewayError as refused:
+            self._refuse(
+                lifecycle,
+                Action.REJECT,
+                Reason.INVALID_REQUEST,
+                request,
+                facts,
+                received_ns,
+                refused,
+            )
             raise
         self._tracer.step(lifecycle, Action.TOKENIZE, Reason.TOKENIZED)
         call = GenerationRequest(
@@ -242,6 +289,8 @@ class ExecutionEngine:
         lifecycle: Lifecycle,
         disconnect: DisconnectSignal | None,
         prepared: _Prepared,
+        facts: RequestFacts,
+        received_ns: int,
     ) -> Execution:
         response_id = self._ids.new_id("resp")
         execution = Execution(
@@ -258,8 +307,11 @@ class ExecutionEngine:
             call=prepared.call,
             own_items=prepared.own_items,
             input_tokens=prepared.input_tokens,
+            facts=facts,
+            received_ns=received_ns,
             started_ns=self._clock.monotonic_ns(),
         )
+        facts.hold()  # the request is not over until generation is, client or no client
         execution.on_detach = lambda: self._pump.client_left(generation)
         self.running.add(generation)
         generation.task = asyncio.create_task(self._run(generation))
@@ -268,9 +320,12 @@ class ExecutionEngine:
         return execution
 
     async def _run(self, generation: Generation) -> None:
+        # This task's own copy of the context: the transport finds the facts here (attempts).
+        CURRENT_REQUEST.set(generation.facts)
         try:
             await self._pump.run(generation)
         finally:
+            generation.facts.release()
             # on_detach closes over the generation, which holds the execution: a cycle that
             # kept every finished request (its builder, request and call) alive until a GC
             # pass. Past this point a late detach has no generation to report anyway.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from xrouter.application.execution import Execution
 from xrouter.application.ports import GenerationRequest, Provider
+from xrouter.application.request_facts import RequestFacts
 from xrouter.domain.builder import ResponseBuilder
 from xrouter.domain.errors import GatewayError
 from xrouter.domain.lifecycle import Lifecycle
@@ -26,7 +27,13 @@ class Generation:
     call: GenerationRequest
     own_items: list[InputItem]
     input_tokens: int
+    facts: RequestFacts
+    """The request's shared facts (attempts counted by the transport, the outcome)."""
+    received_ns: int
+    """When the request arrived (monotonic), for durations and time to first token."""
     started_ns: int
+    """When generate began (monotonic)."""
+    first_chunk_ns: int | None = None
     task: asyncio.Task[None] | None = None
     output_sent: bool = False
     """Whether the client has been sent anything (then a failure is in-band)."""

@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 
 from msgspec import Struct, field
 
+from xrouter.application.outcome import RequestOutcome
 from xrouter.domain.lifecycle import LifecycleEvent
 from xrouter.domain.models import ModelInfo, ModelRoute
 from xrouter.domain.provider_events import ProviderEvent
@@ -18,7 +19,6 @@ from xrouter.domain.responses import (
     Response,
     ResponseRequest,
     StoredResponse,
-    Usage,
 )
 
 
@@ -163,15 +163,12 @@ class LifecycleListener(Protocol):
     def on_event(self, event: LifecycleEvent) -> None: ...
 
 
-class UsageSink(Protocol):
-    """Where usage goes once a request is terminal (billing, quotas, dashboards).
-    Called on the request path: implementations queue, they do not block."""
+class OutcomeSink(Protocol):
+    """Where each request's terminal state goes (metrics, the server span, analytics, usage):
+    once per request that reached done or failed, at any stage. Called on the request path:
+    implementations count or queue, they never block and never raise."""
 
-    def record(
-        self, request_id: str, model: str, usage: Usage, status: str, cost: float | None
-    ) -> None:
-        """`cost` is the upstream's own figure when it reports one (OpenRouter credits)."""
-        ...
+    def record(self, outcome: RequestOutcome) -> None: ...
 
 
 class ModelCatalog(Protocol):

@@ -106,6 +106,8 @@ class Pump:
                 chunks_before = builder.chunks
                 events = builder.feed(delta)
                 if builder.chunks != chunks_before:
+                    if generation.first_chunk_ns is None:
+                        generation.first_chunk_ns = self._clock.monotonic_ns()
                     self._tracer.step(generation.lifecycle, Action.EMIT_CHUNK, Reason.CHUNK)
                 if pending is not None:
                     if builder.chunks == 0:

@@ -1,4 +1,4 @@
-"""Recording a terminal generation: the stored response, then usage, exactly once."""
+"""Recording a terminal request: the stored response, then its outcome (usage), exactly once."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import msgspec
 
 from xrouter.application.generation import Generation
 from xrouter.application.lifecycle_trace import LifecycleTracer
-from xrouter.application.ports import IdGenerator, ResponseStore, UsageSink
-from xrouter.application.request_facts import CURRENT_REQUEST
-from xrouter.domain.errors import StorageUnavailable
-from xrouter.domain.lifecycle import Action, Reason
-from xrouter.domain.responses import StoredResponse
+from xrouter.application.outcome import RequestOutcome
+from xrouter.application.ports import Clock, IdGenerator, OutcomeSink, ResponseStore
+from xrouter.application.request_facts import RequestFacts
+from xrouter.domain.errors import GatewayError, StorageUnavailable
+from xrouter.domain.lifecycle import Action, Lifecycle, Reason
+from xrouter.domain.responses import ResponseRequest, StoredResponse
 
 log = logging.getLogger("xrouter.engine")
 
@@ -25,23 +26,25 @@ _ITEM_ID_PREFIX = {
 
 
 class Recorder:
-    __slots__ = ("_ids", "_store", "_tracer", "_usage_sink")
+    __slots__ = ("_clock", "_ids", "_outcomes", "_store", "_tracer")
 
     def __init__(
         self,
         store: ResponseStore,
-        usage_sink: UsageSink,
+        outcomes: OutcomeSink,
         ids: IdGenerator,
+        clock: Clock,
         tracer: LifecycleTracer,
     ) -> None:
         self._store = store
-        self._usage_sink = usage_sink
+        self._outcomes = outcomes
         self._ids = ids
+        self._clock = clock
         self._tracer = tracer
 
     async def record(self, generation: Generation) -> None:
         """Store the terminal response (before the client sees the terminal event, so a
-        follow-up `previous_response_id` always finds it) and record usage."""
+        follow-up `previous_response_id` always finds it) and record its outcome."""
         await self._save(generation)
         self.record_usage(generation)
 
@@ -69,38 +72,117 @@ class Recorder:
             log.exception("could not store response %s", response.id)
 
     def record_usage(self, generation: Generation) -> None:
-        """The lifecycle's RecordUsage and the usage sink. Synchronous, so it also runs when
-        the generation task is being cancelled. Once only: later calls do nothing."""
+        """The lifecycle's RecordUsage and the request's outcome. Synchronous, so it also runs
+        when the generation task is being cancelled. Once only: later calls do nothing."""
         lifecycle = generation.lifecycle
         if lifecycle.usage_recorded or not lifecycle.terminal:
             return
         self._tracer.step(lifecycle, Action.RECORD_USAGE, Reason.USAGE_RECORDED)
-        response = generation.builder.response
-        if response.usage is not None:
-            self._usage_sink.record(
-                generation.request_id,
-                response.model,
-                response.usage,
-                response.status,
-                generation.builder.provider_cost,
-            )
-        facts = CURRENT_REQUEST.get()
-        if facts is not None:  # for the host's access line
-            facts.model = response.model
-            facts.provider = generation.call.route.provider
-            if response.usage is not None:
-                facts.input_tokens = response.usage.input_tokens
-                facts.output_tokens = response.usage.output_tokens
+        self._report(self._generation_outcome(generation), generation.facts)
+
+    def refused(
+        self,
+        lifecycle: Lifecycle,
+        request: ResponseRequest,
+        facts: RequestFacts,
+        received_ns: int,
+        error: GatewayError,
+    ) -> None:
+        """The outcome of a request that failed before generate (refused, bad input, client
+        gone): no response, no usage, but it counts."""
+        self._report(
+            RequestOutcome(
+                request_id=lifecycle.request_id,
+                finished_at=self._clock.now(),
+                api=facts.api,
+                route=facts.route,
+                stream=request.stream,
+                model_requested=request.model,
+                model=facts.model,
+                upstream_model=None,
+                provider=facts.provider,
+                response_id=None,
+                upstream_response_id=None,
+                status="failed",
+                failed_stage=_stage(lifecycle),
+                error_type=error.code or error.type,
+                finish_reason=None,
+                duration_s=(self._clock.monotonic_ns() - received_ns) / 1e9,
+                generate_s=None,
+                ttft_s=None,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                max_output_tokens=request.max_output_tokens,
+            ),
+            facts,
+        )
+
+    def _generation_outcome(self, generation: Generation) -> RequestOutcome:
+        builder = generation.builder
+        response = builder.response
+        request = generation.call.request
+        usage = response.usage
+        error = generation.error
+        now_ns = self._clock.monotonic_ns()
+        first = generation.first_chunk_ns
+        return RequestOutcome(
+            request_id=generation.request_id,
+            finished_at=self._clock.now(),
+            api=generation.facts.api,
+            route=generation.facts.route,
+            stream=request.stream,
+            model_requested=request.model,
+            model=generation.facts.model,
+            upstream_model=builder.upstream_model,
+            provider=generation.call.route.provider,
+            response_id=response.id,
+            upstream_response_id=builder.upstream_response_id,
+            status=response.status,
+            failed_stage=_stage(generation.lifecycle),
+            error_type=(error.code or error.type) if error is not None else None,
+            finish_reason=builder.finish_reason,
+            duration_s=(now_ns - generation.received_ns) / 1e9,
+            generate_s=(now_ns - generation.started_ns) / 1e9,
+            ttft_s=(first - generation.received_ns) / 1e9 if first is not None else None,
+            input_tokens=usage.input_tokens if usage is not None else None,
+            output_tokens=usage.output_tokens if usage is not None else None,
+            cached_tokens=usage.input_tokens_details.cached_tokens if usage is not None else None,
+            reasoning_tokens=(
+                usage.output_tokens_details.reasoning_tokens if usage is not None else None
+            ),
+            attempts=generation.facts.upstream_attempts,
+            cost=builder.provider_cost,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_output_tokens=request.max_output_tokens,
+        )
+
+    def _report(self, outcome: RequestOutcome, facts: RequestFacts) -> None:
+        facts.outcome = outcome
+        if outcome.input_tokens is not None:  # for the host's access line
+            facts.input_tokens = outcome.input_tokens
+            facts.output_tokens = outcome.output_tokens
+        try:
+            self._outcomes.record(outcome)
+        except Exception:  # a sink must not fail the request; the port says it never raises
+            log.exception("the outcome sink failed for request %s", outcome.request_id)
         log.debug(
-            "response %s model=%s status=%s input_tokens=%s output_tokens=%s",
-            response.id,
-            response.model,
-            response.status,
-            response.usage.input_tokens if response.usage else "-",
-            response.usage.output_tokens if response.usage else "-",
+            "%s model=%s status=%s input_tokens=%s output_tokens=%s",
+            f"response {outcome.response_id}"
+            if outcome.response_id is not None
+            else f"request {outcome.request_id}",
+            outcome.model or outcome.model_requested,
+            outcome.status,
+            "-" if outcome.input_tokens is None else outcome.input_tokens,
+            "-" if outcome.output_tokens is None else outcome.output_tokens,
         )
 
 
 def _not_to_store(generation: Generation) -> bool:
     """store=false, or a DELETE came while it ran: the delete wins."""
     return not generation.call.request.store or generation.deleted
+
+
+def _stage(lifecycle: Lifecycle) -> str | None:
+    """The stage a failure happened in, as a plain string (outcomes hold no enums)."""
+    return None if lifecycle.failed_in is None else lifecycle.failed_in.value

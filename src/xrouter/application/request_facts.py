@@ -1,16 +1,28 @@
-"""What the engine learned about the request being served, for the host's access log.
+"""What the gateway learns about the request being served, shared by the parties serving it.
 
-The host (the HTTP entrypoint) puts a fresh `RequestFacts` in `CURRENT_REQUEST` when a request
-starts; the generation task inherits the context (asyncio copies it at task creation), so the
-`Recorder` fills the same object at the terminal state, and the host writes one access line
-from it once the response has gone out. Outside a request (tests, embeddings that never set it)
-nothing is noted. The application knows nothing of logging formats or HTTP here.
+One `RequestFacts` per request, reachable through the context key `CURRENT_REQUEST`. The host
+(the HTTP entrypoint) puts a fresh one in the context when a request arrives; the engine uses
+it (or makes its own outside a host) and the generation task inherits the context (asyncio
+copies it at task creation), so:
+
+- the engine notes the routed model and provider as soon as they are known, and the terminal
+  `RequestOutcome`;
+- the upstream transport counts its attempts on it;
+- the host writes the access line from it, and ends the request's server span once both the
+  response has gone out and generation has ended (`hold` / `release`): a client that leaves
+  during generate does not end the request, generation does.
+
+The application knows nothing of logging formats, spans or HTTP here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
+
+from xrouter.application.outcome import RequestOutcome
 
 
 @dataclass(slots=True, eq=False)
@@ -18,10 +30,35 @@ class RequestFacts:
     """One request's facts; None until known."""
 
     request_id: str
+    route: str | None = None
+    """The host's route, as `METHOD /path`."""
+    api: str = "responses"
     model: str | None = None
     provider: str | None = None
+    upstream_model: str | None = None
+    """The model name the provider is asked for (after routing), for upstream call spans."""
     input_tokens: int | None = None
     output_tokens: int | None = None
+    outcome: RequestOutcome | None = None
+    upstream_attempts: int = 0
+    span: Any = None
+    """The host's server span (an adapter's object; the application never looks inside)."""
+    on_complete: Callable[[RequestFacts], None] | None = None
+    """Called once when every holder has released: the request is over on every side."""
+    holds: int = 0
+
+    def hold(self) -> None:
+        """One more party (the host's response, a generation) must end before the request
+        is complete."""
+        self.holds += 1
+
+    def release(self) -> None:
+        """That party is done; the last one to release runs `on_complete`."""
+        self.holds -= 1
+        if self.holds <= 0:
+            done, self.on_complete = self.on_complete, None
+            if done is not None:
+                done(self)
 
 
 CURRENT_REQUEST: ContextVar[RequestFacts | None] = ContextVar("xrouter_request", default=None)

@@ -90,7 +90,14 @@ class IllegalTransition(RuntimeError):
 class Lifecycle:
     """The stage of one request, advanced only along the model's transitions."""
 
-    __slots__ = ("client_connected", "entered_generate", "request_id", "stage", "usage_recorded")
+    __slots__ = (
+        "client_connected",
+        "entered_generate",
+        "failed_in",
+        "request_id",
+        "stage",
+        "usage_recorded",
+    )
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -98,6 +105,8 @@ class Lifecycle:
         self.client_connected = True
         self.usage_recorded = False
         self.entered_generate = False
+        self.failed_in: Stage | None = None
+        """The stage a failed request was in when it failed (ingest, tokenize, generate)."""
 
     def step(self, action: Action) -> tuple[Stage, Stage]:
         """Apply `action`; return (from, to). Raise IllegalTransition if it is not allowed."""
@@ -120,6 +129,8 @@ class Lifecycle:
             self.stage = target
             if target is Stage.GENERATE:
                 self.entered_generate = True
+            elif target is Stage.FAILED:
+                self.failed_in = before
         return before, self.stage
 
     @property

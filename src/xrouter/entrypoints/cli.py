@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from xrouter import __version__
-from xrouter.entrypoints.config import ConfigError, Settings
+from xrouter.entrypoints.config import ConfigError, Settings, env_name
 from xrouter.entrypoints.usage_command import add_usage_parser, run_usage
 
 
@@ -39,14 +44,39 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     from xrouter.entrypoints.http.server import serve as run_server
     from xrouter.entrypoints.logging_setup import serve_log_config
 
-    run_server(
-        settings,
-        host,
-        port,
-        workers,
-        # A root handler in every worker for what is logged before the app is built.
-        log_config=serve_log_config(settings.log_level, settings.log_format),
-    )
+    with shared_metrics_dir(settings, workers) as settings:
+        run_server(
+            settings,
+            host,
+            port,
+            workers,
+            # A root handler in every worker for what is logged before the app is built.
+            log_config=serve_log_config(settings.log_level, settings.log_format),
+        )
+
+
+@contextmanager
+def shared_metrics_dir(settings: Settings, workers: int) -> Iterator[Settings]:
+    """Several workers write their metrics into one directory, so that `/metrics` on any of
+    them adds up all (adapters/telemetry/metric_files.py). Each worker reads its settings from
+    the environment, so XR_METRICS_DIR goes there: a temporary directory, removed at exit,
+    unless the operator named one (emptied first: a previous run's counters must not count).
+    One worker, or metrics off: nothing to share."""
+    if workers < 2 or not settings.metrics:
+        yield settings
+        return
+    from xrouter.adapters.telemetry.metric_files import MetricFiles
+
+    if settings.metrics_dir:
+        MetricFiles(settings.metrics_dir).clear()
+        yield settings
+        return
+    directory = tempfile.mkdtemp(prefix="xrouter-metrics-")
+    os.environ[env_name("metrics_dir")] = directory
+    try:
+        yield dataclasses.replace(settings, metrics_dir=directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def workers_refusal(settings: Settings, workers: int) -> str | None:

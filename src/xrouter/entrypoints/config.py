@@ -91,6 +91,21 @@ class Settings:
     access_log: bool = setting(
         True, parse_bool, "One INFO line per request on logger `xrouter.access`."
     )
+    metrics: bool = setting(
+        True, parse_bool, "Record metrics and serve them at `GET /metrics` (Prometheus text)."
+    )
+    metrics_dir: str | None = setting(
+        None,
+        str,
+        "Directory where each worker writes its metrics for `/metrics` to add up; "
+        "`xrouter serve --workers N` makes a temporary one when unset.",
+    )
+    metrics_flush_s: float = setting(
+        1.0,
+        positive(float),
+        "How often each worker writes its metrics to XR_METRICS_DIR (other workers' figures "
+        "on `/metrics` are at most this old).",
+    )
     api_prefixes: tuple[str, ...] = setting(
         ("/v1", "/api/v1"), _prefixes, "Comma-separated path prefixes the API is served under."
     )

@@ -10,30 +10,46 @@ import os
 
 from dependency_injector import containers, providers
 
+from xrouter.adapters.providers.inflight import TrackedLimiters
 from xrouter.adapters.providers.local import LocalProvider
 from xrouter.adapters.redis.catalog_cache import build_catalog_cache
 from xrouter.adapters.redis.inflight import build_inflight_factory
 from xrouter.adapters.system import RandomIds, SystemClock
 from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
-from xrouter.adapters.telemetry.usage import InMemoryUsageLedger
+from xrouter.adapters.telemetry.outcomes import TelemetryOutcomes
+from xrouter.adapters.telemetry.span_events import SpanEventsListener, combine_listeners
 from xrouter.adapters.tokenizers.tiktoken_counter import TiktokenCounter
 from xrouter.application.chat_completions import ChatCompletions
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import EngineSettings, ExecutionEngine
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
+from xrouter.application.ports import LifecycleListener
 from xrouter.application.registry import ModelRegistry
 from xrouter.domain.secrets import SecretRegistry
+from xrouter.entrypoints.analytics_config import build_analytics
 from xrouter.entrypoints.config import Settings, env_name
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
 from xrouter.entrypoints.secret_sources import configured_secrets
 from xrouter.entrypoints.storage_config import build_response_store, build_shared_redis
+from xrouter.entrypoints.telemetry_config import telemetry_choice
+from xrouter.entrypoints.telemetry_runtime import Telemetry
+
+
+def _listeners(
+    configured: LifecycleListener, span_events: SpanEventsListener, telemetry: Telemetry
+) -> LifecycleListener:
+    """The configured listener (a test's recorder), plus the span events when tracing."""
+    if telemetry.tracer is None:
+        return configured
+    return combine_listeners(configured, span_events)
 
 
 class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
 
+    environ = providers.Object(os.environ)
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(RandomIds)
     token_counter = providers.Singleton(
@@ -47,12 +63,25 @@ class Container(containers.DeclarativeContainer):
         build_response_store, settings=settings, redis=shared_redis
     )
     lifecycle_listener = providers.Singleton(NullLifecycleListener)
-    usage_sink = providers.Singleton(InMemoryUsageLedger)
+    # Metrics (XR_METRICS), traces and OTLP export (OTEL_*): docs/observability.md.
+    telemetry = providers.Singleton(
+        Telemetry,
+        settings=settings,
+        choice=providers.Singleton(telemetry_choice, environ=environ),
+        environ=environ,
+    )
+    span_events = providers.Singleton(SpanEventsListener)
+    # Every request's terminal outcome, kept for analytics (docs/observability.md).
+    analytics = providers.Singleton(build_analytics, settings=settings, redis=shared_redis)
+    outcome_sink = providers.Singleton(
+        TelemetryOutcomes,
+        metrics=telemetry.provided.metrics,
+        sinks=providers.List(analytics),
+    )
 
     local_provider = providers.Singleton(
         LocalProvider, slow_delay_s=settings.provided.local_slow_delay_s
     )
-    environ = providers.Object(os.environ)
     gateway_config = providers.Singleton(
         load_gateway_config,
         environ=environ,
@@ -71,10 +100,13 @@ class Container(containers.DeclarativeContainer):
     # Each provider's in-flight limit, shared by every worker and instance through Redis
     # (leases of XR_INFLIGHT_LEASE_S); each process's own without Redis.
     inflight = providers.Singleton(
-        build_inflight_factory,
-        redis=shared_redis,
-        lease_s=settings.provided.inflight_lease_s,
-        setting_names=env_name,
+        TrackedLimiters,
+        providers.Singleton(
+            build_inflight_factory,
+            redis=shared_redis,
+            lease_s=settings.provided.inflight_lease_s,
+            setting_names=env_name,
+        ),
     )
     model_providers = providers.Singleton(
         build_providers,
@@ -108,8 +140,10 @@ class Container(containers.DeclarativeContainer):
         store=response_store,
         clock=clock,
         ids=ids,
-        lifecycle_listener=lifecycle_listener,
-        usage_sink=usage_sink,
+        lifecycle_listener=providers.Callable(
+            _listeners, lifecycle_listener, span_events, telemetry
+        ),
+        outcome_sink=outcome_sink,
         settings=engine_settings,
         masker=secret_masker,
     )

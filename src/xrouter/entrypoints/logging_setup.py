@@ -96,7 +96,8 @@ class SecretMaskingFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: `time` (ISO-8601, UTC), `level`, `logger`, `message`,
     `request_id` when the line belongs to a request (read from the request's context, so the
-    generation task's lines have it too), `trace_id` and `span_id` (null until tracing lands),
+    generation task's lines have it too), `trace_id` and `span_id` of the request's server
+    span (null when it is not traced),
     `exception` when there is one, and an access line's own fields (method, path, status,
     latency_ms, model, provider, ttft_ms, input_tokens, output_tokens).
 
@@ -114,10 +115,16 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         facts = CURRENT_REQUEST.get()
+        span = None
         if facts is not None:
             line["request_id"] = facts.request_id
-        line["trace_id"] = None
-        line["span_id"] = None
+            span = facts.span
+        if span is not None:  # the request's server span (W3C hex ids, as trace UIs show)
+            line["trace_id"] = f"{span.context.trace_id:032x}"
+            line["span_id"] = f"{span.context.span_id:016x}"
+        else:
+            line["trace_id"] = None
+            line["span_id"] = None
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -54,6 +54,11 @@ class InflightLimiter(Protocol):
         """Calls holding a slot in this process now."""
         ...
 
+    @property
+    def waiting(self) -> int:
+        """Calls of this process waiting for a slot now."""
+        ...
+
     async def acquire(self) -> Lease:
         """A slot for a generation call: at once when one is free and nobody waits, else
         after waiting in arrival order up to `queue_timeout_s`. Raises Overloaded (429, with
@@ -84,6 +89,20 @@ shared one when Redis is configured)."""
 def local_inflight(provider: str, settings: TransportSettings) -> InflightLimiter:
     """The InflightFactory of a single process."""
     return LocalInflight(provider, settings)
+
+
+class TrackedLimiters:
+    """An InflightFactory that remembers the limiters it built, so the gauges of in-flight
+    and queued upstream calls can read them when metrics are collected."""
+
+    def __init__(self, factory: InflightFactory) -> None:
+        self._factory = factory
+        self.limiters: list[tuple[str, InflightLimiter]] = []
+
+    def __call__(self, provider: str, settings: TransportSettings) -> InflightLimiter:
+        limiter = self._factory(provider, settings)
+        self.limiters.append((provider, limiter))
+        return limiter
 
 
 class LocalInflight:

@@ -67,6 +67,7 @@ from xrouter.adapters.providers.upstream_errors import (
     map_upstream_error,
     parse_retry_after,
 )
+from xrouter.adapters.providers.upstream_spans import AttemptSpan, AttemptSpans, end_attempt
 from xrouter.domain.errors import GatewayError, ProviderError
 
 __all__ = [
@@ -138,6 +139,7 @@ class HttpTransport:
         self._failures = TransportFailures(
             provider, settings, proxy_for(settings.base_url, trust_env=settings.trust_env)
         )
+        self._spans = AttemptSpans(provider, settings.base_url)
         self._timeout = call_timeout(settings)
         # The connection's read timeout is the larger of the first-byte and idle timeouts;
         # the transport times the smaller one itself (none when they are equal).
@@ -270,30 +272,40 @@ class HttpTransport:
     async def _buffered(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str], byok: bool
     ) -> UpstreamReply:
-        response = await self._send(method, path, body, headers)
+        span = self._spans.start(method, path, headers)
+        status = None
         try:
-            if not response.is_success:
-                raise self._status_failure(response, await self._error_body(response), byok)
-            reader = BodyReader(
-                response,
-                self._failures,
-                max_decoded_bytes=self._settings.max_decompressed_bytes,
-                idle_timeout_s=self._idle_timer_s,
-                max_raw_bytes=self._settings.max_body_bytes,
-            )
-            content = await reader.read_all()
-            return UpstreamReply(response.status_code, response.headers, content)
-        finally:
-            await response.aclose()
+            response = await self._send(method, path, body, headers)
+            status = response.status_code
+            try:
+                if not response.is_success:
+                    raise self._status_failure(response, await self._error_body(response), byok)
+                reader = BodyReader(
+                    response,
+                    self._failures,
+                    max_decoded_bytes=self._settings.max_decompressed_bytes,
+                    idle_timeout_s=self._idle_timer_s,
+                    max_raw_bytes=self._settings.max_body_bytes,
+                )
+                content = await reader.read_all()
+                reply = UpstreamReply(response.status_code, response.headers, content)
+            finally:
+                await response.aclose()
+        except BaseException as exc:
+            end_attempt(span, status, exc.error if isinstance(exc, _Retry) else exc)
+            raise
+        end_attempt(span, status, None)
+        return reply
 
     async def _stream(
         self, path: str, body: bytes, headers: dict[str, str], byok: bool, require_done: bool
     ) -> AsyncGenerator[SSEEvent, None]:
         lease = await self._limiter.acquire()
         try:
-            response = await self._with_retries(
+            response, span = await self._with_retries(
                 lambda: self._open_stream(path, body, headers, byok), deadline=None
             )
+            failure: BaseException | None = None
             try:
                 await self._check_event_stream(response)
                 reader = BodyReader(
@@ -318,7 +330,11 @@ class HttpTransport:
                         if require_done:
                             raise self._failures.no_done()
                         return
+            except BaseException as exc:
+                failure = exc
+                raise
             finally:
+                end_attempt(span, response.status_code, failure)
                 await response.aclose()
         finally:
             self._limiter.release(lease)
@@ -346,15 +362,24 @@ class HttpTransport:
 
     async def _open_stream(
         self, path: str, body: bytes, headers: dict[str, str], byok: bool
-    ) -> httpx.Response:
-        response = await self._send("POST", path, body, headers)
-        if response.is_success:
-            return response
+    ) -> tuple[httpx.Response, AttemptSpan]:
+        """The response head of one attempt, with the attempt's span (ended by the caller
+        once the stream ends; here when the attempt fails)."""
+        span = self._spans.start("POST", path, headers)
+        status = None
         try:
-            content = await self._error_body(response)
-        finally:
-            await response.aclose()
-        raise self._status_failure(response, content, byok)
+            response = await self._send("POST", path, body, headers)
+            status = response.status_code
+            if response.is_success:
+                return response, span
+            try:
+                content = await self._error_body(response)
+            finally:
+                await response.aclose()
+            raise self._status_failure(response, content, byok)
+        except BaseException as exc:
+            end_attempt(span, status, exc.error if isinstance(exc, _Retry) else exc)
+            raise
 
     async def _send(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]

@@ -271,6 +271,10 @@ class RedisInflight:
     def inflight(self) -> int:
         return len(self._held) + self._local.inflight
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting) + self._local.waiting
+
     async def acquire(self) -> Lease:
         token = secrets.token_hex(10)
         may_wait = self._settings.queue_timeout_s > 0

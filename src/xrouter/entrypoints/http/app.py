@@ -17,10 +17,13 @@ from xrouter import __version__
 from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
+from xrouter.entrypoints.http.admin_routes import build_admin_routes
 from xrouter.entrypoints.http.allow import options_allow_middleware
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.content_type import require_json_body
 from xrouter.entrypoints.http.errors import exception_handlers
+from xrouter.entrypoints.http.http_telemetry import HttpTelemetry
+from xrouter.entrypoints.http.metrics_route import build_metrics_routes
 from xrouter.entrypoints.http.openapi import WireTypesJsonPlugin, openapi_document_route
 from xrouter.entrypoints.http.request_id import request_id_middleware
 from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_probe_routes
@@ -28,6 +31,7 @@ from xrouter.entrypoints.http.shutdown import DRAIN_KEY, Drain, expose_drain
 from xrouter.entrypoints.http.sse import SSEWriter
 from xrouter.entrypoints.http.uploads import abandoned_upload_middleware
 from xrouter.entrypoints.logging_setup import install_secret_filter
+from xrouter.entrypoints.telemetry_runtime import observe_gateway_state
 
 log = logging.getLogger("xrouter")
 
@@ -37,6 +41,9 @@ def quiet_http_client_logs() -> None:
     call's own parsing, and the gateway logs failures itself. Keep the client's warnings."""
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The OTLP exporter logs every failed export, unthrottled; the span processor and the
+    # metrics push log their own failures (at most once a minute, once an export interval).
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
 
 
 def create_app(container: Container | None = None) -> ASGIApp:
@@ -45,8 +52,12 @@ def create_app(container: Container | None = None) -> ASGIApp:
     (`shutdown.py`)."""
     container = container or Container()
     litestar = create_litestar(container)
+    telemetry = container.telemetry()
+    http_telemetry = HttpTelemetry(telemetry.metrics, telemetry.tracer)
     return expose_drain(
-        request_id_middleware(litestar, access_log=container.settings().access_log),
+        request_id_middleware(
+            litestar, access_log=container.settings().access_log, telemetry=http_telemetry
+        ),
         litestar.state[DRAIN_KEY],
     )
 
@@ -75,6 +86,15 @@ def create_litestar(container: Container | None = None) -> Litestar:
     catalog = container.catalog()
     store = container.response_store()
     redis = container.shared_redis()
+    telemetry = container.telemetry()
+    analytics = container.analytics()
+    observe_gateway_state(
+        telemetry,
+        inflight=lambda: engine.inflight,
+        limiters=container.inflight().limiters,
+        store=store,
+        analytics=analytics,
+    )
     use_cases = UseCases(
         create_response=container.create_response(),
         chat_completions=container.chat_completions(),
@@ -100,6 +120,8 @@ def create_litestar(container: Container | None = None) -> Litestar:
             await catalog.start_discovery(
                 settings.discovery_ttl_s, settings.discovery_startup_timeout_s
             )
+        await telemetry.start()
+        await analytics.start()
         state["ready"] = True
         # Objects built at startup live forever: keep the GC from rescanning them.
         gc.collect()
@@ -124,6 +146,9 @@ def create_litestar(container: Container | None = None) -> Litestar:
         for provider in catalog.providers:
             await provider.aclose()
         await store.aclose()
+        # After the engine (its last outcomes are queued), before Redis (the queue drains there).
+        await analytics.aclose(settings.shutdown_grace_s)
+        await telemetry.aclose()
         if redis is not None:
             await redis.aclose()
 
@@ -148,6 +173,8 @@ def create_litestar(container: Container | None = None) -> Litestar:
         route_handlers=[
             *routers,
             *build_probe_routes(lambda: state["ready"], redis.ping if redis is not None else None),
+            *build_metrics_routes(telemetry),
+            *build_admin_routes(analytics),
             *([openapi_document_route()] if settings.docs_enabled else []),
         ],
         exception_handlers=exception_handlers(masker),

@@ -1,8 +1,11 @@
-"""`x-request-id` on every response, and the access line. An inbound id is honoured when it is
-sane, otherwise a fresh one is made. The id also goes into the context (`CURRENT_REQUEST`), so
-every log line of the request, the generation task's included, can carry it (the JSON log
-format does) and the engine can note the model, provider and tokens for the access line.
-Pure ASGI: one dict lookup, one header append, one context variable and two clock reads."""
+"""`x-request-id` on every response, the access line, and the request's telemetry. An inbound
+id is honoured when it is sane, otherwise a fresh one is made. The id also goes into the
+context (`CURRENT_REQUEST`), so every log line of the request, the generation task's included,
+can carry it (the JSON log format does) and the engine can note the model, provider and tokens
+for the access line. With telemetry (http_telemetry.py) the server span starts here (an
+inbound `traceparent` is its parent) and the HTTP metrics are recorded once the response has
+gone out. Pure ASGI: one dict lookup, one header append, one context variable and two clock
+reads when telemetry is off."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
 from xrouter.entrypoints.http.access_log import LOGGER, write_access_line
+from xrouter.entrypoints.http.http_telemetry import HttpTelemetry
 
 SCOPE_KEY = "xrouter.request_id"
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -28,9 +32,13 @@ def request_id_of(scope: Mapping[str, Any]) -> str:
     return str(scope.get(SCOPE_KEY, "unknown"))
 
 
-def request_id_middleware(app: ASGIApp, access_log: bool = False) -> ASGIApp:
-    """Wrap `app`; with `access_log` (XR_ACCESS_LOG), write one access line per request."""
+def request_id_middleware(
+    app: ASGIApp, access_log: bool = False, telemetry: HttpTelemetry | None = None
+) -> ASGIApp:
+    """Wrap `app`; with `access_log` (XR_ACCESS_LOG), write one access line per request; with
+    `telemetry`, trace and measure each request."""
     access = logging.getLogger(LOGGER)
+    observe = telemetry if telemetry is not None and telemetry.enabled else None
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -38,10 +46,12 @@ def request_id_middleware(app: ASGIApp, access_log: bool = False) -> ASGIApp:
             return
         started = time.perf_counter()
         inbound = None
+        traceparent = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 inbound = value
-                break
+            elif name == b"traceparent":
+                traceparent = value
         raw = (
             inbound
             if inbound is not None and _SANE.match(inbound)
@@ -50,8 +60,10 @@ def request_id_middleware(app: ASGIApp, access_log: bool = False) -> ASGIApp:
         request_id = raw.decode()
         scope[SCOPE_KEY] = request_id  # type: ignore[literal-required]
         header = (b"x-request-id", raw)
-        facts = RequestFacts(request_id)
+        facts = RequestFacts(request_id, route=f"{scope['method']} {scope['path']}")
+        facts.hold()  # released once the response has gone out
         token = CURRENT_REQUEST.set(facts)
+        span_token = observe.begin(scope, traceparent, facts) if observe is not None else None
         # [status, stream?, first body bytes at]: what the access line needs from the response.
         seen: list[Any] = [500, False, None]
 
@@ -74,17 +86,23 @@ def request_id_middleware(app: ASGIApp, access_log: bool = False) -> ASGIApp:
             await app(scope, receive, send_with_id)
         finally:
             try:
+                elapsed = time.perf_counter() - started
+                if observe is not None:
+                    observe.response_done(scope, seen[0], elapsed, facts)
                 if access_log and access.isEnabledFor(logging.INFO):
                     write_access_line(
                         access,
                         scope["method"],
                         scope["path"],
                         seen[0],
-                        (time.perf_counter() - started) * 1000,
+                        elapsed * 1000,
                         (seen[2] - started) * 1000 if seen[1] and seen[2] is not None else None,
                         facts,
                     )
             finally:
                 CURRENT_REQUEST.reset(token)
+                if span_token is not None:
+                    span_token.var.reset(span_token)
+                facts.release()
 
     return middleware
