@@ -343,3 +343,31 @@ def test_an_unsampled_request_still_propagates_its_trace_context(
     assert spans.spans == []
     sent = parse_traceparent(fake_upstream.requests(CHAT)[0].headers["traceparent"])
     assert sent is not None and not sent.sampled
+
+
+def test_content_is_captured_only_on_opt_in_and_masked(
+    serve_with: Callable[..., LiveServer], fake_upstream: FakeUpstream
+) -> None:
+    key = "Qk7vN2pX9rT4mW8sL3hJ6dF1gB5cZ0yA"
+    container = make_container(discovery=False)
+    environ = {
+        "XR_FAKE_BASE_URL": fake_upstream.base_url,
+        "XR_FAKE_ENABLED": "true",
+        "XR_FAKE_API_KEY": key,
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+    }
+    container.environ.override(providers.Object(environ))
+    spans = traced(container, environ)
+    server = serve_with(container=container)
+    with server.client() as client:
+        reply = client.post(
+            "/v1/responses",
+            json={"model": MODEL, "input": f"my key is {key}", "instructions": "be brief"},
+        )
+    assert reply.status_code == 200
+    root = one(wait_spans(spans, 2), SpanKind.SERVER)
+    assert root.attributes["gen_ai.system_instructions"] == "be brief"
+    prompt = json.loads(root.attributes["gen_ai.input.messages"])
+    assert prompt[0]["content"] == "my key is ***", prompt  # masked by value
+    output = root.attributes["gen_ai.output.messages"]
+    assert "my key is" in output and key not in output

@@ -78,7 +78,11 @@ class Recorder:
         if lifecycle.usage_recorded or not lifecycle.terminal:
             return
         self._tracer.step(lifecycle, Action.RECORD_USAGE, Reason.USAGE_RECORDED)
-        self._report(self._generation_outcome(generation), generation.facts)
+        facts = generation.facts
+        if facts.capture_content:  # the operator's opt-in; references, no copy
+            call = generation.call
+            facts.content = (call.instructions, call.items, generation.builder.response.output)
+        self._report(self._generation_outcome(generation), facts)
 
     def refused(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from xrouter.application.outcome import RequestOutcome
@@ -43,6 +43,13 @@ class RequestFacts:
     upstream_attempts: int = 0
     span: Any = None
     """The host's server span (an adapter's object; the application never looks inside)."""
+    capture_content: bool = False
+    """The host's opt-in to prompt and completion content in telemetry; off by default."""
+    content: Any = field(default=None, repr=False)
+    client_token: str | None = field(default=None, repr=False)
+    """The client's bearer token, kept only with `capture_content`, to mask it by value in
+    the captured content (BYOK)."""
+    """With `capture_content`: (instructions, input items, output items) of the generation."""
     on_complete: Callable[[RequestFacts], None] | None = None
     """Called once when every holder has released: the request is over on every side."""
     holds: int = 0

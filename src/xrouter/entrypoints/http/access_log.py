@@ -1,4 +1,5 @@
-"""The access line: one INFO line per request on logger `xrouter.access`.
+"""The access line: one INFO line per request on logger `xrouter.access` (DEBUG for the probes
+and `/metrics` when they succeed).
 
 Written by the request-id middleware (request_id.py) once the response has gone out, from what
 it saw (method, path, status, latency, when a stream's first body bytes left) and what the
@@ -22,6 +23,11 @@ FIELDS_ATTR = "fields"
 """The LogRecord attribute carrying the access line's values, for the JSON formatter."""
 
 
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+"""Probes and scrapes: a load balancer or Prometheus calls them every few seconds, so their
+access lines are DEBUG (visible with XR_LOG_LEVEL=DEBUG), not INFO noise."""
+
+
 def write_access_line(
     log: logging.Logger,
     method: str,
@@ -31,6 +37,9 @@ def write_access_line(
     ttft_ms: float | None,
     facts: RequestFacts,
 ) -> None:
+    level = logging.DEBUG if path in QUIET_PATHS and status < 400 else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     fields: dict[str, Any] = {
         "method": method,
         "path": path,
@@ -51,4 +60,4 @@ def write_access_line(
         text += f" input_tokens={facts.input_tokens} output_tokens={facts.output_tokens}"
     text += f" request_id={facts.request_id}"
     # No arguments: the text is the message as is (a `%` in a path stays literal).
-    log.info(text, extra={FIELDS_ATTR: fields})
+    log.log(level, text, extra={FIELDS_ATTR: fields})

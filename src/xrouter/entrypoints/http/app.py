@@ -14,6 +14,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import ASGIApp
 
 from xrouter import __version__
+from xrouter.adapters.telemetry.genai_spans import ContentCapture
 from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
@@ -53,7 +54,10 @@ def create_app(container: Container | None = None) -> ASGIApp:
     container = container or Container()
     litestar = create_litestar(container)
     telemetry = container.telemetry()
-    http_telemetry = HttpTelemetry(telemetry.metrics, telemetry.tracer)
+    capture = (
+        ContentCapture(container.secret_masker()) if telemetry.choice.capture_content else None
+    )
+    http_telemetry = HttpTelemetry(telemetry.metrics, telemetry.tracer, capture=capture)
     return expose_drain(
         request_id_middleware(
             litestar, access_log=container.settings().access_log, telemetry=http_telemetry

@@ -10,12 +10,11 @@ lifecycle as events (adapters/telemetry/span_events.py) and, from the request's
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextvars import Token
 from typing import Any
 
 from xrouter.adapters.telemetry.gateway_metrics import GatewayMetrics
-from xrouter.adapters.telemetry.genai_spans import set_outcome_attributes
+from xrouter.adapters.telemetry.genai_spans import ContentCapture, set_outcome_attributes
 from xrouter.adapters.telemetry.tracing import (
     CURRENT_SPAN,
     NonRecordingSpan,
@@ -33,20 +32,20 @@ UNMATCHED_ROUTE = "unmatched"
 class HttpTelemetry:
     """What the host records per request; either part may be off (None)."""
 
-    __slots__ = ("_metrics", "_tracer", "capture_content", "content_masker")
+    __slots__ = ("_capture", "_metrics", "_tracer")
 
     def __init__(
         self,
         metrics: GatewayMetrics | None,
         tracer: Tracer | None,
         *,
-        capture_content: bool = False,
-        content_masker: Callable[[str], str] | None = None,
+        capture: ContentCapture | None = None,
     ) -> None:
+        """`capture`: prompt and completion content on spans, the operator's opt-in
+        (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT); None: never."""
         self._metrics = metrics
         self._tracer = tracer
-        self.capture_content = capture_content
-        self.content_masker = content_masker
+        self._capture = capture
 
     @property
     def enabled(self) -> bool:
@@ -66,6 +65,9 @@ class HttpTelemetry:
         facts.span = span
         if span.recording:
             facts.on_complete = self._complete
+            if self._capture is not None:
+                facts.capture_content = True
+                facts.client_token = _bearer(scope)
         return CURRENT_SPAN.set(span)
 
     def response_done(
@@ -89,7 +91,19 @@ class HttpTelemetry:
         span: Span | NonRecordingSpan = facts.span
         if facts.outcome is not None:
             set_outcome_attributes(span, facts.outcome)
+        if self._capture is not None and facts.content is not None:
+            self._capture.put(span, facts.content, facts.client_token)
         span.end()
+
+
+def _bearer(scope: Any) -> str | None:
+    # Imported here: errors.py imports the request-id middleware, which imports this module.
+    from xrouter.entrypoints.http.errors import bearer_token
+
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bearer_token(value.decode("latin-1"))
+    return None
 
 
 def _http_attributes(scope: Any) -> dict[str, Any]:

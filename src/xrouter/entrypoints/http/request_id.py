@@ -89,7 +89,7 @@ def request_id_middleware(
                 elapsed = time.perf_counter() - started
                 if observe is not None:
                     observe.response_done(scope, seen[0], elapsed, facts)
-                if access_log and access.isEnabledFor(logging.INFO):
+                if access_log:
                     write_access_line(
                         access,
                         scope["method"],
