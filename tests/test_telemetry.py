@@ -9,9 +9,14 @@ and the `traceparent` the upstream received.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,14 +28,18 @@ from tests.helpers import SlowCatalog
 from tests.upstreams import FakeUpstream, Reply, chat_completion
 from xrouter.adapters.telemetry.metrics import MetricsSnapshot
 from xrouter.adapters.telemetry.tracing import (
+    AlwaysOnSampler,
     InMemorySpanProcessor,
     Span,
     SpanKind,
+    Tracer,
     format_traceparent,
     parse_traceparent,
 )
 from xrouter.application.registry import ModelRegistry
+from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
 from xrouter.entrypoints.container import Container
+from xrouter.entrypoints.logging_setup import JsonFormatter
 from xrouter.entrypoints.telemetry_config import telemetry_choice
 from xrouter.entrypoints.telemetry_runtime import Telemetry
 
@@ -371,3 +380,48 @@ def test_content_is_captured_only_on_opt_in_and_masked(
     assert prompt[0]["content"] == "my key is ***", prompt  # masked by value
     output = root.attributes["gen_ai.output.messages"]
     assert "my key is" in output and key not in output
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
+        (
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "-5"}, "OTEL_METRIC_EXPORT_INTERVAL"),
+        ({"OTEL_METRICS_EXPORTER": "prometheus"}, "GET /metrics"),
+    ],
+)
+def test_an_unusable_otel_variable_stops_serve_with_what_to_fix(
+    variables: dict[str, str], named: str
+) -> None:
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **variables}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "xrouter"), "serve", "--port", "9"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("xrouter: configuration error:") and named in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_log_lines_carry_the_request_span_ids() -> None:
+    processor = InMemorySpanProcessor()
+    tracer = Tracer(AlwaysOnSampler(), processor)
+    span = tracer.start_span("POST /v1/responses", SpanKind.SERVER, parse_traceparent(INBOUND))
+    facts = RequestFacts("req_1", span=span)
+    token = CURRENT_REQUEST.set(facts)
+    try:
+        record = logging.LogRecord("xrouter.engine", logging.INFO, "x", 1, "hello", None, None)
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        CURRENT_REQUEST.reset(token)
+    assert line["trace_id"] == INBOUND.split("-")[1]
+    assert line["span_id"] == f"{span.context.span_id:016x}" and line["request_id"] == "req_1"

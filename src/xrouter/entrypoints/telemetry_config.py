@@ -42,7 +42,7 @@ def _exporter(environ: Mapping[str, str], name: str) -> str:
     if value not in ("otlp", "none"):
         raise ConfigError(
             f"{name}={value!r} is not supported: XRouter exports with `otlp` (HTTP/protobuf) "
-            "or not at all (`none`)."
+            "or not at all (`none`); Prometheus needs no exporter, it scrapes GET /metrics."
         )
     return value
 
@@ -70,3 +70,19 @@ def service_resource(choice: TelemetryChoice) -> object:
     from opentelemetry.sdk.resources import Resource
 
     return Resource.create({"service.name": choice.service_name, "service.version": __version__})
+
+
+def check_protocols(environ: Mapping[str, str], choice: TelemetryChoice) -> None:
+    """OTLP over HTTP/protobuf is what XRouter sends; refuse anything else with what to do."""
+    for signal, wanted in (("TRACES", choice.traces), ("METRICS", choice.otlp_metrics)):
+        protocol = (
+            environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+            or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        ).strip()
+        if wanted and protocol != "http/protobuf":
+            raise ConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: XRouter exports "
+                "OTLP over http/protobuf only (the gRPC exporter is not included); point "
+                "OTEL_EXPORTER_OTLP_ENDPOINT at the collector's OTLP/HTTP port, usually 4318."
+            )

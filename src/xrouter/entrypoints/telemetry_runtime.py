@@ -30,7 +30,12 @@ from xrouter.adapters.telemetry.span_export import (
 from xrouter.adapters.telemetry.tracing import SpanProcessor, Tracer, sampler_from_env
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.env_fields import ConfigError
-from xrouter.entrypoints.telemetry_config import TelemetryChoice, service_resource
+from xrouter.entrypoints.telemetry_config import (
+    TelemetryChoice,
+    check_protocols,
+    service_resource,
+    telemetry_choice,
+)
 
 log = logging.getLogger("xrouter.telemetry")
 
@@ -64,6 +69,7 @@ class Telemetry:
         self._flush_s = settings.metrics_flush_s
         self._environ = environ
         self._tasks: list[asyncio.Task[None]] = []
+        check_protocols(environ, choice)
         try:
             self.processor: SpanProcessor | None = processor or (
                 BatchSpanProcessor(
@@ -272,3 +278,18 @@ def observe_gateway_state(
             counters(processor, "exported", "dropped", "failed"),
             unit="{span}",
         )
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse, before any worker starts, an OTEL_* value XRouter cannot use (ConfigError
+    naming the variable), without building exporters."""
+    choice = telemetry_choice(environ)
+    check_protocols(environ, choice)
+    try:
+        if choice.traces:
+            sampler_from_env(environ)
+            batch_settings_from_env(environ)
+        if choice.otlp_metrics:
+            _interval_ms(environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
