@@ -111,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if refusal is not None:
             print(f"xrouter: configuration error: {refusal}", file=sys.stderr)
             return 2
+        from xrouter.entrypoints.telemetry_runtime import check_environment
+
+        try:
+            check_environment(os.environ)
+        except ConfigError as exc:
+            print(f"xrouter: configuration error: {exc}", file=sys.stderr)
+            return 2
         serve(settings, args.host, args.port, args.workers)
         return 0
     if args.command == "usage":
