@@ -238,6 +238,17 @@ class ExecutionEngine:
         facts: RequestFacts,
         received_ns: int,
     ) -> _Prepared:
+        def invalid(refused: GatewayError) -> None:
+            self._refuse(
+                lifecycle,
+                Action.REJECT,
+                Reason.INVALID_REQUEST,
+                request,
+                facts,
+                received_ns,
+                refused,
+            )
+
         try:
             ingest.validate(request)
             route, provider = await self._catalog.resolve(request.model)
@@ -247,30 +258,14 @@ class ExecutionEngine:
             own_items = ingest.input_items(request)
             history = await self._history.load(request.previous_response_id)
         except GatewayError as refused:
-            self._refuse(
-                lifecycle,
-                Action.REJECT,
-                Reason.INVALID_REQUEST,
-                request,
-                facts,
-                received_ns,
-                refused,
-            )
+            invalid(refused)
             raise
         self._tracer.step(lifecycle, Action.INGEST, Reason.ROUTED)
         items = history + own_items if history else own_items
         try:
             input_tokens = await self._counter.count_input(request.instructions, items)
         except GatewayError as refused:
-            self._refuse(
-                lifecycle,
-                Action.REJECT,
-                Reason.INVALID_REQUEST,
-                request,
-                facts,
-                received_ns,
-                refused,
-            )
+            invalid(refused)
             raise
         self._tracer.step(lifecycle, Action.TOKENIZE, Reason.TOKENIZED)
         call = GenerationRequest(
