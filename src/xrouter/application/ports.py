@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 from msgspec import Struct, field
 
 from xrouter.application.outcome import RequestOutcome
+from xrouter.domain.keys import GatewayKey
 from xrouter.domain.lifecycle import LifecycleEvent
 from xrouter.domain.models import ModelInfo, ModelRoute
 from xrouter.domain.provider_events import ProviderEvent
@@ -222,3 +223,84 @@ class DiscoveryCache(Protocol):
     async def release(self, provider: str) -> None:
         """Release the lock this process holds on `provider` (never another's)."""
         ...
+
+
+class KeyStore(Protocol):
+    """Gateway keys (domain/keys.py), found by the hash of their secret. Every method raises
+    `StorageUnavailable` when the backend cannot answer now."""
+
+    @property
+    def writable(self) -> bool:
+        """False for a read-only store (the TOML file as the server reads it)."""
+        ...
+
+    async def find(self, key_hash: str) -> GatewayKey | None:
+        """The key whose secret hashes to `key_hash` (revoked and expired ones included: the
+        caller decides), or None."""
+        ...
+
+    async def get(self, key_id: str) -> GatewayKey | None: ...
+
+    async def list_keys(self) -> list[GatewayKey]:
+        """Every key, oldest first."""
+        ...
+
+    async def save(self, key: GatewayKey, *, replaces_hash: str | None = None) -> None:
+        """Create or update `key` (by id). `replaces_hash`: the hash the key had before a
+        rotation, which must stop authenticating at once."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class KeyHasher(Protocol):
+    def hash(self, secret: str) -> str:
+        """The keyed hash (hex) the store indexes keys by; the same secret, the same hash."""
+        ...
+
+
+class RateState(Struct, frozen=True, kw_only=True):
+    """A limited key's standing after this request, for the x-ratelimit-* headers. None:
+    that kind of limit is not set on the key."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
+class KeyAdmission(Struct, frozen=True, kw_only=True):
+    """What `KeyLimiter.admit` decided."""
+
+    allowed: bool
+    state: RateState
+    refused_by: str | None = None
+    """The limit that refused: `requests_per_minute`, `tokens_per_minute` or `concurrent`."""
+    retry_after_s: float | None = None
+    lease: str | None = None
+    """The concurrency lease to release when the request ends (None: no such limit)."""
+
+
+class KeyLimiter(Protocol):
+    """Per-key limits, exact under concurrency: N parallel requests against a limit of K
+    never admit more than K (shared by every worker and instance when on Redis)."""
+
+    async def admit(self, key: GatewayKey) -> KeyAdmission:
+        """Count one request against the key's requests-per-minute, check its tokens in this
+        minute against tokens-per-minute, take a concurrency lease; all or nothing. A refusal
+        takes nothing. Raises `StorageUnavailable` when the backend cannot answer."""
+        ...
+
+    async def charge_tokens(self, key: GatewayKey, tokens: int) -> None:
+        """Add `tokens` to the key's current minute (input at tokenize, output at the end).
+        Never refuses: the check was at admission."""
+        ...
+
+    def release(self, key: GatewayKey, lease: str) -> None:
+        """Give back a concurrency lease. Never blocks and never raises (it runs when a
+        request ends, cancelled ones included)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -45,6 +45,30 @@ class Unauthorized(GatewayError):
     code = "invalid_api_key"
 
 
+class ModelNotAllowed(GatewayError):
+    """The caller's gateway key may not use this model (403)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+    def __init__(self, model: str, key_name: str) -> None:
+        super().__init__(
+            f"The key '{key_name}' may not use the model '{model}'. GET /v1/models lists the "
+            "models this key may use; ask the gateway's operator for access to others.",
+            param="model",
+        )
+
+
+class RateLimited(GatewayError):
+    """A gateway key is over one of its limits (429, with Retry-After and the
+    x-ratelimit-* headers)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
