@@ -45,6 +45,9 @@ class Reason(enum.StrEnum):
     RECEIVED = "received"
     ROUTED = "routed"
     INVALID_REQUEST = "invalid_request"
+    UNAUTHENTICATED = "unauthenticated"  # Reject: no, unknown, revoked or expired gateway key
+    MODEL_NOT_ALLOWED = "model_not_allowed"  # Reject: the key may not use the model
+    RATE_LIMITED = "rate_limited"  # Reject: the key is over one of its limits
     OVERLOADED = "overloaded"
     SHUTTING_DOWN = "shutting_down"
     TOKENIZED = "tokenized"
