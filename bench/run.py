@@ -8,9 +8,12 @@
 - memory: the gateway's RSS while relaying long streams, fast and slow clients (issue 5);
 - store: storing responses in the memory store vs Redis on loopback (issue 10);
 - storefill: the memory store's latency tails before and after it fills (issue 10);
+- telemetry: telemetry off, default and with full tracing, relaying to the fake upstream
+  (issue 11; not in `all`, it adds about 2 minutes);
 - upstream: relay and memory; all: every suite.
 
-    .venv/bin/python bench/run.py [--suite local|chat|relay|memory|store|storefill|upstream|all]
+    .venv/bin/python bench/run.py [--suite local|chat|relay|memory|store|storefill|telemetry|
+                                           upstream|all]
                                   [--server uvicorn|granian|both] [--duration S]
                                   [--out docs/benchmarks.md] [--rev REV] [--no-pin]
 
@@ -43,6 +46,8 @@ import sections
 import servers
 import store_bench
 import store_report
+import telemetry_bench
+import telemetry_report
 import uvloop
 from report import Run, RunResult
 from workload import INPUT
@@ -55,6 +60,7 @@ SUITES = {
     "memory": ("memory",),
     "store": ("store",),
     "storefill": ("storefill",),
+    "telemetry": ("telemetry",),
     "upstream": ("relay", "memory"),
     "all": ("local", "chat", "relay", "memory", "store", "storefill"),
 }
@@ -313,6 +319,30 @@ async def storefill_suite(args: argparse.Namespace) -> str:
     return sections.wrap(name, store_report.render_fill(result, lines))
 
 
+async def telemetry_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    gateway_cpus, other_cpus = _cpus(args)
+    result = await telemetry_bench.measure(
+        gateway_cpus, other_cpus, args.src, args.duration, args.warmup
+    )
+    placement = (
+        _placement(args, True)
+        .replace("the gateway (`xrouter serve`, one worker) alone", "the three gateways "
+                 "(`xrouter serve`, one worker each, one loaded at a time)")
+        .replace("fake upstream", "fake upstream, the OTLP sink")
+    )  # fmt: skip
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), placement)
+    lines.append(
+        f"- {args.warmup:g} s warm-up per gateway (c={telemetry_bench.CONCURRENCY}); each round: "
+        f"{args.duration:g} s at c=1 (the three interleaved), then {args.duration / 2:g} s at "
+        f"c={telemetry_bench.CONCURRENCY} per gateway; {telemetry_bench.ROUNDS} rounds; "
+        f"{result.errors} requests failed."
+    )
+    for line in telemetry_report.targets(result):
+        print("telemetry:", line, flush=True)
+    return sections.wrap(telemetry_report.NAME, telemetry_report.render(result, lines))
+
+
 def _run_local(args: argparse.Namespace) -> tuple[str, report.Report]:
     baseline_file = Path(tempfile.mkstemp(prefix="bench-baseline-", suffix=".json")[1])
     try:
@@ -364,6 +394,8 @@ def main() -> int:
             elif suite == "storefill":
                 name = store_report.FILL_NAME + ("-" + args.rev if args.rev else "")
                 written.append((name, uvloop.run(storefill_suite(args))))
+            elif suite == "telemetry":
+                written.append((telemetry_report.NAME, uvloop.run(telemetry_suite(args))))
     for name, markdown in written:
         if args.out:
             sections.write(args.out, name, markdown)
