@@ -21,10 +21,11 @@ an attribute (`gen_ai.response.time_to_first_chunk`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from xrouter.adapters.telemetry.tracing import CURRENT_SPAN
 from xrouter.application.ports import LifecycleListener
-from xrouter.domain.lifecycle import Action, LifecycleEvent
+from xrouter.domain.lifecycle import Action, LifecycleEvent, Reason
 
 _EVENTS: dict[Action, tuple[str, ...]] = {
     Action.RECEIVE: ("ingest",),
@@ -46,6 +47,18 @@ class SpanEventsListener:
 
     enabled = True
 
+    def __init__(self) -> None:
+        # One attribute dict per (action, reason), shared by every event that has them: they
+        # are never changed once built, and a dict per event is most of an event's cost.
+        self._attributes: dict[tuple[Action, Reason], dict[str, Any]] = {
+            (action, reason): {
+                "xrouter.lifecycle.action": action.value,
+                "xrouter.lifecycle.reason": reason.value,
+            }
+            for action in _EVENTS
+            for reason in Reason
+        }
+
     def on_event(self, event: LifecycleEvent) -> None:
         names = _EVENTS.get(event.action)
         if names is None:
@@ -53,10 +66,7 @@ class SpanEventsListener:
         span = CURRENT_SPAN.get()
         if span is None or not span.recording:
             return
-        attributes = {
-            "xrouter.lifecycle.action": event.action.value,
-            "xrouter.lifecycle.reason": event.reason.value,
-        }
+        attributes = self._attributes[event.action, event.reason]
         for name in names:
             span.add_event(name, attributes)
 
