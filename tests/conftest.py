@@ -6,6 +6,8 @@ conformance checks of formal/ can replay them.
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import threading
 import time
@@ -24,7 +26,8 @@ from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.app import create_app
 from xrouter.entrypoints.http.server import GatewayServer, build_config
 
-from .serve_process import gateway_processes
+from .log_audit import SESSION_AUDIT
+from .serve_process import Gateway, gateway_processes
 
 # The fake upstream servers' fixtures (`fake_upstream`), for every test module.
 pytest_plugins = ["tests.upstreams", "tests.redis_servers"]
@@ -35,6 +38,7 @@ ALL_TRACES: list[RecordingLifecycleListener] = []
 def make_container(**overrides: Any) -> Container:
     """A container on default settings (plus `overrides`) that records lifecycle traces."""
     container = Container()
+    SESSION_AUDIT.add_env({name: v for name, v in overrides.items() if isinstance(v, str)})
     container.settings.override(providers.Object(replace(Settings(), **overrides)))
     listener = RecordingLifecycleListener()
     ALL_TRACES.append(listener)
@@ -66,6 +70,9 @@ def _serve(container: Container, *, as_served: bool = False) -> Iterator[LiveSer
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()
+    environ = container.environ()
+    if environ is not os.environ:  # a test's own environment for the gateway
+        SESSION_AUDIT.add_env(environ)
     if as_served:
         config: uvicorn.Config = build_config(
             container.settings(),
@@ -147,9 +154,49 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for problem in problems[:50]:
                 reporter.write_line(f"  {problem}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    _report_log_audit(session)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Audit every line the in-process servers log (tests/log_audit.py). On the root logger
+    before any app is built, so each app's `install_secret_filter` covers it; the root's own
+    level is left alone (what caplog-based tests see does not change)."""
+    logging.getLogger().addHandler(SESSION_AUDIT.handler)
+
+
+def _report_log_audit(session: pytest.Session) -> None:
+    """No secret in any log line of the session (tests/test_zz_log_audit.py fails on the
+    same leaks as a test; this also covers runs that do not select it)."""
+    leaks = SESSION_AUDIT.leaks()
+    lines, secrets = SESSION_AUDIT.counts()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        names = ", ".join(SESSION_AUDIT.secret_names())
+        reporter.write_line(
+            f"log audit: {lines} log lines searched for {secrets} secrets ({names})"
+        )
+        if leaks:
+            reporter.write_sep("=", "secrets in log lines (tests/log_audit.py)", red=True)
+            for leak in leaks[:50]:
+                reporter.write_line(f"  {leak}")
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
 def start_gateway() -> Iterator[Any]:
-    """`start(**env)` runs `xrouter serve` as a real process (tests/serve_process.py)."""
-    yield from gateway_processes()
+    """`start(**env)` runs `xrouter serve` as a real process (tests/serve_process.py); its
+    environment's secrets and its whole output go to the log audit."""
+    processes = gateway_processes()
+    start = next(processes)
+
+    def audited_start(**env: str) -> Gateway:
+        SESSION_AUDIT.add_env(env)
+        gateway: Gateway = start(**env)
+        SESSION_AUDIT.add_text_later(gateway.log)  # read at audit time: drained by then
+        return gateway
+
+    yield audited_start
+    for _ in processes:  # its clean-up: kills what still runs
+        pass

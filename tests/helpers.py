@@ -19,6 +19,7 @@ from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
 from tests.fakes import SlowCatalog, WordCounter
+from tests.log_audit import SESSION_AUDIT
 from xrouter.application.registry import ModelRegistry
 from xrouter.domain.lifecycle import Action
 
@@ -94,7 +95,9 @@ def server_with_slow_stage(serve_with: Callable[..., LiveServer], stage: str) ->
 
 @contextmanager
 def running_xrouter(env: dict[str, str], *, start_timeout: float = 15) -> Iterator[str]:
-    """`xrouter serve` as a user runs it, on a free loopback port; yields its base URL."""
+    """`xrouter serve` as a user runs it, on a free loopback port; yields its base URL. Its
+    environment's secrets and its whole output go to the log audit (tests/log_audit.py)."""
+    SESSION_AUDIT.add_env(env)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -114,12 +117,14 @@ def running_xrouter(env: dict[str, str], *, start_timeout: float = 15) -> Iterat
             except httpx.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     output = process.stdout.read().decode() if process.stdout else ""
+                    SESSION_AUDIT.add_text(output)
                     raise RuntimeError(f"xrouter did not start:\n{output}") from None
                 time.sleep(0.05)
         yield base_url
     finally:
         process.terminate()
-        process.wait(timeout=15)
+        # communicate() drains the pipe while waiting, so a chatty server never blocks on it.
+        SESSION_AUDIT.add_text(process.communicate(timeout=15)[0].decode(errors="replace"))
 
 
 class LogLines(logging.Handler):

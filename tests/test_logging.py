@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.log_audit import register_secret
 from tests.upstreams import FakeUpstream, RecordedRequest, Reply
 from xrouter.application.request_facts import RequestFacts
 from xrouter.domain.secrets import MASK, SecretMasker
@@ -133,6 +134,7 @@ def test_no_secret_in_any_line(
     redis_factory: Callable[..., Any],
     log_format: str,
 ) -> None:
+    register_secret(CLIENT_TOKEN, "CLIENT_TOKEN of tests/test_logging.py")  # only in headers
     fake_upstream.route(CHAT_PATH, _echo_in_400)
     redis = redis_factory("--requirepass", REDIS_PASSWORD)
     redis_url = redis.url.replace("redis://", f"redis://:{REDIS_PASSWORD}@", 1)

@@ -27,6 +27,7 @@ from tests.gigachat_fake import (
     oauth_error,
 )
 from tests.helpers import sse_events
+from tests.log_audit import register_secret
 from tests.upstreams import FakeUpstream, RecordedRequest, Reply
 from xrouter.adapters.providers.upstream_errors import map_stream_error, map_upstream_error
 from xrouter.adapters.storage.memory import InMemoryResponseStore
@@ -38,6 +39,7 @@ KEY = "Zq9xT4mLr8Vb2Nc7Kd1Fh6Gj3Ps5Wy0Ua2Ie4Oo9"
 """The operator's upstream key: 40 characters, no `sk-` prefix, no credential shape."""
 CLIENT_TOKEN = "Cl7tQw3Er9Ty5Ui1Op8As4Df2Gh6Jk0Lz3Xc7Vb"
 """A BYOK client's own upstream token, of the same unusual shape."""
+register_secret(CLIENT_TOKEN, "CLIENT_TOKEN of tests/test_secret_masking.py")  # only in headers
 CHAT_PATH = "/v1/chat/completions"
 MODEL = "up/gpt-test"
 
@@ -299,6 +301,7 @@ def test_a_fetched_gigachat_token_and_the_auth_key_echoed_by_the_api_reach_no_ex
             "/v1/responses", json={"model": "gigachat/GigaChat-2-Max", "input": "x"}
         )
     (token,) = gigachat.issued
+    register_secret(token, "a GigaChat token the gateway fetched")
     assert presented(gigachat.api.requests(gigachat.CHAT)[0]) == token
     assert reply.status_code == 400
     assert (

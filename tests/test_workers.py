@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from tests.log_audit import SESSION_AUDIT
 from tests.redis_servers import RedisServer
 
 XROUTER = str(Path(sys.executable).parent / "xrouter")
@@ -29,7 +30,9 @@ def _free_port() -> int:
 @contextmanager
 def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, list[str]]]:
     """`xrouter serve ARGS` until /ready answers 200; yields its base URL and a list that
-    holds the process's whole output once it has stopped (after the block)."""
+    holds the process's whole output once it has stopped (after the block); the environment's
+    secrets and that output go to the log audit (tests/log_audit.py)."""
+    SESSION_AUDIT.add_env(env)
     port = _free_port()
     process = subprocess.Popen(
         [XROUTER, "serve", "--port", str(port), *args],
@@ -53,6 +56,7 @@ def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, list[str]]]:
     finally:
         process.terminate()
         output.append(process.communicate(timeout=20)[0].decode(errors="replace"))
+        SESSION_AUDIT.add_text(output[-1])
 
 
 def test_several_workers_on_the_memory_store_are_refused_with_what_to_set() -> None:
