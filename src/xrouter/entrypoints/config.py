@@ -216,6 +216,32 @@ class Settings:
         parse_bool,
         "Forward the client's bearer token upstream instead of configured keys (401 without one).",
     )
+    auth: str = setting(
+        "none",
+        one_of("none", "keys", "byok"),
+        "Who may call the gateway: `none` (anyone who reaches it), `keys` (a gateway key "
+        "`xr-...` in `Authorization: Bearer`; with XR_BYOK=true the upstream key goes in "
+        "`X-Upstream-Authorization`), or `byok` (the same as XR_BYOK=true). docs/security.md.",
+    )
+    auth_secret: str | None = setting(
+        None,
+        str,
+        "Server secret gateway keys are hashed with (HMAC-SHA256, at least 16 characters); "
+        "needed by XR_AUTH=keys and `xrouter keys`, the same on every instance.",
+        secret=True,
+    )
+    admin_key: str | None = setting(
+        None,
+        str,
+        "Bearer token of the `/admin` routes (at least 16 characters); unset, they answer 404.",
+        secret=True,
+    )
+    keys_file: str | None = setting(
+        None,
+        str,
+        "TOML file of gateway keys (hashes only) when there is no XR_REDIS_URL; the server "
+        "re-reads it when it changes, `xrouter keys` writes it.",
+    )
     discovery: bool = setting(True, parse_bool, "Discover each upstream's models from its /models.")
     discovery_ttl_s: float = setting(
         600.0, positive(float), "How long discovered models are cached before a refresh."
@@ -237,6 +263,35 @@ class Settings:
         if self.analytics == "redis" and not self.redis_url:
             raise ConfigError(
                 "XR_ANALYTICS=redis needs XR_REDIS_URL (for example redis://127.0.0.1:6379/0)."
+            )
+        self._check_auth()
+
+    def _check_auth(self) -> None:
+        """XR_AUTH and the older XR_BYOK agree afterwards: XR_AUTH=byok turns XR_BYOK on, and
+        XR_BYOK=true with XR_AUTH=none is XR_AUTH=byok; XR_AUTH=keys keeps XR_BYOK as it is
+        (true: gateway key plus an upstream key in X-Upstream-Authorization)."""
+        if self.auth == "byok" and not self.byok:
+            object.__setattr__(self, "byok", True)
+        elif self.auth == "none" and self.byok:
+            object.__setattr__(self, "auth", "byok")
+        if self.auth == "keys" and not self.auth_secret:
+            raise ConfigError(
+                "XR_AUTH=keys needs XR_AUTH_SECRET, the server secret gateway keys are hashed "
+                "with: a random value of at least 16 characters, the same on every instance "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+            )
+        for name in ("auth_secret", "admin_key"):
+            value = getattr(self, name)
+            if value is not None and len(value) < 16:
+                raise ConfigError(
+                    f"{env_name(name)} is {len(value)} characters long; use a random value of "
+                    "at least 16 (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+                )
+        if self.keys_file and self.redis_url:
+            raise ConfigError(
+                "XR_KEYS_FILE and XR_REDIS_URL are both set: with Redis the gateway keys live "
+                "in Redis and the file would be ignored. Unset XR_KEYS_FILE (move its keys with "
+                "`xrouter keys create`), or unset XR_REDIS_URL."
             )
 
     def __repr__(self) -> str:
