@@ -109,6 +109,12 @@ class ResponseStore(Protocol):
 
     Every method raises `StorageUnavailable` (domain/errors.py) when the backend cannot
     answer now; callers that need no answer (saving a response already delivered) log it.
+
+    Ownership: a response belongs to `StoredResponse.owner`. The readers and `delete` take
+    the caller's key id as `owner`: None (authentication off) makes no check; any other value
+    treats a response owned by someone else, or by nobody (stored with owner None), exactly
+    as an unknown one (None / False, nothing deleted), so no caller can learn that another
+    key's response exists.
     """
 
     async def save(self, stored: StoredResponse) -> bool:
@@ -116,24 +122,34 @@ class ResponseStore(Protocol):
         limit (the store has logged which setting acted)."""
         ...
 
-    async def get(self, response_id: str) -> StoredResponse | None:
-        """The response with every input item, or None when unknown or expired."""
+    async def get(self, response_id: str, *, owner: str | None = None) -> StoredResponse | None:
+        """The response with every input item, or None when unknown, expired or not
+        `owner`'s."""
         ...
 
-    async def get_response(self, response_id: str) -> Response | None:
-        """The response without its input items (retrieve does not need them)."""
+    async def get_response(self, response_id: str, *, owner: str | None = None) -> Response | None:
+        """The response without its input items (retrieve does not need them); None as for
+        `get`."""
         ...
 
     async def input_items(
-        self, response_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+        self,
+        response_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+        owner: str | None = None,
     ) -> ItemsPage | None:
         """Up to `limit` input items after the item `after` (exclusive), in `order`; None
-        when the response is unknown. Raises UnknownItem when `after` is not an item of it.
+        when the response is unknown or not `owner`'s. Raises UnknownItem when `after` is not
+        an item of it.
         A long list is paged without reading every item."""
         ...
 
-    async def delete(self, response_id: str) -> bool:
-        """True when something was deleted."""
+    async def delete(self, response_id: str, *, owner: str | None = None) -> bool:
+        """True when something was deleted; another owner's response is left alone (False),
+        checked atomically with the delete."""
         ...
 
     async def aclose(self) -> None:

@@ -290,3 +290,6 @@ class StoredResponse(Struct, kw_only=True):
 
     response: Response
     input_items: list[InputItem]
+    owner: str | None = None
+    """The id of the gateway key that created it (None when authentication is off): only
+    that key may read or delete it. Kept in the store, never sent to a client."""

@@ -25,8 +25,9 @@ from xrouter.domain.responses import Response, StoredResponse
 
 log = logging.getLogger("xrouter.storage")
 
-# (expires_at, size, encoded response, encoded items, item ids)
-_Record = tuple[float, int, bytes, tuple[bytes, ...], tuple[str, ...]]
+# (expires_at, size, encoded response, encoded items, item ids, owner). The owner is also in
+# the encoded response; kept apart too so a check needs no decoding.
+_Record = tuple[float, int, bytes, tuple[bytes, ...], tuple[str, ...], str | None]
 
 
 def _setting_name(name: str) -> str:
@@ -69,7 +70,7 @@ class InMemoryResponseStore:
 
     async def save(self, stored: StoredResponse) -> bool:
         response_id = stored.response.id
-        encoded = self._codec.encode_response(stored.response)
+        encoded = self._codec.encode_response(stored.response, stored.owner)
         items = tuple(self._codec.encode_item(item) for item in stored.input_items)
         size = len(encoded) + sum(len(item) for item in items)
         if size > self._max_record_bytes:
@@ -90,25 +91,32 @@ class InMemoryResponseStore:
             return False
         ids = tuple(item.id or "" for item in stored.input_items)
         self._drop(response_id)
-        self._records[response_id] = (self._monotonic() + self._ttl_s, size, encoded, items, ids)
+        expires_at = self._monotonic() + self._ttl_s
+        self._records[response_id] = (expires_at, size, encoded, items, ids, stored.owner)
         self._bytes += size
         self._evict()
         return True
 
-    async def get(self, response_id: str) -> StoredResponse | None:
-        record = self._live(response_id)
+    async def get(self, response_id: str, *, owner: str | None = None) -> StoredResponse | None:
+        record = self._live(response_id, owner)
         if record is None:
             return None
         return self._codec.decode_stored(record[2], record[3])
 
-    async def get_response(self, response_id: str) -> Response | None:
-        record = self._live(response_id)
-        return None if record is None else self._codec.decode_response(record[2])
+    async def get_response(self, response_id: str, *, owner: str | None = None) -> Response | None:
+        record = self._live(response_id, owner)
+        return None if record is None else self._codec.decode_record(record[2])[1]
 
     async def input_items(
-        self, response_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+        self,
+        response_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+        owner: str | None = None,
     ) -> ItemsPage | None:
-        record = self._live(response_id)
+        record = self._live(response_id, owner)
         if record is None:
             return None
         items, ids = record[3], record[4]
@@ -122,7 +130,9 @@ class InMemoryResponseStore:
         page = [self._codec.decode_item(items[i]) for i in positions[:limit]]
         return ItemsPage(items=page, has_more=len(positions) > limit)
 
-    async def delete(self, response_id: str) -> bool:
+    async def delete(self, response_id: str, *, owner: str | None = None) -> bool:
+        if self._live(response_id, owner) is None:
+            return False
         return self._drop(response_id)
 
     async def aclose(self) -> None:
@@ -134,12 +144,17 @@ class InMemoryResponseStore:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _live(self, response_id: str) -> _Record | None:
+    def _live(self, response_id: str, owner: str | None) -> _Record | None:
+        """The record when it exists, has not expired and is `owner`'s (any owner's when
+        `owner` is None). Another owner's record is left as it was, not even made recent:
+        a caller must not be able to tell it from an unknown one, nor change its fate."""
         record = self._records.get(response_id)
         if record is None:
             return None
         if record[0] <= self._monotonic():
             self._drop(response_id)
+            return None
+        if owner is not None and record[5] != owner:
             return None
         self._records.move_to_end(response_id)
         return record

@@ -8,6 +8,15 @@ one slot and every script below touches one slot (no CROSSSLOT):
     xr:{<id>}:x   list of the input item ids, in the same order ('' for an item without one)
     xr:{<id>}:t   tombstone left by a delete (TOMBSTONE_S): a save that comes later, from a
                   generation that finished on another worker, must not bring it back
+    xr:{<id>}:t:<owner>  the same, left by a delete of the gateway key `<owner>`: it refuses
+                  only that key's save, so another key cannot cancel a response it does not
+                  own by deleting its id before it is stored
+
+Ownership (codec.py): the response blob starts with its owner's encoding, so the scripts
+that must check the owner without returning the response (`input_items`, `delete`) compare
+that prefix (GETRANGE: a few bytes, nothing decoded); the reads that return the response
+check the decoded owner. Another owner's response is answered as an unknown one, and a
+delete leaves it whole: the check and the delete are one script.
 
 Every operation is one round trip: a Lua script (EVALSHA; loaded again after a Redis restart)
 or a single command. On a plain Redis they go through SharedRedis's lean client (resp.py: about
@@ -55,7 +64,7 @@ _CHUNK = 1000
 """Values handed to one RPUSH inside a script: Lua's unpack() has a stack limit (about 8,000
 values), so a long list is pushed in chunks."""
 
-# KEYS: response, items, item ids, tombstone.
+# KEYS: response, items, item ids, tombstone, and for an owned response its owner's tombstone.
 # ARGV: ttl_ms, item count n, response, the n items, then the n item ids ('' for none).
 # Returns 1 when stored, 0 when a tombstone (a recent delete) refused it.
 # Measured on 200 items of 500 bytes: one concatenated argument cut apart in Lua spares the
@@ -64,7 +73,7 @@ values), so a long list is pushed in chunks."""
 # paging with `after` searches), not a hash: that cut Redis's time per save from 0.70 to
 # 0.41 ms (2,000 items: from 4.1 to 1.6 ms).
 _SAVE = f"""
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+if redis.call('EXISTS', unpack(KEYS, 4)) > 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 local ttl = ARGV[1]
 local n = tonumber(ARGV[2])
@@ -88,11 +97,14 @@ if not response then return false end
 return {response, redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
-# KEYS: response, items, item ids. ARGV: has_after ('1'/'0'), after, limit, order.
-# Returns {0} unknown response, {1} unknown `after`, else {2, has_more, items of the page...}
-# in the order asked for. Only the page's range of the list is read.
+# KEYS: response, items, item ids. ARGV: has_after ('1'/'0'), after, limit, order, owner
+# prefix ('' for no check). Returns {0} unknown response (or another owner's), {1} unknown
+# `after`, else {2, has_more, items of the page...} in the order asked for. Only the page's
+# range of the list is read.
 _PAGE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local owner = ARGV[5]
+if owner ~= '' and redis.call('GETRANGE', KEYS[1], 0, #owner - 1) ~= owner then return {0} end
 local n = redis.call('LLEN', KEYS[2])
 local limit = tonumber(ARGV[3])
 local asc = ARGV[4] == 'asc'
@@ -123,8 +135,15 @@ end
 return result
 """
 
-# KEYS: response, items, item ids, tombstone. ARGV: tombstone_ms. Returns keys deleted.
+# KEYS: response, items, item ids, tombstone (the owner's, or everyone's when no owner is
+# given). ARGV: tombstone_ms, owner prefix ('' for no check). Returns keys deleted: 0, and
+# nothing touched, for another owner's response.
 _DELETE = """
+local owner = ARGV[2]
+if owner ~= '' and redis.call('EXISTS', KEYS[1]) == 1
+        and redis.call('GETRANGE', KEYS[1], 0, #owner - 1) ~= owner then
+    return 0
+end
 local deleted = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
 return deleted
@@ -182,7 +201,7 @@ class RedisResponseStore:
         keys = self._keys(response_id)
         if keys is None:
             raise ValueError(f"response id {response_id[:64]!r} cannot name a Redis key")
-        encoded = self._codec.encode_response(stored.response)
+        encoded = self._codec.encode_response(stored.response, stored.owner)
         items = [self._codec.encode_item(item) for item in stored.input_items]
         size = len(encoded) + sum(len(item) for item in items)
         if size > self._max_record_bytes:
@@ -199,34 +218,46 @@ class RedisResponseStore:
             return False
         args: list[Arg] = [self._ttl_ms, len(items), encoded, *items]
         args.extend([item.id or "" for item in stored.input_items])
-        if not await self._write("store a response", self._script(_SAVE, keys, args)):
+        save_keys = keys if stored.owner is None else (*keys, _owner_tombstone(keys, stored.owner))
+        if not await self._write("store a response", self._script(_SAVE, save_keys, args)):
             log.info("response %s not stored: it was deleted while it was generating", response_id)
             return False
         return True
 
-    async def get(self, response_id: str) -> StoredResponse | None:
+    async def get(self, response_id: str, *, owner: str | None = None) -> StoredResponse | None:
         keys = self._keys(response_id)
         if keys is None:
             return None
         found = await self._read("read a stored response", self._script(_GET, keys[:2], ()))
         if found is None:
             return None
-        return self._codec.decode_stored(found[0], found[1])
+        stored = self._codec.decode_stored(found[0], found[1])
+        return None if owner is not None and stored.owner != owner else stored
 
-    async def get_response(self, response_id: str) -> Response | None:
+    async def get_response(self, response_id: str, *, owner: str | None = None) -> Response | None:
         keys = self._keys(response_id)
         if keys is None:
             return None
         encoded = await self._read("read a stored response", self._command("GET", keys[0]))
-        return None if encoded is None else self._codec.decode_response(encoded)
+        if encoded is None:
+            return None
+        found, response = self._codec.decode_record(encoded)
+        return None if owner is not None and found != owner else response
 
     async def input_items(
-        self, response_id: str, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+        self,
+        response_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+        owner: str | None = None,
     ) -> ItemsPage | None:
         keys = self._keys(response_id)
         if keys is None:
             return None
-        args = ["0" if after is None else "1", after or "", limit, order]
+        args: list[Arg] = ["0" if after is None else "1", after or "", limit, order]
+        args.append(b"" if owner is None else self._codec.owner_prefix(owner))
         found = await self._read("read stored input items", self._script(_PAGE, keys[:3], args))
         if found[0] == 0:
             return None
@@ -235,11 +266,16 @@ class RedisResponseStore:
         decode = self._codec.decode_item
         return ItemsPage(items=[decode(item) for item in found[2:]], has_more=bool(found[1]))
 
-    async def delete(self, response_id: str) -> bool:
+    async def delete(self, response_id: str, *, owner: str | None = None) -> bool:
         keys = self._keys(response_id)
         if keys is None:
             return False
-        delete = self._script(_DELETE, keys, [self._tombstone_ms])
+        if owner is None:
+            delete = self._script(_DELETE, keys, [self._tombstone_ms, b""])
+        else:
+            owned = (*keys[:3], _owner_tombstone(keys, owner))
+            args: list[Arg] = [self._tombstone_ms, self._codec.owner_prefix(owner)]
+            delete = self._script(_DELETE, owned, args)
         return bool(await self._read("delete a stored response", delete))
 
     async def aclose(self) -> None:
@@ -308,6 +344,11 @@ class RedisResponseStore:
         except RedisUnavailable as exc:
             self.failed_writes += 1
             raise _unavailable(exc) from None
+
+
+def _owner_tombstone(keys: tuple[str, str, str, str], owner: str) -> str:
+    """The tombstone a delete by `owner` leaves (same hash tag: only the first braces count)."""
+    return f"{keys[3]}:{owner}"
 
 
 def _unavailable(exc: RedisUnavailable) -> StorageUnavailable:
