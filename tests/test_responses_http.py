@@ -308,13 +308,13 @@ class _BrokenStore:
     async def save(self, stored: object) -> None:
         return None
 
-    async def get(self, response_id: str) -> None:
+    async def get(self, response_id: str, *, owner: str | None = None) -> None:
         raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
 
-    async def get_response(self, response_id: str) -> None:
+    async def get_response(self, response_id: str, *, owner: str | None = None) -> None:
         raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
 
-    async def delete(self, response_id: str) -> bool:
+    async def delete(self, response_id: str, *, owner: str | None = None) -> bool:
         raise RuntimeError("redis://:hunter2@10.0.0.1 refused")
 
 

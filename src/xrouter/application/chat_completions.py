@@ -50,6 +50,7 @@ class ChatCompletions:
         request_id: str | None = None,
         disconnect: DisconnectSignal | None = None,
         context: CallContext | None = None,
+        api_key: str | None = None,
     ) -> ChatExecution:
         request, passthrough = to_canonical(chat)
         execution = await self._create_response.start(
@@ -59,6 +60,7 @@ class ChatCompletions:
             passthrough=passthrough,
             context=context,
             api="chat",
+            api_key=api_key,
         )
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         return ChatExecution(execution, include_usage)

@@ -23,6 +23,7 @@ class CreateResponse:
         passthrough: dict[str, Any] | None = None,
         context: CallContext | None = None,
         api: str = "responses",
+        api_key: str | None = None,
     ) -> Execution:
         """Admit the request and start generating. Read the execution's `events()` (stream)
         or its `result()` (non-stream). Raises GatewayError before generation starts.
@@ -36,6 +37,7 @@ class CreateResponse:
             passthrough={**request.passthrough(), **(passthrough or {})},
             context=context,
             api=api,
+            api_key=api_key,
         )
 
     async def run(self, request: ResponseRequest, *, request_id: str | None = None) -> Response:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
+from xrouter.application.access import AccessControl
 from xrouter.application.admission import Admission
 from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.generation import Generation
@@ -30,6 +31,7 @@ from xrouter.application.ports import (
     Clock,
     GenerationRequest,
     IdGenerator,
+    KeyAdmission,
     LifecycleListener,
     ModelCatalog,
     OutcomeSink,
@@ -43,7 +45,8 @@ from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
 from xrouter.application.running import RunningGenerations
 from xrouter.domain import ingest
 from xrouter.domain.builder import ResponseBuilder
-from xrouter.domain.errors import ClientDisconnected, GatewayError, ServerShuttingDown
+from xrouter.domain.errors import ClientDisconnected, GatewayError, RateLimited, ServerShuttingDown
+from xrouter.domain.keys import Principal
 from xrouter.domain.lifecycle import Action, Lifecycle, Reason
 from xrouter.domain.responses import InputItem, ResponseRequest
 from xrouter.domain.secrets import SecretMasker
@@ -83,6 +86,8 @@ class _Prepared(NamedTuple):
     call: GenerationRequest
     own_items: list[InputItem]
     input_tokens: int
+    principal: Principal
+    admission: KeyAdmission | None
 
 
 class ExecutionEngine:
@@ -98,12 +103,16 @@ class ExecutionEngine:
         outcome_sink: OutcomeSink,
         settings: EngineSettings,
         masker: SecretMasker | None = None,
+        access: AccessControl | None = None,
     ) -> None:
+        """`access`: gateway keys, model permissions and per-key limits (XR_AUTH=keys);
+        None: auth off."""
         self._catalog = catalog
         self._counter = counter
         self._clock = clock
         self._ids = ids
         self._settings = settings
+        self._access = access or AccessControl.off(clock)
         self._tracer = LifecycleTracer(lifecycle_listener, clock)
         self._admission = Admission(
             settings.max_inflight,
@@ -139,12 +148,14 @@ class ExecutionEngine:
         passthrough: dict[str, Any] | None = None,
         context: CallContext | None = None,
         api: str = "responses",
+        api_key: str | None = None,
     ) -> Execution:
         """Ingest and tokenize `request`, then start generation in its own task.
 
         `passthrough` carries client options the canonical request cannot express;
         `context` the client's token (BYOK) and trace context, for providers; `api` names
-        the API the client spoke (`responses`, `chat`) in the request's outcome.
+        the API the client spoke (`responses`, `chat`) in the request's outcome; `api_key`
+        is the gateway key the client presented (checked when access control is on).
 
         Raises GatewayError (bad input, unknown model, overload, shutting down, client gone)
         before any generation starts; the caller answers with a JSON error.
@@ -168,7 +179,13 @@ class ExecutionEngine:
             raise
         try:
             work = self._ingest_and_tokenize(
-                request, lifecycle, passthrough or {}, context or _NO_CONTEXT, facts, received_ns
+                request,
+                lifecycle,
+                passthrough or {},
+                context or _NO_CONTEXT,
+                facts,
+                received_ns,
+                api_key,
             )
             prepared = await self._race_disconnect(work, lifecycle, disconnect)
         except ClientDisconnected as gone:
@@ -237,35 +254,55 @@ class ExecutionEngine:
         context: CallContext,
         facts: RequestFacts,
         received_ns: int,
+        api_key: str | None,
     ) -> _Prepared:
-        def invalid(refused: GatewayError) -> None:
-            self._refuse(
-                lifecycle,
-                Action.REJECT,
-                Reason.INVALID_REQUEST,
-                request,
-                facts,
-                received_ns,
-                refused,
-            )
+        def refuse(reason: Reason, refused: GatewayError) -> None:
+            self._refuse(lifecycle, Action.REJECT, reason, request, facts, received_ns, refused)
 
+        access = self._access
+        try:
+            principal = await access.authenticate(api_key)
+        except GatewayError as refused:
+            refuse(Reason.UNAUTHENTICATED, refused)
+            raise
+        facts.key_id, facts.key_name = principal.owner, principal.key_name
         try:
             ingest.validate(request)
             route, provider = await self._catalog.resolve(request.model)
             facts.model = f"{route.provider}/{route.upstream_model}"
             facts.provider = route.provider
             facts.upstream_model = route.upstream_model
-            own_items = ingest.input_items(request)
-            history = await self._history.load(request.previous_response_id)
         except GatewayError as refused:
-            invalid(refused)
+            refuse(Reason.INVALID_REQUEST, refused)
             raise
-        self._tracer.step(lifecycle, Action.INGEST, Reason.ROUTED)
-        items = history + own_items if history else own_items
         try:
-            input_tokens = await self._counter.count_input(request.instructions, items)
+            access.check_model(principal, request.model, (request.model, facts.model))
         except GatewayError as refused:
-            invalid(refused)
+            refuse(Reason.MODEL_NOT_ALLOWED, refused)
+            raise
+        try:
+            own_items = ingest.input_items(request)
+            history = await self._history.load(request.previous_response_id, owner=principal.owner)
+        except GatewayError as refused:
+            refuse(Reason.INVALID_REQUEST, refused)
+            raise
+        try:
+            admission = await access.admit(principal, facts.note_rate)
+        except GatewayError as refused:
+            limited = isinstance(refused, RateLimited)
+            refuse(Reason.RATE_LIMITED if limited else Reason.INVALID_REQUEST, refused)
+            raise
+        try:
+            self._tracer.step(lifecycle, Action.INGEST, Reason.ROUTED)
+            items = history + own_items if history else own_items
+            try:
+                input_tokens = await self._counter.count_input(request.instructions, items)
+            except GatewayError as refused:
+                refuse(Reason.INVALID_REQUEST, refused)
+                raise
+            await access.charge(principal, input_tokens)
+        except BaseException:  # refused or cancelled after admission: its lease goes back
+            access.finish(principal, admission)
             raise
         self._tracer.step(lifecycle, Action.TOKENIZE, Reason.TOKENIZED)
         call = GenerationRequest(
@@ -276,7 +313,7 @@ class ExecutionEngine:
             passthrough=passthrough,
             context=context,
         )
-        return _Prepared(provider, call, own_items, input_tokens)
+        return _Prepared(provider, call, own_items, input_tokens, principal, admission)
 
     def _launch(
         self,
@@ -302,6 +339,8 @@ class ExecutionEngine:
             call=prepared.call,
             own_items=prepared.own_items,
             input_tokens=prepared.input_tokens,
+            principal=prepared.principal,
+            admission=prepared.admission,
             facts=facts,
             received_ns=received_ns,
             started_ns=self._clock.monotonic_ns(),
@@ -319,7 +358,11 @@ class ExecutionEngine:
         CURRENT_REQUEST.set(generation.facts)
         try:
             await self._pump.run(generation)
+            usage = generation.builder.response.usage
+            if usage is not None:  # the output's share of the key's tokens per minute
+                await self._access.charge(generation.principal, usage.output_tokens)
         finally:
+            self._access.finish(generation.principal, generation.admission)
             generation.facts.release()
             # on_detach closes over the generation, which holds the execution: a cycle that
             # kept every finished request (its builder, request and call) alive until a GC

@@ -6,10 +6,11 @@ import asyncio
 from dataclasses import dataclass
 
 from xrouter.application.execution import Execution
-from xrouter.application.ports import GenerationRequest, Provider
+from xrouter.application.ports import GenerationRequest, KeyAdmission, Provider
 from xrouter.application.request_facts import RequestFacts
 from xrouter.domain.builder import ResponseBuilder
 from xrouter.domain.errors import GatewayError
+from xrouter.domain.keys import Principal
 from xrouter.domain.lifecycle import Lifecycle
 from xrouter.domain.responses import InputItem
 
@@ -27,6 +28,10 @@ class Generation:
     call: GenerationRequest
     own_items: list[InputItem]
     input_tokens: int
+    principal: Principal
+    """Who the request is for (the gateway key, when access control is on)."""
+    admission: KeyAdmission | None
+    """The key's admission (its concurrency lease goes back when the generation ends)."""
     facts: RequestFacts
     """The request's shared facts (attempts counted by the transport, the outcome)."""
     received_ns: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from xrouter.application.access import AccessControl
 from xrouter.application.ports import ResponseStore, UnknownItem
 from xrouter.application.running import RunningGenerations
 from xrouter.domain.errors import InvalidRequest, NotFound
@@ -20,21 +21,37 @@ def _not_found(response_id: str) -> NotFound:
 
 
 class GetResponse:
-    def __init__(self, store: ResponseStore, running: RunningGenerations | None = None) -> None:
+    """With access control, a response is its key's: another key gets the same 404 as for a
+    response that does not exist (no existence oracle)."""
+
+    def __init__(
+        self,
+        store: ResponseStore,
+        running: RunningGenerations | None = None,
+        access: AccessControl | None = None,
+    ) -> None:
         self._store = store
         self._running = running if running is not None else RunningGenerations()
+        self._access = access
 
-    async def get(self, response_id: str) -> Response:
-        response = await self._store.get_response(response_id)
+    async def _owner(self, api_key: str | None) -> str | None:
+        if self._access is None:
+            return None
+        return (await self._access.authenticate(api_key)).owner
+
+    async def get(self, response_id: str, *, api_key: str | None = None) -> Response:
+        owner = await self._owner(api_key)
+        response = await self._store.get_response(response_id, owner=owner)
         if response is None:
             raise _not_found(response_id)
         return response
 
-    async def delete(self, response_id: str) -> DeletedResponse:
+    async def delete(self, response_id: str, *, api_key: str | None = None) -> DeletedResponse:
         """Delete a stored response, or one still generating: the delete wins, and the
         response is not stored when its generation ends."""
-        running = self._running.delete(response_id)
-        stored = await self._store.delete(response_id)
+        owner = await self._owner(api_key)
+        running = self._running.delete(response_id, owner=owner)
+        stored = await self._store.delete(response_id, owner=owner)
         if not (running or stored):
             raise _not_found(response_id)
         return DeletedResponse(id=response_id)
@@ -46,14 +63,18 @@ class GetResponse:
         after: str | None = None,
         limit: int = 20,
         order: Literal["asc", "desc"] = "desc",
+        api_key: str | None = None,
     ) -> InputItemList:
         """A page of the request's input items, as `GET /v1/responses/{id}/input_items`."""
         if not 1 <= limit <= 100:
             raise InvalidRequest(
                 "`limit` must be between 1 and 100.", param="limit", code="invalid_value"
             )
+        owner = await self._owner(api_key)
         try:
-            page = await self._store.input_items(response_id, after=after, limit=limit, order=order)
+            page = await self._store.input_items(
+                response_id, after=after, limit=limit, order=order, owner=owner
+            )
         except UnknownItem:
             raise InvalidRequest(
                 f"No input item with id '{after}' in this response.",

@@ -17,10 +17,13 @@ class ConversationHistory:
     def __init__(self, store: ResponseStore) -> None:
         self._store = store
 
-    async def load(self, previous_response_id: str | None) -> list[InputItem]:
+    async def load(
+        self, previous_response_id: str | None, *, owner: str | None = None
+    ) -> list[InputItem]:
         """Every earlier turn's input and output, oldest first. Instructions are not
         inherited (Responses API semantics). Raises InvalidRequest for a missing turn or a
-        chain longer than MAX_HISTORY_DEPTH."""
+        chain longer than MAX_HISTORY_DEPTH. With an `owner`, another key's turn is missing
+        like one that does not exist."""
         turns: list[list[InputItem]] = []
         next_id = previous_response_id
         while next_id is not None:
@@ -30,7 +33,7 @@ class ConversationHistory:
                     "start a new one or send the history in `input`.",
                     param="previous_response_id",
                 )
-            stored = await self._store.get(next_id)
+            stored = await self._store.get(next_id, owner=owner)
             if stored is None:
                 raise InvalidRequest(
                     f"Previous response with id '{next_id}' not found. It may have expired, "

@@ -54,6 +54,9 @@ class RequestOutcome(Struct, frozen=True, kw_only=True, gc=False):
     attempts: int = 0
     """Upstream attempts made (retries included); 0 when none was made."""
     cost: float | None = None
+    key_id: str | None = None
+    """The gateway key's public id and name when access control is on (never the key)."""
+    key_name: str | None = None
     """The upstream's own cost figure, when it reports one (OpenRouter credits)."""
     temperature: float | None = None
     top_p: float | None = None

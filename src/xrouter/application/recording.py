@@ -61,7 +61,10 @@ class Recorder:
             for item in generation.own_items
         ]
         try:
-            await self._store.save(StoredResponse(response=response, input_items=items))
+            owner = generation.principal.owner
+            await self._store.save(
+                StoredResponse(response=response, input_items=items, owner=owner)
+            )
             if _not_to_store(generation):  # a DELETE came while the store was writing
                 await self._store.delete(response.id)
         except StorageUnavailable as exc:
@@ -117,6 +120,8 @@ class Recorder:
                 temperature=request.temperature,
                 top_p=request.top_p,
                 max_output_tokens=request.max_output_tokens,
+                key_id=facts.key_id,
+                key_name=facts.key_name,
             ),
             facts,
         )
@@ -159,6 +164,8 @@ class Recorder:
             temperature=request.temperature,
             top_p=request.top_p,
             max_output_tokens=request.max_output_tokens,
+            key_id=generation.facts.key_id,
+            key_name=generation.facts.key_name,
         )
 
     def _report(self, outcome: RequestOutcome, facts: RequestFacts) -> None:

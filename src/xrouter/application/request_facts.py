@@ -36,6 +36,11 @@ class RequestFacts:
     model: str | None = None
     provider: str | None = None
     upstream_model: str | None = None
+    key_id: str | None = None
+    """The gateway key's public id and name (never the key), when access control is on."""
+    key_name: str | None = None
+    rate: Any = None
+    """The key's `RateState` after admission, for the x-ratelimit-* headers."""
     """The model name the provider is asked for (after routing), for upstream call spans."""
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -53,6 +58,10 @@ class RequestFacts:
     on_complete: Callable[[RequestFacts], None] | None = None
     """Called once when every holder has released: the request is over on every side."""
     holds: int = 0
+
+    def note_rate(self, admission: Any) -> None:
+        """The key's limits as admission left them (the host turns them into headers)."""
+        self.rate = admission.state
 
     def hold(self) -> None:
         """One more party (the host's response, a generation) must end before the request

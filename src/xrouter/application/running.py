@@ -20,12 +20,15 @@ class RunningGenerations:
     def discard(self, generation: Generation) -> None:
         self._by_response.pop(generation.response_id, None)
 
-    def delete(self, response_id: str) -> bool:
+    def delete(self, response_id: str, *, owner: str | None = None) -> bool:
         """Mark a running response deleted: it is not stored when it ends. False when no
-        generation that would store it is running (the caller looks in the store)."""
+        generation that would store it is running (the caller looks in the store), or when
+        `owner` is given and another key's generation it is."""
         generation = self._by_response.get(response_id)
         if generation is None or generation.deleted or not generation.call.request.store:
             return False  # nothing will be stored: the store answers for it
+        if owner is not None and generation.principal.owner != owner:
+            return False
         generation.deleted = True
         return True
 

@@ -50,6 +50,8 @@ def set_outcome_attributes(span: Span | NonRecordingSpan, outcome: RequestOutcom
     ):
         if value is not None:
             put(key, value)
+    if outcome.key_id is not None:
+        put("xrouter.key.id", outcome.key_id)
     if outcome.attempts:
         put("xrouter.upstream.attempts", outcome.attempts)
     if outcome.status == "failed":

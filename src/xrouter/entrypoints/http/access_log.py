@@ -58,6 +58,10 @@ def write_access_line(
         fields["input_tokens"] = facts.input_tokens
         fields["output_tokens"] = facts.output_tokens
         text += f" input_tokens={facts.input_tokens} output_tokens={facts.output_tokens}"
+    if facts.key_id is not None:  # the key's public id and name, never the key
+        fields["key_id"] = facts.key_id
+        fields["key_name"] = facts.key_name
+        text += f" key_id={facts.key_id} key_name={facts.key_name}"
     text += f" request_id={facts.request_id}"
     # No arguments: the text is the message as is (a `%` in a path stays literal).
     log.log(level, text, extra={FIELDS_ATTR: fields})

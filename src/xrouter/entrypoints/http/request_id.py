@@ -22,6 +22,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
 from xrouter.entrypoints.http.access_log import LOGGER, write_access_line
 from xrouter.entrypoints.http.http_telemetry import HttpTelemetry
+from xrouter.entrypoints.http.rate_headers import rate_limit_headers
 
 SCOPE_KEY = "xrouter.request_id"
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -70,7 +71,10 @@ def request_id_middleware(
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", ())
-                message["headers"] = [*headers, header]
+                if facts.rate is None:
+                    message["headers"] = [*headers, header]
+                else:  # a gateway key with limits
+                    message["headers"] = [*headers, header, *rate_limit_headers(facts.rate)]
                 seen[0] = message["status"]
                 for name, value in headers:
                     if name == b"content-type":

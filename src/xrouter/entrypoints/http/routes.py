@@ -71,13 +71,24 @@ async def _disconnect_watch(request: AnyRequest) -> AsyncIterator[DisconnectSign
         watcher.cancel()
 
 
-def _call_context(request: AnyRequest) -> CallContext:
-    """The client's bearer token (used upstream only in BYOK mode) and W3C trace context."""
+UPSTREAM_AUTHORIZATION = "x-upstream-authorization"
+"""With gateway keys and BYOK together: the client's own upstream key, as `Bearer ...`."""
+
+
+def _credentials(request: AnyRequest, gateway_keys: bool) -> tuple[str | None, str | None]:
+    """(the gateway key, the client's upstream token). With gateway keys the Authorization
+    header carries the gateway key and X-Upstream-Authorization the upstream key (BYOK);
+    without, Authorization carries the upstream key (used only in BYOK mode)."""
     headers = request.headers
-    return CallContext(
-        client_token=bearer_token(headers.get("authorization")),
-        traceparent=headers.get("traceparent"),
-    )
+    bearer = bearer_token(headers.get("authorization"))
+    if gateway_keys:
+        return bearer, bearer_token(headers.get(UPSTREAM_AUTHORIZATION))
+    return None, bearer
+
+
+def _call_context(client_token: str | None, request: AnyRequest) -> CallContext:
+    """The client's upstream token (used only in BYOK mode) and W3C trace context."""
+    return CallContext(client_token=client_token, traceparent=request.headers.get("traceparent"))
 
 
 async def _first(items: AsyncIterator[T]) -> T:
@@ -93,8 +104,14 @@ def _event_stream(frames: AsyncIterator[bytes]) -> Stream:
     return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[HTTPRouteHandler]:
-    """The API routes, to mount under each configured prefix (`/v1`, `/api/v1`)."""
+def build_api_routes(
+    use_cases: UseCases, codec: Codec, sse: SSEWriter, *, gateway_keys: bool = False
+) -> list[HTTPRouteHandler]:
+    """The API routes, to mount under each configured prefix (`/v1`, `/api/v1`).
+    `gateway_keys`: XR_AUTH=keys (the Authorization header is the gateway key)."""
+
+    def api_key(request: AnyRequest) -> str | None:
+        return _credentials(request, gateway_keys)[0] if gateway_keys else None
 
     def json(value: object, status: int = 200) -> HTTPResponse[bytes]:
         return HTTPResponse(codec.encode(value), status_code=status, media_type=JSON)
@@ -109,11 +126,13 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
     async def create_response(request: AnyRequest) -> HTTPResponse[Any]:
         payload = codec.decode_response_request(await request.body())
         async with _disconnect_watch(request) as disconnect:
+            key, client_token = _credentials(request, gateway_keys)
             execution = await use_cases.create_response.start(
                 payload,
                 request_id=request_id_of(request.scope),
                 disconnect=disconnect,
-                context=_call_context(request),
+                context=_call_context(client_token, request),
+                api_key=key,
             )
             if not payload.stream:
                 return json(await execution.result())
@@ -131,11 +150,13 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
     async def create_chat_completion(request: AnyRequest) -> HTTPResponse[Any]:
         payload = codec.decode_chat_request(await request.body())
         async with _disconnect_watch(request) as disconnect:
+            key, client_token = _credentials(request, gateway_keys)
             execution = await use_cases.chat_completions.start(
                 payload,
                 request_id=request_id_of(request.scope),
                 disconnect=disconnect,
-                context=_call_context(request),
+                context=_call_context(client_token, request),
+                api_key=key,
             )
             if not payload.stream:
                 return json(await execution.completion())
@@ -148,8 +169,10 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
         summary="Retrieve a stored response",
         operation_class=documented(Response),
     )
-    async def retrieve_response(response_id: FromPath[str]) -> HTTPResponse[bytes]:
-        return json(await use_cases.get_response.get(response_id))
+    async def retrieve_response(
+        request: AnyRequest, response_id: FromPath[str]
+    ) -> HTTPResponse[bytes]:
+        return json(await use_cases.get_response.get(response_id, api_key=api_key(request)))
 
     @delete(
         "/responses/{response_id:str}",
@@ -157,8 +180,10 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
         summary="Delete a stored response",
         operation_class=documented(DeletedResponse),
     )
-    async def delete_response(response_id: FromPath[str]) -> HTTPResponse[bytes]:
-        return json(await use_cases.get_response.delete(response_id))
+    async def delete_response(
+        request: AnyRequest, response_id: FromPath[str]
+    ) -> HTTPResponse[bytes]:
+        return json(await use_cases.get_response.delete(response_id, api_key=api_key(request)))
 
     @get(
         "/responses/{response_id:str}/input_items",
@@ -180,12 +205,13 @@ def build_api_routes(use_cases: UseCases, codec: Codec, sse: SSEWriter) -> list[
             after=query.get("after"),
             limit=limit,
             order="asc" if order == "asc" else "desc",
+            api_key=api_key(request),
         )
         return json(page)
 
     @get("/models", summary="List models", operation_class=documented(ModelList))
-    async def list_models() -> HTTPResponse[bytes]:
-        return json(await use_cases.list_models.execute())
+    async def list_models(request: AnyRequest) -> HTTPResponse[bytes]:
+        return json(await use_cases.list_models.execute(api_key(request)))
 
     return [
         create_response,
