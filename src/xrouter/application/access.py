@@ -120,6 +120,13 @@ class AccessControl:
             except Exception as exc:  # the request is served; only the count is short
                 log.warning("could not charge %d tokens to key %s: %s", tokens, key.id, exc)
 
+    async def aclose(self) -> None:
+        """Close the key store and the limiter (at shutdown)."""
+        if self._limiter is not None:
+            await self._limiter.aclose()
+        if self._store is not None:
+            await self._store.aclose()
+
     def finish(self, principal: Principal, admission: KeyAdmission | None) -> None:
         """Give back the concurrency lease of a request that ended."""
         key = principal.key

@@ -27,8 +27,11 @@ from xrouter.application.list_models import ListModels
 from xrouter.application.ports import LifecycleListener
 from xrouter.application.registry import ModelRegistry
 from xrouter.domain.secrets import SecretRegistry
+from xrouter.entrypoints.access_config import build_access
 from xrouter.entrypoints.analytics_config import build_analytics
 from xrouter.entrypoints.config import Settings, env_name
+from xrouter.entrypoints.keys_config import build_key_hasher, build_key_store
+from xrouter.entrypoints.limits_config import build_key_limiter
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
 from xrouter.entrypoints.secret_sources import configured_secrets
@@ -127,6 +130,21 @@ class Container(containers.DeclarativeContainer):
         setting_names=env_name,
     )
 
+    # Gateway keys (XR_AUTH=keys): where they live, how secrets are hashed, per-key limits.
+    key_store = providers.Singleton(build_key_store, settings=settings, redis=shared_redis)
+    key_hasher = providers.Singleton(build_key_hasher, settings=settings)
+    key_limiter = providers.Singleton(
+        build_key_limiter, redis=shared_redis, lease_s=settings.provided.inflight_lease_s
+    )
+    access = providers.Singleton(
+        build_access,
+        settings=settings,
+        clock=clock,
+        store=key_store.provider,
+        hasher=key_hasher.provider,
+        limiter=key_limiter.provider,
+    )
+
     engine_settings = providers.Singleton(
         EngineSettings,
         max_inflight=settings.provided.max_inflight,
@@ -146,11 +164,12 @@ class Container(containers.DeclarativeContainer):
         outcome_sink=outcome_sink,
         settings=engine_settings,
         masker=secret_masker,
+        access=access,
     )
 
     create_response = providers.Singleton(CreateResponse, engine=engine)
     chat_completions = providers.Singleton(ChatCompletions, create_response=create_response)
     get_response = providers.Singleton(
-        GetResponse, store=response_store, running=engine.provided.running
+        GetResponse, store=response_store, running=engine.provided.running, access=access
     )
-    list_models = providers.Singleton(ListModels, catalog=catalog)
+    list_models = providers.Singleton(ListModels, catalog=catalog, access=access)

@@ -114,8 +114,12 @@ def create_litestar(container: Container | None = None) -> Litestar:
         grace_s=settings.shutdown_grace_s,
     )
 
+    access = container.access()
     routers = [
-        Router(path=prefix, route_handlers=build_api_routes(use_cases, codec, sse))
+        Router(
+            path=prefix,
+            route_handlers=build_api_routes(use_cases, codec, sse, gateway_keys=access is not None),
+        )
         for prefix in settings.api_prefixes
     ]
 
@@ -153,6 +157,8 @@ def create_litestar(container: Container | None = None) -> Litestar:
         # After the engine (its last outcomes are queued), before Redis (the queue drains there).
         await analytics.aclose(settings.shutdown_grace_s)
         await telemetry.aclose()
+        if access is not None:
+            await access.aclose()
         if redis is not None:
             await redis.aclose()
 
