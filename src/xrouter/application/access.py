@@ -1,4 +1,4 @@
-"""Access control: who is calling, which models they may use, and how much (XR_AUTH=keys).
+"""Access control: who is calling, which models they may use, and how much (gateway keys).
 
 The engine asks at ingest, in this order, and stops at the first refusal with no upstream
 call: `authenticate` (401 `invalid_api_key`), `check_model` (403 `model_not_allowed`), then

@@ -105,7 +105,7 @@ class ExecutionEngine:
         masker: SecretMasker | None = None,
         access: AccessControl | None = None,
     ) -> None:
-        """`access`: gateway keys, model permissions and per-key limits (XR_AUTH=keys);
+        """`access`: gateway keys, model permissions and per-key limits (gateway keys on);
         None: auth off."""
         self._catalog = catalog
         self._counter = counter

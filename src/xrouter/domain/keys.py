@@ -1,8 +1,8 @@
 """Gateway keys: who may call the gateway, which models they may use, and how much.
 
 A gateway key is a random secret with a recognisable prefix (`xr-...`), shown once when it is
-created. The gateway keeps only its keyed hash (HMAC-SHA256 with the server secret
-XR_AUTH_SECRET, adapters/keys/hashing.py) and a public id (`key_...`) that logs, analytics and
+created. The gateway keeps only its keyed hash (HMAC-SHA256 with the server secret,
+adapters/keys/hashing.py) and a public id (`key_...`) that logs, analytics and
 the admin routes use: the secret itself is never stored, logged or shown again.
 
 Pure: no I/O, no clock (callers pass `now`), no randomness (adapters make ids and secrets).
@@ -88,7 +88,7 @@ class Principal(Struct, frozen=True):
 
 
 ANONYMOUS = Principal()
-"""Auth off (`XR_AUTH=none` or BYOK alone): everything is allowed and owned by nobody."""
+"""Auth off (no gateway keys, or BYOK alone): everything is allowed and owned by nobody."""
 
 
 def looks_like_key(token: str) -> bool:
