@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from xrouter import __version__
 from xrouter.entrypoints.config import ConfigError, Settings, env_name
+from xrouter.entrypoints.keys_command import add_keys_parser, run_keys
 from xrouter.entrypoints.usage_command import add_usage_parser, run_usage
 
 
@@ -36,6 +37,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         help=f"worker processes (XR_WORKERS, default {settings.workers})",
     )
     add_usage_parser(commands, settings)
+    add_keys_parser(commands)
     return parser
 
 
@@ -122,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "usage":
         return run_usage(settings, args)
+    if args.command == "keys":
+        return run_keys(settings, args)
     parser.print_help()
     return 0
 

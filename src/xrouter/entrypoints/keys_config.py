@@ -3,13 +3,15 @@ container (the server) and for `xrouter keys` (the CLI)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from xrouter.adapters.keys.hashing import HmacKeyHasher
+from xrouter.adapters.keys.hashing import HmacKeyHasher, new_key_id, new_secret
 from xrouter.adapters.keys.memory import MemoryKeyStore
 from xrouter.adapters.keys.toml_file import TomlKeyFile, TomlKeyStore
 from xrouter.adapters.redis.connection import SharedRedis
 from xrouter.adapters.redis.key_store import RedisKeyStore
+from xrouter.application.key_admin import KeyAdmin
 from xrouter.application.ports import KeyStore
 from xrouter.entrypoints.config import ConfigError, Settings, env_name
 
@@ -45,3 +47,11 @@ def build_admin_key_store(settings: Settings, redis: SharedRedis | None) -> KeyS
     if settings.keys_file:
         return TomlKeyFile(Path(settings.keys_file))
     return None
+
+
+def build_key_admin(settings: Settings, store: KeyStore) -> KeyAdmin | None:
+    """Key administration over `store` for `/admin/keys`; None without XR_AUTH_SECRET (new
+    secrets could not be hashed), and then `/admin/keys` is not mounted."""
+    if not settings.auth_secret:
+        return None
+    return KeyAdmin(store, build_key_hasher(settings), time.time, new_secret, new_key_id)
