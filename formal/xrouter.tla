@@ -24,9 +24,20 @@ Stages == {"idle", "ingest", "tokenize", "generate", "done", "failed"}
 Terminal == {"done", "failed"}
 BeforeGenerate == {"idle", "ingest", "tokenize"}
 
+\* The refusals of access control (issue 12): checks of ingest, in the runtime's
+\* order: the caller's gateway key (401 invalid_api_key: missing, unknown,
+\* revoked, expired), the model the key may use (403 model_not_allowed), the
+\* key's limits (429 rate_limit_exceeded: requests or tokens per minute, its
+\* concurrent requests). Each is an explicit failure before tokenize.
+AccessRefusals == {"unauthenticated", "model_not_allowed", "rate_limited"}
+
+\* The outcomes a Reject may carry: "invalid_request" stands for every other
+\* refusal (bad input, unknown model, overload, shutting down).
+RejectOutcomes == {"invalid_request"} \cup AccessRefusals
+
 \* What the request signalled at its terminal step; the failure outcomes are
 \* the runtime's Reason values of the step into "failed".
-FailureOutcomes == {"invalid_request", "provider_error", "timeout", "client_disconnect"}
+FailureOutcomes == RejectOutcomes \cup {"provider_error", "timeout", "client_disconnect"}
 Outcomes == {"none", "completed"} \cup FailureOutcomes
 
 VARIABLES
@@ -63,12 +74,16 @@ Ingest ==
     /\ stage' = "tokenize"
     /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords>>
 
-\* ingest | tokenize -> failed: bad input, unknown model, overload.
+\* ingest | tokenize -> failed: bad input, unknown model, overload; and, in
+\* ingest only, an access refusal (no key, a model the key may not use, a key
+\* over its limit): the runtime checks access before the Ingest step.
 Reject ==
-    /\ stage \in {"ingest", "tokenize"}
-    /\ stage' = "failed"
-    /\ outcome' = "invalid_request"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+    \E reason \in RejectOutcomes :
+        /\ stage \in {"ingest", "tokenize"}
+        /\ reason \in AccessRefusals => stage = "ingest"
+        /\ stage' = "failed"
+        /\ outcome' = reason
+        /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
 
 \* tokenize -> generate: the input is counted, the provider is called.
 Tokenize ==
@@ -201,8 +216,23 @@ UsageOnceAtTerminal ==
     /\ usageRecords <= 1
     /\ usageRecords = 1 => (stage \in Terminal /\ enteredGenerate)
 
+\* A request refused by access control was refused in ingest: it was never
+\* tokenized, never reached the provider (no upstream call, no output), and
+\* no usage is recorded for it.
+AccessRefusedBeforeTokenize ==
+    outcome \in AccessRefusals =>
+        /\ stage = "failed"
+        /\ ~enteredGenerate
+        /\ chunks = 0
+        /\ usageRecords = 0
+
 -----------------------------------------------------------------------------
 (* Temporal properties *)
+
+\* The access checks are checks of ingest: an access refusal is a step from
+\* ingest, never from tokenize or later.
+AccessCheckedInIngest ==
+    [][(outcome' \in AccessRefusals /\ outcome' # outcome) => stage = "ingest"]_vars
 
 \* Once terminal, only the usage record may still change.
 TerminalIsFinal ==

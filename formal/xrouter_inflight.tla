@@ -33,6 +33,19 @@
 (* free, and a dead head of the queue blocks the ones behind it until it   *)
 (* expires.                                                                *)
 (*                                                                         *)
+(* Gateway keys (issue 12): each request comes with a key, and a key has  *)
+(* a limit on its concurrent requests (KeyLimit, the same for every key   *)
+(* here). Admission takes a lease of the key first: with none left, the   *)
+(* request is refused at once ("rate_limited": HTTP 429                   *)
+(* rate_limit_exceeded), before it asks any pool for a slot. The key      *)
+(* lease is held through the wait and the generation, released at the     *)
+(* terminal stage, and, like a slot, expires when its worker dies. The    *)
+(* key check and the pool's admission are one step here (the runtime      *)
+(* checks the key in ingest, the pool before the provider call: ingest    *)
+(* stands for everything before the provider call). The same heartbeat    *)
+(* renews both leases, and they have the same duration: they expire in    *)
+(* one step.                                                              *)
+(*                                                                         *)
 (* The runtime: LocalInflight (adapters/providers/inflight.py, one         *)
 (* process, where a crash takes the pool with it, so Crash never happens)  *)
 (* and RedisInflight (adapters/redis/inflight.py, shared by every worker   *)
@@ -46,16 +59,20 @@ CONSTANTS
     Requests,       \* the requests (model values)
     Providers,      \* the provider pools (model values)
     QueueingPools,  \* the pools that let requests wait (queue timeout > 0)
-    Limit           \* requests a pool admits at once
+    Limit,          \* requests a pool admits at once
+    Keys,           \* the gateway keys (model values)
+    KeyLimit        \* requests a key may have in progress at once
 
 ASSUME /\ IsFiniteSet(Requests) /\ Requests # {}
        /\ IsFiniteSet(Providers) /\ Providers # {}
        /\ QueueingPools \subseteq Providers
        /\ Limit \in Nat /\ Limit >= 1
+       /\ IsFiniteSet(Keys) /\ Keys # {}
+       /\ KeyLimit \in Nat /\ KeyLimit >= 1
 
 Stages == {"idle", "ingest", "waiting", "generate", "done", "failed"}
 Terminal == {"done", "failed"}
-FailureOutcomes == {"overloaded", "queue_timeout", "client_disconnect",
+FailureOutcomes == {"rate_limited", "overloaded", "queue_timeout", "client_disconnect",
                     "invalid_request", "provider_error"}
 Outcomes == {"none", "completed"} \cup FailureOutcomes
 
@@ -65,9 +82,11 @@ VARIABLES
     holds,     \* holds[r]: r holds a slot (a lease) of route[r]'s pool
     queue,     \* queue[p]: the requests waiting for a slot of pool p, oldest first
     crashed,   \* crashed[r]: the worker serving r died
-    outcome    \* outcome[r]: the terminal signal of r
+    outcome,   \* outcome[r]: the terminal signal of r
+    key,       \* key[r]: the gateway key r comes with
+    keyLease   \* keyLease[r]: r holds a lease of key[r]'s concurrency limit
 
-vars == <<stage, route, holds, queue, crashed, outcome>>
+vars == <<stage, route, holds, queue, crashed, outcome, key, keyLease>>
 
 InFlight(p) == Cardinality({r \in Requests : holds[r] /\ route[r] = p})
 
@@ -79,6 +98,13 @@ Without(s, r) == SelectSeq(s, LAMBDA x : x # r)
 \* nobody waits for it.
 FreeFor(p) == InFlight(p) < Limit /\ queue[p] = <<>>
 
+\* The leases held on key k's concurrency limit, and whether one is left.
+KeyLeases(k) == Cardinality({r \in Requests : keyLease[r] /\ key[r] = k})
+KeyFree(k) == KeyLeases(k) < KeyLimit
+
+\* r holds a lease of some kind: a slot, a place in a queue, a key lease.
+Leased(r) == holds[r] \/ Queued(r) \/ keyLease[r]
+
 -----------------------------------------------------------------------------
 
 Init ==
@@ -88,28 +114,48 @@ Init ==
     /\ queue = [p \in Providers |-> <<>>]
     /\ crashed = [r \in Requests |-> FALSE]
     /\ outcome = [r \in Requests |-> "none"]
+    /\ key \in [Requests -> Keys]
+    /\ keyLease = [r \in Requests |-> FALSE]
 
-\* Arrival and admission are one step: the runtime checks and takes the slot,
-\* or joins the queue, atomically (no await in between; one script in Redis).
+\* Arrival and admission are one step: the runtime checks and takes the key's
+\* lease, then the slot, or joins the queue, each atomically (no await between
+\* check and take; one script in Redis). A key with no lease left takes
+\* nothing: the request is refused (RejectRateLimited).
 Receive(r) ==
     /\ stage[r] = "idle"
-    /\ IF FreeFor(route[r]) \/ route[r] \notin QueueingPools
+    /\ IF ~KeyFree(key[r])
           THEN /\ stage' = [stage EXCEPT ![r] = "ingest"]
-               /\ holds' = [holds EXCEPT ![r] = FreeFor(route[r])]
-               /\ UNCHANGED queue
-          ELSE /\ stage' = [stage EXCEPT ![r] = "waiting"]
-               /\ queue' = [queue EXCEPT ![route[r]] = Append(@, r)]
-               /\ UNCHANGED holds
-    /\ UNCHANGED <<route, crashed, outcome>>
+               /\ UNCHANGED <<holds, queue, keyLease>>
+          ELSE /\ keyLease' = [keyLease EXCEPT ![r] = TRUE]
+               /\ IF FreeFor(route[r]) \/ route[r] \notin QueueingPools
+                     THEN /\ stage' = [stage EXCEPT ![r] = "ingest"]
+                          /\ holds' = [holds EXCEPT ![r] = FreeFor(route[r])]
+                          /\ UNCHANGED queue
+                     ELSE /\ stage' = [stage EXCEPT ![r] = "waiting"]
+                          /\ queue' = [queue EXCEPT ![route[r]] = Append(@, r)]
+                          /\ UNCHANGED holds
+    /\ UNCHANGED <<route, crashed, outcome, key>>
 
-\* A request that got no slot in a fail-fast pool fails at once, explicitly.
+\* A request whose key had no lease left fails at once, explicitly.
+RejectRateLimited(r) ==
+    /\ stage[r] = "ingest"
+    /\ ~keyLease[r]
+    /\ ~crashed[r]
+    /\ stage' = [stage EXCEPT ![r] = "failed"]
+    /\ outcome' = [outcome EXCEPT ![r] = "rate_limited"]
+    /\ UNCHANGED <<route, holds, queue, crashed, key, keyLease>>
+
+\* A request that got no slot in a fail-fast pool fails at once, explicitly,
+\* and gives its key's lease back.
 RejectOverloaded(r) ==
     /\ stage[r] = "ingest"
+    /\ keyLease[r]
     /\ ~holds[r]
     /\ ~crashed[r]
     /\ stage' = [stage EXCEPT ![r] = "failed"]
     /\ outcome' = [outcome EXCEPT ![r] = "overloaded"]
-    /\ UNCHANGED <<route, holds, queue, crashed>>
+    /\ keyLease' = [keyLease EXCEPT ![r] = FALSE]
+    /\ UNCHANGED <<route, holds, queue, crashed, key>>
 
 \* The head of the queue takes a freed slot.
 Admit(r) ==
@@ -121,7 +167,7 @@ Admit(r) ==
     /\ stage' = [stage EXCEPT ![r] = "ingest"]
     /\ holds' = [holds EXCEPT ![r] = TRUE]
     /\ queue' = [queue EXCEPT ![route[r]] = Tail(@)]
-    /\ UNCHANGED <<route, crashed, outcome>>
+    /\ UNCHANGED <<route, crashed, outcome, key, keyLease>>
 
 \* The wait ran out (XR_<NAME>_QUEUE_TIMEOUT_S): an explicit failure, HTTP 429.
 QueueTimeout(r) ==
@@ -130,7 +176,8 @@ QueueTimeout(r) ==
     /\ stage' = [stage EXCEPT ![r] = "failed"]
     /\ queue' = [queue EXCEPT ![route[r]] = Without(@, r)]
     /\ outcome' = [outcome EXCEPT ![r] = "queue_timeout"]
-    /\ UNCHANGED <<route, holds, crashed>>
+    /\ keyLease' = [keyLease EXCEPT ![r] = FALSE]
+    /\ UNCHANGED <<route, holds, crashed, key>>
 
 \* The client went away while waiting: it leaves the queue, explicitly.
 LeaveQueue(r) ==
@@ -139,9 +186,11 @@ LeaveQueue(r) ==
     /\ stage' = [stage EXCEPT ![r] = "failed"]
     /\ queue' = [queue EXCEPT ![route[r]] = Without(@, r)]
     /\ outcome' = [outcome EXCEPT ![r] = "client_disconnect"]
-    /\ UNCHANGED <<route, holds, crashed>>
+    /\ keyLease' = [keyLease EXCEPT ![r] = FALSE]
+    /\ UNCHANGED <<route, holds, crashed, key>>
 
-\* Bad input, unknown model, a client gone before generate: the slot is freed.
+\* Bad input, unknown model, a client gone before generate: the slot and the
+\* key's lease are freed.
 Reject(r) ==
     /\ stage[r] = "ingest"
     /\ holds[r]
@@ -149,14 +198,15 @@ Reject(r) ==
     /\ stage' = [stage EXCEPT ![r] = "failed"]
     /\ holds' = [holds EXCEPT ![r] = FALSE]
     /\ outcome' = [outcome EXCEPT ![r] = "invalid_request"]
-    /\ UNCHANGED <<route, queue, crashed>>
+    /\ keyLease' = [keyLease EXCEPT ![r] = FALSE]
+    /\ UNCHANGED <<route, queue, crashed, key>>
 
 Tokenize(r) ==
     /\ stage[r] = "ingest"
     /\ holds[r]
     /\ ~crashed[r]
     /\ stage' = [stage EXCEPT ![r] = "generate"]
-    /\ UNCHANGED <<route, holds, queue, crashed, outcome>>
+    /\ UNCHANGED <<route, holds, queue, crashed, outcome, key, keyLease>>
 
 Finish(r) ==
     /\ stage[r] = "generate"
@@ -164,7 +214,8 @@ Finish(r) ==
     /\ stage' = [stage EXCEPT ![r] = "done"]
     /\ holds' = [holds EXCEPT ![r] = FALSE]
     /\ outcome' = [outcome EXCEPT ![r] = "completed"]
-    /\ UNCHANGED <<route, queue, crashed>>
+    /\ keyLease' = [keyLease EXCEPT ![r] = FALSE]
+    /\ UNCHANGED <<route, queue, crashed, key>>
 
 \* ProviderFail and TimeOut of xrouter.tla, merged.
 ProviderFail(r) ==
@@ -173,7 +224,8 @@ ProviderFail(r) ==
     /\ stage' = [stage EXCEPT ![r] = "failed"]
     /\ holds' = [holds EXCEPT ![r] = FALSE]
     /\ outcome' = [outcome EXCEPT ![r] = "provider_error"]
-    /\ UNCHANGED <<route, queue, crashed>>
+    /\ keyLease' = [keyLease EXCEPT ![r] = FALSE]
+    /\ UNCHANGED <<route, queue, crashed, key>>
 
 \* The worker serving r dies while r generates or waits for a slot. Not fair:
 \* a worker may never crash.
@@ -181,30 +233,32 @@ Crash(r) ==
     /\ ~crashed[r]
     /\ stage[r] \in {"waiting", "generate"}
     /\ crashed' = [crashed EXCEPT ![r] = TRUE]
-    /\ UNCHANGED <<stage, route, holds, queue, outcome>>
+    /\ UNCHANGED <<stage, route, holds, queue, outcome, key, keyLease>>
 
-\* Nobody renews the dead worker's lease: it expires, and its slot or its
-\* place in the queue is freed. Only a dead worker's lease expires.
+\* Nobody renews the dead worker's leases: they expire, and its slot or its
+\* place in the queue, and its key's lease, are freed. Only a dead worker's
+\* leases expire.
 Expire(r) ==
     /\ crashed[r]
-    /\ holds[r] \/ Queued(r)
+    /\ Leased(r)
     /\ holds' = [holds EXCEPT ![r] = FALSE]
     /\ queue' = [queue EXCEPT ![route[r]] = Without(@, r)]
-    /\ UNCHANGED <<stage, route, crashed, outcome>>
+    /\ keyLease' = [keyLease EXCEPT ![r] = FALSE]
+    /\ UNCHANGED <<stage, route, crashed, outcome, key>>
 
 \* Not a runtime step: every request is finished, or stopped by a crash with its
-\* lease gone; the system stutters.
+\* leases gone; the system stutters.
 Terminating ==
     /\ \A r \in Requests :
           \/ stage[r] \in Terminal
-          \/ crashed[r] /\ ~holds[r] /\ ~Queued(r)
+          \/ crashed[r] /\ ~Leased(r)
     /\ UNCHANGED vars
 
 \* What the gateway does for r on its own (weakly fair): its lifecycle steps, the
 \* queue's, and the expiry of its lease once its worker is dead.
 Serve(r) ==
-    \/ RejectOverloaded(r) \/ Admit(r) \/ QueueTimeout(r) \/ Reject(r)
-    \/ Tokenize(r) \/ Finish(r) \/ ProviderFail(r) \/ Expire(r)
+    \/ RejectRateLimited(r) \/ RejectOverloaded(r) \/ Admit(r) \/ QueueTimeout(r)
+    \/ Reject(r) \/ Tokenize(r) \/ Finish(r) \/ ProviderFail(r) \/ Expire(r)
 
 Next ==
     \/ \E r \in Requests : Receive(r) \/ LeaveQueue(r) \/ Crash(r) \/ Serve(r)
@@ -222,9 +276,24 @@ TypeOK ==
     /\ queue \in [Providers -> Seq(Requests)]
     /\ crashed \in [Requests -> BOOLEAN]
     /\ outcome \in [Requests -> Outcomes]
+    /\ key \in [Requests -> Keys]
+    /\ keyLease \in [Requests -> BOOLEAN]
 
 \* The limit is never exceeded, in any pool (dead leases not yet expired count).
 LimitRespected == \A p \in Providers : InFlight(p) <= Limit
+
+\* No key ever has more than KeyLimit requests in progress, across every worker
+\* and instance (dead leases not yet expired count).
+KeyLimitRespected == \A k \in Keys : KeyLeases(k) <= KeyLimit
+
+\* A key lease is held exactly while its request is admitted and unfinished:
+\* every live request that waits or generates holds one, a slot is taken only
+\* under one, and no finished request keeps one (no leak).
+KeyLeasesMatchWork ==
+    \A r \in Requests :
+        /\ keyLease[r] => stage[r] \in {"ingest", "waiting", "generate"}
+        /\ (stage[r] \in {"waiting", "generate"} /\ ~crashed[r]) => keyLease[r]
+        /\ holds[r] => keyLease[r]
 
 \* A slot is held exactly while a request is admitted and not finished: nothing
 \* generates without one (unless its worker died and the lease expired), no
@@ -256,12 +325,18 @@ NoSilentDrop ==
 -----------------------------------------------------------------------------
 (* Temporal properties *)
 
-\* A request is refused, or made to wait, only when it cannot have a slot now:
-\* its pool is full or others wait.
+\* A request its key admits is refused, or made to wait, only when it cannot
+\* have a slot now: its pool is full or others wait.
 RefusedOnlyWhenFull ==
     [][\A r \in Requests :
-         (stage[r] = "idle" /\ stage'[r] # "idle" /\ ~holds'[r])
+         (stage[r] = "idle" /\ stage'[r] # "idle" /\ keyLease'[r] /\ ~holds'[r])
              => ~FreeFor(route[r])]_vars
+
+\* A request is refused by its key only when the key has no lease left.
+KeyRefusedOnlyWhenFull ==
+    [][\A r \in Requests :
+         (stage[r] = "idle" /\ stage'[r] # "idle" /\ ~keyLease'[r])
+             => ~KeyFree(key[r])]_vars
 
 \* FIFO: a request gets a slot only when no earlier waiter of its pool is still
 \* waiting (dead waiters count until their lease expires): an arrival takes a
@@ -271,18 +346,26 @@ FifoAdmission ==
          (~holds[r] /\ holds'[r])
              => (queue[route[r]] = <<>> \/ Head(queue[route[r]]) = r)]_vars
 
-\* A live request's lease never expires: it loses its slot only by finishing,
-\* and its place in the queue only by getting a slot or failing explicitly.
+\* A live request's leases never expire: it loses its slot, and its key's
+\* lease, only by finishing, and its place in the queue only by getting a slot
+\* or failing explicitly.
 LiveLeaseKept ==
     [][\A r \in Requests :
          ~crashed[r] =>
              /\ (holds[r] /\ ~holds'[r]) => stage'[r] \in Terminal
+             /\ (keyLease[r] /\ ~keyLease'[r]) => stage'[r] \in Terminal
              /\ (Queued(r) /\ ~Queued(r)') => (holds'[r] \/ stage'[r] = "failed")]_vars
 
-\* A refused request is answered with the overload failure.
+\* A request refused by its pool is answered with the overload failure.
 RefusalAnswered ==
     \A r \in Requests :
-        (stage[r] = "ingest" /\ ~holds[r] /\ ~crashed[r]) ~> (outcome[r] = "overloaded")
+        (stage[r] = "ingest" /\ keyLease[r] /\ ~holds[r] /\ ~crashed[r])
+            ~> (outcome[r] = "overloaded")
+
+\* A request refused by its key is answered with the rate limit failure.
+RateLimitAnswered ==
+    \A r \in Requests :
+        (stage[r] = "ingest" /\ ~keyLease[r] /\ ~crashed[r]) ~> (outcome[r] = "rate_limited")
 
 \* A waiting request gets a slot, or fails explicitly (queue timeout, client
 \* gone), unless its worker dies.
@@ -295,8 +378,13 @@ EveryRequestFinishes ==
     \A r \in Requests :
         (stage[r] \in {"ingest", "waiting"}) ~> (stage[r] \in Terminal \/ crashed[r])
 
-\* A dead worker's slot, or place in the queue, is eventually freed.
+\* A dead worker's slot, or place in the queue, and its key's lease, are
+\* eventually freed.
 CrashedLeaseFreed ==
-    \A r \in Requests : (crashed[r] /\ (holds[r] \/ Queued(r))) ~> ~(holds[r] \/ Queued(r))
+    \A r \in Requests : (crashed[r] /\ Leased(r)) ~> ~Leased(r)
+
+\* No key lease leaks: every one is given back, at the terminal stage, or by
+\* expiry when its worker died.
+KeyLeaseReleased == \A r \in Requests : keyLease[r] ~> ~keyLease[r]
 
 =============================================================================

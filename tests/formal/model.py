@@ -17,7 +17,11 @@ from dataclasses import dataclass, replace
 STAGES = frozenset({"idle", "ingest", "tokenize", "generate", "done", "failed"})
 TERMINAL = frozenset({"done", "failed"})
 BEFORE_GENERATE = frozenset({"idle", "ingest", "tokenize"})
-FAILURE_OUTCOMES = frozenset({"invalid_request", "provider_error", "timeout", "client_disconnect"})
+ACCESS_REFUSALS = frozenset({"unauthenticated", "model_not_allowed", "rate_limited"})
+"""AccessRefusals: the refusals of access control, checks of ingest."""
+REJECT_OUTCOMES = frozenset({"invalid_request"}) | ACCESS_REFUSALS
+"""RejectOutcomes: the values of Reject's `\\E reason`."""
+FAILURE_OUTCOMES = REJECT_OUTCOMES | {"provider_error", "timeout", "client_disconnect"}
 OUTCOMES = frozenset({"none", "completed"}) | FAILURE_OUTCOMES
 
 MAX_CHUNKS = 3
@@ -74,10 +78,27 @@ def ingest(s: State, max_chunks: Bound) -> State | None:
     return replace(s, stage="tokenize")
 
 
-def reject(s: State, max_chunks: Bound) -> State | None:
-    if s.stage not in ("ingest", "tokenize"):
-        return None
-    return replace(s, stage="failed", outcome="invalid_request")
+def reject_as(reason: str) -> ActionFn:
+    """Reject with one value of its `\\E reason \\in RejectOutcomes`."""
+    if reason not in REJECT_OUTCOMES:
+        raise ValueError(f"{reason} is not an outcome of Reject")
+
+    def reject_for(s: State, max_chunks: Bound) -> State | None:
+        if s.stage not in ("ingest", "tokenize"):
+            return None
+        if reason in ACCESS_REFUSALS and s.stage != "ingest":
+            return None
+        return replace(s, stage="failed", outcome=reason)
+
+    return reject_for
+
+
+REJECTS: dict[str, ActionFn] = {reason: reject_as(reason) for reason in sorted(REJECT_OUTCOMES)}
+"""Reject, one function per outcome it may carry."""
+
+reject = REJECTS["invalid_request"]
+"""Reject as the runtime's state machine sees it (`Lifecycle.step` is not told the reason):
+the choice enabled wherever any choice is, in ingest and tokenize."""
 
 
 def tokenize(s: State, max_chunks: Bound) -> State | None:
@@ -162,11 +183,18 @@ FAIRNESS: dict[str, frozenset[str]] = {
 """Each group is weakly fair: WF_vars(group)."""
 
 
+def choices(action: ActionFn) -> list[ActionFn]:
+    """The steps `action` stands for: every outcome of Reject when it is the model's own Reject,
+    else `action` alone (a test's replacement of an action stays one step)."""
+    return list(REJECTS.values()) if action is reject else [action]
+
+
 def successors(s: State, max_chunks: Bound = MAX_CHUNKS) -> Iterator[tuple[str, State]]:
     for name, action in NEXT.items():
-        after = action(s, max_chunks)
-        if after is not None:
-            yield name, after
+        for choice in choices(action):
+            after = choice(s, max_chunks)
+            if after is not None:
+                yield name, after
 
 
 # --- invariants --------------------------------------------------------------------------------
@@ -217,6 +245,12 @@ def usage_once_at_terminal(s: State) -> bool:
     )
 
 
+def access_refused_before_tokenize(s: State) -> bool:
+    return s.outcome not in ACCESS_REFUSALS or (
+        s.stage == "failed" and not s.entered_generate and s.chunks == 0 and s.usage_records == 0
+    )
+
+
 def invariants(max_chunks: Bound = MAX_CHUNKS) -> dict[str, Callable[[State], bool]]:
     """The spec's invariants by name, for the given MaxChunks (None: unbounded)."""
     return {
@@ -226,6 +260,7 @@ def invariants(max_chunks: Bound = MAX_CHUNKS) -> dict[str, Callable[[State], bo
         "NoOutputBeforeGenerate": no_output_before_generate,
         "DisconnectSafety": disconnect_safety,
         "UsageOnceAtTerminal": usage_once_at_terminal,
+        "AccessRefusedBeforeTokenize": access_refused_before_tokenize,
     }
 
 
@@ -242,9 +277,14 @@ def writes_stop_on_disconnect(s: State, t: State) -> bool:
     return s.client_connected or (t.delivered == s.delivered and not t.client_connected)
 
 
+def access_checked_in_ingest(s: State, t: State) -> bool:
+    return t.outcome not in ACCESS_REFUSALS or t.outcome == s.outcome or s.stage == "ingest"
+
+
 ACTION_PROPERTIES: dict[str, Callable[[State, State], bool]] = {
     "TerminalIsFinal": terminal_is_final,
     "WritesStopOnDisconnect": writes_stop_on_disconnect,
+    "AccessCheckedInIngest": access_checked_in_ingest,
 }
 """[][A]_vars properties: checked on every step."""
 

@@ -83,8 +83,78 @@ def test_the_queue_and_the_leases_are_exercised(graph: StateGraph[m.State]) -> N
     )
 
 
+def test_the_key_limit_is_reached_and_refuses_only_its_own_key(
+    graph: StateGraph[m.State],
+) -> None:
+    """Not vacuous: a key reaches its limit, a request is refused with rate_limited, and one
+    key at its limit does not stop the other key's requests; a refused request never held a
+    slot, a place in a queue or a key lease."""
+
+    def some_key_full(s: m.State) -> bool:
+        return any(m.key_leases(s, k) == m.KEY_LIMIT for k in m.KEYS)
+
+    assert any(some_key_full(s) for s in graph.states)
+    assert any("rate_limited" in s.outcome for s in graph.states)
+    steps = _steps(graph)
+    refused = [(s, label) for s, label, _ in steps if label.startswith("RejectRateLimited")]
+    assert refused
+    for s, label in refused:
+        r = int(label.removeprefix("RejectRateLimited(r").removesuffix(")")) - 1
+        assert not (s.holds[r] or s.key_lease[r] or m.queued(s, r, m.Config()))
+    # A lease granted while a key is full: the other key's (the full one has none to give).
+    assert any(
+        label.startswith("Receive") and t.key_lease != s.key_lease and some_key_full(s)
+        for s, label, t in steps
+    )
+
+
+def test_a_key_admission_that_ignores_its_limit_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limiter that checks the count and takes the lease in two steps lets a third request
+    of a key in: modelled as taking the lease whatever the count."""
+
+    def unlimited(s: m.State, r: int, config: m.Config) -> m.State | None:
+        wide = m.Config(
+            config.requests,
+            config.providers,
+            config.queueing_pools,
+            config.limit,
+            config.keys,
+            config.requests,
+        )
+        return m.receive(s, r, wide)
+
+    monkeypatch.setitem(m.ACTIONS, "Receive", unlimited)
+    with pytest.raises(ModelCheckFailure, match="KeyLimitRespected"):
+        _explore(m.Config())
+
+
+def test_a_key_lease_kept_after_the_request_finished_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A terminal stage that forgets to give the key's lease back (a leak) is caught."""
+
+    def leaking(s: m.State, r: int, config: m.Config) -> m.State | None:
+        if s.stage[r] != "generate" or s.crashed[r]:
+            return None
+        return m._at(s, r, stage="done", holds=False, outcome="completed")
+
+    monkeypatch.setitem(m.ACTIONS, "Finish", leaking)
+    with pytest.raises(ModelCheckFailure, match="KeyLeasesMatchWork"):
+        _explore(m.Config())
+
+
 @pytest.mark.parametrize(
-    "name", ["RefusalAnswered", "WaiterAnswered", "EveryRequestFinishes", "CrashedLeaseFreed"]
+    "name",
+    [
+        "RefusalAnswered",
+        "RateLimitAnswered",
+        "WaiterAnswered",
+        "EveryRequestFinishes",
+        "CrashedLeaseFreed",
+        "KeyLeaseReleased",
+    ],
 )
 def test_leads_to_property_holds_under_weak_fairness(graph: StateGraph[m.State], name: str) -> None:
     for p, q in m.leads_to()[name]:
@@ -95,12 +165,20 @@ def test_leads_to_property_holds_under_weak_fairness(graph: StateGraph[m.State],
 @pytest.mark.parametrize(
     "config",
     [
-        # The engine's limit: one pool for every provider, fail fast.
-        m.Config(providers=("p1",), queueing_pools=(), limit=2),
+        # The pools alone (one key, whose limit never binds: XR_AUTH=none, or a key without a
+        # concurrency limit). The engine's limit: one pool for every provider, fail fast.
+        m.Config(providers=("p1",), queueing_pools=(), limit=2, keys=("k1",), key_limit=3),
         # A shared provider pool of two slots with a queue.
-        m.Config(providers=("p1",), queueing_pools=("p1",), limit=2),
+        m.Config(providers=("p1",), queueing_pools=("p1",), limit=2, keys=("k1",), key_limit=3),
         # A GigaChat PERS account: one stream at a time, three clients waiting in turn.
-        m.Config(requests=4, providers=("p1",), queueing_pools=("p1",), limit=1),
+        m.Config(
+            requests=4,
+            providers=("p1",),
+            queueing_pools=("p1",),
+            limit=1,
+            keys=("k1",),
+            key_limit=4,
+        ),
     ],
     ids=["engine-fail-fast", "pool-of-two-with-queue", "one-slot-three-waiters"],
 )
@@ -114,10 +192,14 @@ def test_the_runtime_shapes_hold_too(config: m.Config) -> None:
 
 def test_an_admission_that_ignores_the_limit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     def greedy(s: m.State, r: int, config: m.Config) -> m.State | None:
-        return m._at(s, r, stage="ingest", holds=True) if s.stage[r] == "idle" else None
+        return (
+            m._at(s, r, stage="ingest", holds=True, key_lease=True)
+            if s.stage[r] == "idle"
+            else None
+        )
 
     monkeypatch.setitem(m.ACTIONS, "Receive", greedy)
-    with pytest.raises(ModelCheckFailure, match="LimitRespected"):
+    with pytest.raises(ModelCheckFailure, match="invariant LimitRespected"):
         _explore(m.Config())
 
 
@@ -128,8 +210,9 @@ def test_a_new_arrival_that_barges_past_the_queue_is_caught(
     original = m.receive
 
     def barging(s: m.State, r: int, config: m.Config) -> m.State | None:
-        if s.stage[r] == "idle" and m.in_flight(s, s.route[r]) < config.limit:
-            return m._at(s, r, stage="ingest", holds=True)
+        free = m.in_flight(s, s.route[r]) < config.limit
+        if s.stage[r] == "idle" and free and m.key_free(s, s.key[r], config):
+            return m._at(s, r, stage="ingest", holds=True, key_lease=True)
         return original(s, r, config)
 
     monkeypatch.setitem(m.ACTIONS, "Receive", barging)
@@ -185,18 +268,21 @@ def test_a_lease_that_never_expires_is_caught(graph: StateGraph[m.State]) -> Non
     unfair = [frozenset(a for a in group if not a.startswith("Expire")) for group in m.fairness()]
     problems = _leads_to_problems(graph, m.Config(), unfair)
     assert "CrashedLeaseFreed" in problems
+    assert "KeyLeaseReleased" in problems
 
 
 def test_a_silently_dropped_refusal_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused request that just goes back to idle (dropped) never gets its answer."""
 
     def drop(s: m.State, r: int, config: m.Config) -> m.State | None:
-        if s.stage[r] != "ingest" or s.holds[r]:
+        if s.stage[r] != "ingest" or not s.key_lease[r] or s.holds[r]:
             return None
-        return m._at(s, r, stage="idle")
+        return m._at(s, r, stage="idle", key_lease=False)
 
     monkeypatch.setitem(m.ACTIONS, "RejectOverloaded", drop)
-    graph = _explore(m.Config())
+    # Liveness alone: the dropped request's lease goes without a terminal stage, which the
+    # safety properties (LiveLeaseKept) would report first.
+    graph = explore(m.init(), m.successors, {})
     p, q = m.leads_to()["RefusalAnswered"][0]
     assert check_leads_to(graph, p, q, m.fairness()) != []
 

@@ -33,10 +33,11 @@ def test_distinct_state_count_is_the_one_formal_readme_records(
     graph: StateGraph[model.State],
 ) -> None:
     assert len(graph) == recorded_state_count("xrouter")
-    # The same count by hand: idle, ingest, tokenize, two early failures, 14 generate states
-    # (chunks 0..3, delivered <= chunks once the client is gone), each generate state x 3
-    # terminal outcomes x usage recorded or not.
-    assert len(graph) == 1 + 1 + 1 + 2 + 14 + 14 * 3 * 2
+    # The same count by hand: idle, ingest, tokenize, five early failures (invalid_request,
+    # client_disconnect and the three access refusals), 14 generate states (chunks 0..3,
+    # delivered <= chunks once the client is gone), each generate state x 3 terminal outcomes
+    # x usage recorded or not.
+    assert len(graph) == 1 + 1 + 1 + 5 + 14 + 14 * 3 * 2
 
 
 def test_every_invariant_holds_in_every_reachable_state(graph: StateGraph[model.State]) -> None:
@@ -98,6 +99,23 @@ def test_a_disconnect_in_generate_never_fails_the_request(
     assert any(s.stage == "done" for s in gone)
 
 
+def test_access_refusals_are_steps_from_ingest_and_end_the_request(
+    graph: StateGraph[model.State],
+) -> None:
+    """Each access refusal is reachable, only by a Reject from ingest, and nothing but stuttering
+    follows it: no tokenize, no provider call, no usage record."""
+    refused_from: dict[str, set[str]] = {}
+    for state, steps in graph.edges.items():
+        for action, after in steps:
+            if after.outcome in model.ACCESS_REFUSALS and after != state:
+                assert action == "Reject", action
+                refused_from.setdefault(after.outcome, set()).add(state.stage)
+    assert refused_from == {outcome: {"ingest"} for outcome in model.ACCESS_REFUSALS}
+    for state in graph.states:
+        if state.outcome in model.ACCESS_REFUSALS:
+            assert [after for _, after in graph.edges[state]] == [state]
+
+
 # --- the checker can fail: broken variants of the model are caught ---------------------------
 
 
@@ -107,9 +125,10 @@ def _successors_with(action: str, fn: model.ActionFn) -> Successors[model.State]
 
     def successors(s: model.State) -> Iterator[tuple[str, model.State]]:
         for name, act in table.items():
-            after = act(s, model.MAX_CHUNKS)
-            if after is not None:
-                yield name, after
+            for choice in model.choices(act):
+                after = choice(s, model.MAX_CHUNKS)
+                if after is not None:
+                    yield name, after
 
     return successors
 
@@ -155,6 +174,40 @@ def test_a_model_that_emits_before_generate_is_rejected() -> None:
             [model.INIT],
             _successors_with("EmitChunk", early),
             model.invariants(),
+            model.ACTION_PROPERTIES,
+        )
+
+
+def test_a_model_that_checks_access_after_ingest_is_rejected() -> None:
+    """A key limit checked once tokenize has begun (the input counted, say) is caught."""
+
+    def late_limit(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage not in ("ingest", "tokenize"):
+            return None
+        return replace(s, stage="failed", outcome="rate_limited")
+
+    with pytest.raises(ModelCheckFailure, match="AccessCheckedInIngest"):
+        explore(
+            [model.INIT],
+            _successors_with("Reject", late_limit),
+            model.invariants(),
+            model.ACTION_PROPERTIES,
+        )
+
+
+def test_a_model_that_bills_a_refused_request_is_rejected() -> None:
+    """Usage recorded for a request refused by access control is caught."""
+
+    def billing_everyone(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage not in model.TERMINAL or s.usage_records != 0:
+            return None
+        return replace(s, usage_records=1)
+
+    with pytest.raises(ModelCheckFailure, match="AccessRefusedBeforeTokenize"):
+        explore(
+            [model.INIT],
+            _successors_with("RecordUsage", billing_everyone),
+            {"AccessRefusedBeforeTokenize": model.access_refused_before_tokenize},
             model.ACTION_PROPERTIES,
         )
 

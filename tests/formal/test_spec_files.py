@@ -84,6 +84,8 @@ def test_constants_are_the_transcriptions(name: str) -> None:
             "Providers": "{" + ", ".join(inflight_model.PROVIDERS) + "}",
             "QueueingPools": "{" + ", ".join(inflight_model.QUEUEING_POOLS) + "}",
             "Limit": str(inflight_model.LIMIT),
+            "Keys": "{" + ", ".join(inflight_model.KEYS) + "}",
+            "KeyLimit": str(inflight_model.KEY_LIMIT),
         },
         "xrouter_billing": {
             "Requests": "{" + ", ".join(billing_model.REQUESTS) + "}",

@@ -4,6 +4,7 @@ reject. The whole session's traces are checked at session finish (formal/README.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -12,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ALL_TRACES, LiveServer
+from tests.conftest import ALL_TRACES, LiveServer, make_container
+from xrouter.domain.keys import GatewayKey, KeyLimits
 from xrouter.domain.lifecycle import Action, LifecycleEvent, Reason, Stage
 
 from .trace_check import REASONS, check_all_traces, check_trace
@@ -138,6 +140,54 @@ def test_a_disconnect_in_generate_lets_generation_finish(serve_with: ServeWith) 
     assert check_trace(events, require_complete=True) == []
 
 
+def _gateway_key(live: LiveServer, secret: str, **fields: Any) -> None:
+    """Put a gateway key for `secret` straight into the live server's key store."""
+    hashed = live.container.key_hasher().hash(secret)
+    key = GatewayKey(
+        id="key_00000000000f0012",
+        name="formal",
+        hash=hashed,
+        display=secret[:8],
+        created_at=time.time() - 10,
+        **fields,
+    )
+    asyncio.run(live.container.key_store().save(key))
+
+
+def test_access_refusals_are_rejects_in_ingest(serve_with: ServeWith) -> None:
+    """401, 403 and 429 of access control (XR_AUTH=keys) are `Receive, Reject` with the
+    refusal as the reason, complete with no usage record; an admitted request is the usual
+    lifecycle."""
+    live = serve_with(container=make_container(auth="keys", auth_secret="formal-secret-" * 3))
+    secret = "xr-formal-" + "k" * 33
+    _gateway_key(live, secret, models=("local/echo",), limits=KeyLimits(requests_per_minute=1))
+    attempts = [
+        (None, "local/echo", 401, Reason.UNAUTHENTICATED),
+        (secret, "local/slow", 403, Reason.MODEL_NOT_ALLOWED),
+        (secret, "local/echo", 200, None),
+        (secret, "local/echo", 429, Reason.RATE_LIMITED),
+    ]
+    for key, model, status, reason in attempts:
+        request_id = _request_id()
+        headers = {"x-request-id": request_id}
+        if key is not None:
+            headers["authorization"] = f"Bearer {key}"
+        with live.client() as client:
+            reply = client.post(
+                "/v1/responses", json={"model": model, "input": "hi"}, headers=headers
+            )
+        assert reply.status_code == status, reply.text
+        events = _trace(live, request_id)
+        if reason is None:
+            assert _actions(events)[-1] == "RecordUsage"
+        else:
+            assert [(str(e.action), e.reason) for e in events] == [
+                ("Receive", Reason.RECEIVED),
+                ("Reject", reason),
+            ]
+        assert check_trace(events, require_complete=True) == []
+
+
 def test_every_trace_recorded_so_far_conforms(server: LiveServer) -> None:
     """What the session-finish check does, now: every listener made by make_container."""
     request_id = _request_id()
@@ -239,6 +289,33 @@ def test_the_checker_accepts_a_right_trace() -> None:
             id="usage-without-generation",
         ),
         pytest.param(
+            _events(
+                Action.RECEIVE,
+                Action.INGEST,
+                (Action.REJECT, Stage.TOKENIZE, Stage.FAILED, Reason.RATE_LIMITED),
+            ),
+            "Reject is not enabled",
+            id="access-refused-after-ingest",
+        ),
+        pytest.param(
+            _events(
+                Action.RECEIVE,
+                (Action.REJECT, Stage.INGEST, Stage.FAILED, Reason.UNAUTHENTICATED),
+                Action.RECORD_USAGE,
+            ),
+            "RecordUsage is not enabled",
+            id="usage-of-an-unauthenticated-request",
+        ),
+        pytest.param(
+            _events(
+                Action.RECEIVE,
+                (Action.REJECT, Stage.INGEST, Stage.FAILED, Reason.MODEL_NOT_ALLOWED),
+                (Action.TOKENIZE, Stage.FAILED, Stage.GENERATE, Reason.TOKENIZED),
+            ),
+            "Tokenize is not enabled",
+            id="tokenize-after-model-not-allowed",
+        ),
+        pytest.param(
             _events(*HAPPY, Action.DISCONNECT_LATE, Action.DISCONNECT_LATE),
             "DisconnectLate is not enabled",
             id="client-leaves-twice",
@@ -258,6 +335,20 @@ def test_the_checker_accepts_a_right_trace() -> None:
 def test_the_checker_rejects_wrong_traces(trace: list[LifecycleEvent], complaint: str) -> None:
     problems = check_trace(trace)
     assert any(complaint in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    "reason", [Reason.UNAUTHENTICATED, Reason.MODEL_NOT_ALLOWED, Reason.RATE_LIMITED]
+)
+def test_the_checker_accepts_an_access_refusal_in_ingest(reason: Reason) -> None:
+    """401, 403 and 429 of access control: `Receive, Reject` with the refusal as its reason,
+    complete without a usage record; the same refusal from tokenize is not a step."""
+    refused = _events(Action.RECEIVE, (Action.REJECT, Stage.INGEST, Stage.FAILED, reason))
+    assert check_trace(refused, require_complete=True) == []
+    late = _events(
+        Action.RECEIVE, Action.INGEST, (Action.REJECT, Stage.TOKENIZE, Stage.FAILED, reason)
+    )
+    assert any("Reject is not enabled" in p for p in check_trace(late))
 
 
 def test_the_checker_rejects_a_clock_going_back() -> None:

@@ -23,7 +23,16 @@ from . import model
 REASONS: dict[Action, frozenset[Reason]] = {
     Action.RECEIVE: frozenset({Reason.RECEIVED}),
     Action.INGEST: frozenset({Reason.ROUTED}),
-    Action.REJECT: frozenset({Reason.INVALID_REQUEST, Reason.OVERLOADED, Reason.SHUTTING_DOWN}),
+    Action.REJECT: frozenset(
+        {
+            Reason.INVALID_REQUEST,
+            Reason.OVERLOADED,
+            Reason.SHUTTING_DOWN,
+            Reason.UNAUTHENTICATED,
+            Reason.MODEL_NOT_ALLOWED,
+            Reason.RATE_LIMITED,
+        }
+    ),
     Action.TOKENIZE: frozenset({Reason.TOKENIZED}),
     Action.EMIT_CHUNK: frozenset({Reason.CHUNK}),
     Action.FINISH: frozenset({Reason.DONE}),
@@ -35,7 +44,25 @@ REASONS: dict[Action, frozenset[Reason]] = {
 }
 """The reasons each action may carry (formal/trace-schema.md)."""
 
+REJECT_OUTCOMES: dict[Reason, str] = {
+    Reason.INVALID_REQUEST: "invalid_request",
+    Reason.OVERLOADED: "invalid_request",
+    Reason.SHUTTING_DOWN: "invalid_request",
+    Reason.UNAUTHENTICATED: "unauthenticated",
+    Reason.MODEL_NOT_ALLOWED: "model_not_allowed",
+    Reason.RATE_LIMITED: "rate_limited",
+}
+"""The model's outcome of a Reject with each runtime reason: the access refusals are their own
+outcomes (enabled in ingest only); every other refusal is the model's "invalid_request"."""
+
 _INVARIANTS = model.invariants(max_chunks=None)
+
+
+def _model_action(event: LifecycleEvent) -> model.ActionFn:
+    """The model's action for `event`: a Reject is the choice its reason names."""
+    if event.action == Action.REJECT and event.reason in REJECT_OUTCOMES:
+        return model.REJECTS[REJECT_OUTCOMES[event.reason]]
+    return model.ACTIONS[str(event.action)]
 
 
 @dataclass
@@ -57,7 +84,7 @@ def _step_problems(replay: _Replay, event: LifecycleEvent) -> tuple[model.State 
         problems.append(f"{where}: reason {event.reason!s} does not belong to {event.action}")
     if event.from_stage != state.stage:
         problems.append(f"{where}: from_stage {event.from_stage} but the model is in {state.stage}")
-    after = model.ACTIONS[str(event.action)](state, None)
+    after = _model_action(event)(state, None)
     if after is None:
         problems.append(f"{where}: {event.action} is not enabled in model state {state}")
         return None, problems
@@ -100,7 +127,7 @@ def check_trace(events: Sequence[LifecycleEvent], *, require_complete: bool = Fa
                 for r in replays
                 if not r.broken
                 and r.state.stage == event.from_stage
-                and model.ACTIONS[str(event.action)](r.state, None) is not None
+                and _model_action(event)(r.state, None) is not None
             ] or [r for r in reversed(replays) if not r.broken][:1]
         if not candidates:
             if not replays:
