@@ -7,6 +7,7 @@ the upstream key rides in X-Upstream-Authorization."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,13 @@ from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
 from tests.upstreams import FakeUpstream
+from xrouter.adapters.keys.hashing import HmacKeyHasher
+from xrouter.adapters.keys.memory import MemoryKeyStore
+from xrouter.application.access import AccessControl
+from xrouter.domain.errors import Unauthorized
 from xrouter.domain.keys import GatewayKey, KeyLimits
+from xrouter.entrypoints.cli import open_door_warning
+from xrouter.entrypoints.config import Settings
 
 SECRET = "test-server-secret-0123456789abcdef"
 CHAT = "/v1/chat/completions"
@@ -205,3 +212,50 @@ def test_without_keys_nothing_changes(serve_with: Callable[..., LiveServer], aut
     server = serve_with(auth=auth)
     reply = post(server, None, {"model": "local/echo", "input": "hi"})
     assert reply.status_code == 200 and "x-ratelimit-limit-requests" not in reply.headers
+
+
+async def test_a_wrong_key_takes_as_long_however_much_of_a_real_key_it_matches() -> None:
+    """The key is found by its keyed hash, so a guess sharing 40 characters with a real key
+    costs what a guess sharing none does: medians of interleaved timings agree."""
+    hasher = HmacKeyHasher(SECRET)
+    real = "xr-" + "Q" * 43
+    store = MemoryKeyStore()
+    await store.save(
+        GatewayKey(id="key_1", name="real", hash=hasher.hash(real), display=real[:8], created_at=0)
+    )
+    access = AccessControl(store=store, hasher=hasher, clock=_Clock())
+    close, far = real[:-3] + "abc", "xr-" + "z" * 43
+
+    async def took(guess: str) -> int:
+        started = time.perf_counter_ns()
+        with pytest.raises(Unauthorized):
+            await access.authenticate(guess)
+        return time.perf_counter_ns() - started
+
+    for _ in range(200):  # warm up
+        await took(close)
+        await took(far)
+    near_times, far_times = [], []
+    for n in range(4000):
+        first, second = (close, far) if n % 2 else (far, close)
+        a, b = await took(first), await took(second)
+        near_times.append(a if first is close else b)
+        far_times.append(b if first is close else a)
+    near, farther = statistics.median(near_times), statistics.median(far_times)
+    assert abs(near - farther) / min(near, farther) < 0.25, (near, farther)
+
+
+class _Clock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+
+def test_listening_beyond_loopback_without_keys_is_a_loud_warning() -> None:
+    assert open_door_warning(Settings(), "127.0.0.1") is None
+    warning = open_door_warning(Settings(), "0.0.0.0")
+    assert warning is not None and "XR_AUTH=none" in warning and "0.0.0.0" in warning
+    keyed = Settings(auth="keys", auth_secret=SECRET)
+    assert open_door_warning(keyed, "0.0.0.0") is None

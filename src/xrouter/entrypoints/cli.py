@@ -98,6 +98,22 @@ def workers_refusal(settings: Settings, workers: int) -> str | None:
     return None
 
 
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def open_door_warning(settings: Settings, host: str) -> str | None:
+    """A loud line when the gateway listens beyond this machine with no gateway keys: anyone
+    who reaches the port spends the operator's upstream keys."""
+    if settings.auth == "keys" or host.startswith(_LOOPBACK):
+        return None
+    spender = "their own upstream keys" if settings.auth == "byok" else "your upstream keys"
+    return (
+        f"xrouter: WARNING: listening on {host} with XR_AUTH={settings.auth}: anyone who can "
+        f"reach this port can call every model with {spender}. Set XR_AUTH=keys (and "
+        "XR_AUTH_SECRET, see docs/security.md), or bind to 127.0.0.1 (--host / XR_HOST)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
@@ -120,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"xrouter: configuration error: {exc}", file=sys.stderr)
             return 2
+        warning = open_door_warning(settings, args.host)
+        if warning is not None:
+            print(warning, file=sys.stderr)
         serve(settings, args.host, args.port, args.workers)
         return 0
     if args.command == "usage":
