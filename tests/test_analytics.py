@@ -318,11 +318,15 @@ def test_percentiles_are_values_that_occurred() -> None:
 # --- GET /admin/usage and `xrouter usage` ---------------------------------------------------
 
 
+ADMIN_KEY = "analytics-admin-key-0123456789"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
 def _serve_admin(sink: AnalyticsSink) -> Iterator[str]:
     """`build_admin_routes` in a bare Litestar app on a loopback port (the gateway's own app
     mounts the same routes)."""
     app = Litestar(
-        route_handlers=build_admin_routes(sink),
+        route_handlers=build_admin_routes(sink, admin_key=ADMIN_KEY),
         exception_handlers=exception_handlers(SecretMasker.empty()),
         logging_config=None,
     )
@@ -356,12 +360,15 @@ def admin_server() -> Iterator[str]:
 
 @pytest.fixture
 def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XR_ADMIN_KEY", ADMIN_KEY)  # what `xrouter usage` sends the server
     for name in ("XR_REDIS_URL", "XR_ANALYTICS", "XR_STORAGE"):
         monkeypatch.delenv(name, raising=False)
 
 
 def test_admin_usage_answers_the_summary(admin_server: str) -> None:
-    answer = httpx.get(f"{admin_server}/admin/usage", params={"since": "3600"}, timeout=10)
+    answer = httpx.get(
+        f"{admin_server}/admin/usage", params={"since": "3600"}, headers=ADMIN, timeout=10
+    )
     assert answer.status_code == 200
     body = answer.json()
     assert (body["object"], body["by"], body["sink"], body["records"]) == (
@@ -373,7 +380,10 @@ def test_admin_usage_answers_the_summary(admin_server: str) -> None:
     assert body["rows"][0]["key"] == "local/echo" and body["rows"][0]["requests"] == 2
     assert body["dropped"] == 0
     everything = httpx.get(
-        f"{admin_server}/admin/usage", params={"since": "86400", "by": "status"}, timeout=10
+        f"{admin_server}/admin/usage",
+        params={"since": "86400", "by": "status"},
+        headers=ADMIN,
+        timeout=10,
     ).json()
     assert [(r["key"], r["requests"]) for r in everything["rows"]] == [
         ("completed", 2),
@@ -388,7 +398,7 @@ def test_admin_usage_answers_the_summary(admin_server: str) -> None:
 def test_admin_usage_refuses_a_bad_query(
     admin_server: str, query: dict[str, str], param: str
 ) -> None:
-    answer = httpx.get(f"{admin_server}/admin/usage", params=query, timeout=10)
+    answer = httpx.get(f"{admin_server}/admin/usage", params=query, headers=ADMIN, timeout=10)
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert (error["type"], error["param"], error["code"]) == (
@@ -516,7 +526,7 @@ def test_usage_command_redis_down_exits_1(
 def test_requests_through_the_gateway_produce_records(
     serve_with: Callable[..., LiveServer],
 ) -> None:
-    server = serve_with(analytics="memory")
+    server = serve_with(analytics="memory", admin_key=ADMIN_KEY)
     if not isinstance(server.container.analytics(), AnalyticsSink):
         pytest.skip(
             "the container's `analytics` is not the AnalyticsSink yet, nor /admin/usage "
@@ -529,7 +539,7 @@ def test_requests_through_the_gateway_produce_records(
         assert (ok.status_code, failed.status_code, unknown.status_code) == (200, 502, 404)
         deadline = time.monotonic() + 5
         while True:
-            body = client.get("/admin/usage", params={"by": "status"}).json()
+            body = client.get("/admin/usage", params={"by": "status"}, headers=ADMIN).json()
             if body["records"] >= 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)

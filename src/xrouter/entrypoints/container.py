@@ -30,7 +30,7 @@ from xrouter.domain.secrets import SecretRegistry
 from xrouter.entrypoints.access_config import build_access
 from xrouter.entrypoints.analytics_config import build_analytics
 from xrouter.entrypoints.config import Settings, env_name
-from xrouter.entrypoints.keys_config import build_key_hasher, build_key_store
+from xrouter.entrypoints.keys_config import build_key_admin, build_key_hasher, build_key_store
 from xrouter.entrypoints.limits_config import build_key_limiter
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
@@ -133,6 +133,7 @@ class Container(containers.DeclarativeContainer):
     # Gateway keys (XR_AUTH=keys): where they live, how secrets are hashed, per-key limits.
     key_store = providers.Singleton(build_key_store, settings=settings, redis=shared_redis)
     key_hasher = providers.Singleton(build_key_hasher, settings=settings)
+    key_admin = providers.Singleton(build_key_admin, settings=settings, store=key_store)
     key_limiter = providers.Singleton(
         build_key_limiter, redis=shared_redis, lease_s=settings.provided.inflight_lease_s
     )

@@ -123,7 +123,7 @@ def run_usage(
         if args.url is None and analytics_kind(settings) == "redis":
             result = asyncio.run(_from_redis(settings, since, by))
         else:
-            result = _from_server(args.url or default_url(settings), since, by)
+            result = _from_server(args.url or default_url(settings), since, by, settings.admin_key)
     except _Failed as failed:
         print(f"xrouter usage: {failed.message}", file=err)
         return failed.exit_code
@@ -158,7 +158,8 @@ async def _from_redis(settings: Settings, since: Since, by: GroupBy) -> UsageSum
     return summary(window.records, by, since=since.at, sink="redis", cut=window.cut)
 
 
-def _from_server(url: str, since: Since, by: GroupBy) -> UsageSummary:
+def _from_server(url: str, since: Since, by: GroupBy, admin_key: str | None) -> UsageSummary:
+    """`admin_key`: XR_ADMIN_KEY, which the server's /admin routes need."""
     import httpx
 
     seconds = max(time.time() - since.at, 0.001)
@@ -168,6 +169,7 @@ def _from_server(url: str, since: Since, by: GroupBy) -> UsageSummary:
             endpoint,
             params={"since": f"{seconds:.3f}", "by": by},
             timeout=SERVER_TIMEOUT_S,
+            headers={"authorization": f"Bearer {admin_key}"} if admin_key else None,
         )
     except httpx.HTTPError as exc:
         raise _Failed(

@@ -184,7 +184,9 @@ def create_litestar(container: Container | None = None) -> Litestar:
             *routers,
             *build_probe_routes(lambda: state["ready"], redis.ping if redis is not None else None),
             *build_metrics_routes(telemetry),
-            *build_admin_routes(analytics),
+            *build_admin_routes(
+                analytics, admin_key=settings.admin_key, keys=container.key_admin()
+            ),
             *([openapi_document_route()] if settings.docs_enabled else []),
         ],
         exception_handlers=exception_handlers(masker),
