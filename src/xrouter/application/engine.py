@@ -45,7 +45,13 @@ from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
 from xrouter.application.running import RunningGenerations
 from xrouter.domain import ingest
 from xrouter.domain.builder import ResponseBuilder
-from xrouter.domain.errors import ClientDisconnected, GatewayError, RateLimited, ServerShuttingDown
+from xrouter.domain.errors import (
+    ClientDisconnected,
+    GatewayError,
+    RateLimited,
+    ServerShuttingDown,
+    Unauthorized,
+)
 from xrouter.domain.keys import Principal
 from xrouter.domain.lifecycle import Action, Lifecycle, Reason
 from xrouter.domain.responses import InputItem, ResponseRequest
@@ -262,8 +268,9 @@ class ExecutionEngine:
         access = self._access
         try:
             principal = await access.authenticate(api_key)
-        except GatewayError as refused:
-            refuse(Reason.UNAUTHENTICATED, refused)
+        except GatewayError as refused:  # a 401, or the key store unavailable (503)
+            wrong_key = isinstance(refused, Unauthorized)
+            refuse(Reason.UNAUTHENTICATED if wrong_key else Reason.INVALID_REQUEST, refused)
             raise
         facts.key_id, facts.key_name = principal.owner, principal.key_name
         try:
