@@ -7,6 +7,7 @@ the upstream key rides in X-Upstream-Authorization."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import pytest
 from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
+from tests.log_audit import register_secret
 from tests.upstreams import FakeUpstream
 from xrouter.adapters.keys.hashing import HmacKeyHasher
 from xrouter.adapters.keys.memory import MemoryKeyStore
@@ -31,6 +33,14 @@ CHAT = "/v1/chat/completions"
 MODEL = "fake/gpt-test"
 
 
+@pytest.fixture(autouse=True)
+def _access_lines_audited(caplog: pytest.LogCaptureFixture) -> None:
+    """The in-process gateways' INFO lines (the access log, which names the key) are emitted
+    during these tests, so the session's log audit searches them for the keys and hashes
+    `Keys` registers; the level is restored after each test."""
+    caplog.set_level(logging.INFO, logger="xrouter")
+
+
 class Keys:
     """Keys made straight in the gateway's key store (the CLI and admin routes have tests of
     their own)."""
@@ -43,12 +53,16 @@ class Keys:
     def add(self, name: str, **fields: Any) -> str:
         self._count += 1
         secret = f"xr-test{self._count:02d}{name}-" + "k" * 30
+        key_hash = self._hasher.hash(secret)
+        # The session's log audit proves neither ever reaches a log line.
+        register_secret(secret, f"gateway key {name!r} of tests/test_access_control.py")
+        register_secret(key_hash, f"the hash of gateway key {name!r}")
         asyncio.run(
             self._store.save(
                 GatewayKey(
                     id=f"key_{self._count:016x}",
                     name=name,
-                    hash=self._hasher.hash(secret),
+                    hash=key_hash,
                     display=secret[:8],
                     created_at=time.time() - 10,
                     **fields,
@@ -125,6 +139,11 @@ def test_a_model_the_key_may_not_use_is_403_and_not_listed(
     assert reply.status_code == 403
     assert error(reply)["code"] == "model_not_allowed" and MODEL in error(reply)["message"]
     assert error(reply)["param"] == "model"
+    chat = post(
+        server, key, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}, CHAT
+    )
+    assert chat.status_code == 403, chat.text
+    assert error(chat)["code"] == "model_not_allowed" and MODEL in error(chat)["message"]
     assert post(server, key, {"model": "local/echo", "input": "hi"}).status_code == 200
     listed = [m["id"] for m in get(server, key, "/v1/models").json()["data"]]
     assert listed and all(m.startswith("local/") for m in listed)
@@ -152,6 +171,13 @@ def test_over_a_limit_is_429_with_retry_after_and_the_rate_headers(
     assert "requests per minute" in error(third)["message"]
     assert 0 < float(third.headers["retry-after"]) <= 60
     assert third.headers["x-ratelimit-remaining-requests"] == "0"
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    over = post(server, key, chat, CHAT)  # the same key's limit, through the other API
+    assert over.status_code == 429, over.text
+    assert error(over)["code"] == "rate_limit_exceeded"
+    assert 0 < float(over.headers["retry-after"]) <= 60
+    assert over.headers["x-ratelimit-limit-requests"] == "2"
+    assert over.headers["x-ratelimit-remaining-requests"] == "0"
     assert fake_upstream.hits(CHAT) == 2
 
 
