@@ -192,6 +192,17 @@ class SharedRedis:
             if lane is not None:
                 lane.drop()  # no answer: replies queued behind it would never come either
             raise self._outage(what, exc) from None
+        except AttributeError as exc:
+            if not self.settings.cluster:
+                raise
+            # redis-py's asyncio cluster client can fail inside itself when many calls share
+            # a node's connections (a connection torn down while in use: "'NoneType' object
+            # has no attribute 'writelines'", redis/redis-py#4287). That call is lost, Redis
+            # is not down: no breaker, the caller answers as for an unavailable Redis.
+            log.warning("Redis cluster client failed to %s: %s", what, type(exc).__name__)
+            raise RedisUnavailable(
+                f"Redis at {self.where} could not {what} (the cluster client failed)."
+            ) from None
         except BaseException:
             # Cancelled (the client went away) or a bug: not Redis's fault, but a probe must
             # not stay claimed forever.
