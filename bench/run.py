@@ -10,10 +10,12 @@
 - storefill: the memory store's latency tails before and after it fills (issue 10);
 - telemetry: telemetry off, default and with full tracing, relaying to the fake upstream
   (issue 11; not in `all`, it adds about 2 minutes);
+- auth: XR_AUTH=keys with limits on against XR_AUTH=none, both on Redis (issue 12; not in
+  `all`, it adds about 1 minute);
 - upstream: relay and memory; all: every suite.
 
     .venv/bin/python bench/run.py [--suite local|chat|relay|memory|store|storefill|telemetry|
-                                           upstream|all]
+                                           auth|upstream|all]
                                   [--server uvicorn|granian|both] [--duration S]
                                   [--out docs/benchmarks.md] [--rev REV] [--no-pin]
 
@@ -33,6 +35,8 @@ import tempfile
 from pathlib import Path
 from typing import cast
 
+import auth_bench
+import auth_report
 import chat_bench
 import chat_report
 import loadgen
@@ -61,6 +65,7 @@ SUITES = {
     "store": ("store",),
     "storefill": ("storefill",),
     "telemetry": ("telemetry",),
+    "auth": ("auth",),
     "upstream": ("relay", "memory"),
     "all": ("local", "chat", "relay", "memory", "store", "storefill"),
 }
@@ -343,6 +348,29 @@ async def telemetry_suite(args: argparse.Namespace) -> str:
     return sections.wrap(telemetry_report.NAME, telemetry_report.render(result, lines))
 
 
+async def auth_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    gateway_cpus, other_cpus = _cpus(args)
+    result = await auth_bench.measure(
+        gateway_cpus, other_cpus, args.src, args.duration, args.warmup
+    )
+    placement = (
+        _placement(args, True)
+        .replace("the gateway (`xrouter serve`, one worker) alone", "the two gateways "
+                 "(`xrouter serve`, one worker each, one loaded at a time)")
+        .replace("fake upstream", "redis-server")
+    )  # fmt: skip
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), placement)
+    lines.append(
+        f"- {args.warmup:g} s warm-up per gateway (c={auth_bench.CONCURRENCY}); each round: "
+        f"{args.duration:g} s at c=1 (the two interleaved), then {args.duration / 2:g} s at "
+        f"c={auth_bench.CONCURRENCY} per gateway; {auth_bench.ROUNDS} rounds."
+    )
+    for line in auth_report.targets(result):
+        print("auth:", line, flush=True)
+    return sections.wrap(auth_report.NAME, auth_report.render(result, lines))
+
+
 def _run_local(args: argparse.Namespace) -> tuple[str, report.Report]:
     baseline_file = Path(tempfile.mkstemp(prefix="bench-baseline-", suffix=".json")[1])
     try:
@@ -396,6 +424,8 @@ def main() -> int:
                 written.append((name, uvloop.run(storefill_suite(args))))
             elif suite == "telemetry":
                 written.append((telemetry_report.NAME, uvloop.run(telemetry_suite(args))))
+            elif suite == "auth":
+                written.append((auth_report.NAME, uvloop.run(auth_suite(args))))
     for name, markdown in written:
         if args.out:
             sections.write(args.out, name, markdown)
