@@ -251,6 +251,10 @@ class RedisKeyLimiter:
         self._releasing: list[tuple[str, str]] = []
         """(key id, token) of leases to free, sent together by one background task."""
         self._releaser: asyncio.Task[None] | None = None
+        self._charging: dict[str, int] = {}
+        """Window key -> tokens to add, sent by one background task: a charge never waits
+        for Redis, and the charges of many requests of one key go as one script call."""
+        self._charger: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"RedisKeyLimiter({self._redis!r}, held={len(self._held)})"
@@ -298,24 +302,41 @@ class RedisKeyLimiter:
         return KeyAdmission(allowed=True, state=state, lease=token)
 
     async def charge_tokens(self, key: GatewayKey, tokens: int) -> None:
+        """Queued, not awaited: the request does not wait a round trip for its count. The
+        charge lands in Redis within one round trip; until then an admission of the same
+        key sees the tokens before it (tokens per minute may admit one more request than an
+        instant count would, as it already may by one request's output)."""
         if key.limits.tokens_per_minute is None or tokens <= 0:
             return
         window, _ = _keys(key.id)
-        try:
-            await self._charge.run(
-                self._redis,
-                "charge a key's tokens",
-                (window,),
-                (self._window_ms, self._margin_ms, tokens),
-            )
-        except RedisUnavailable as exc:
-            self._refusals.refused(
-                "charge",
-                "cannot charge %d tokens to key %s (%s): its tokens per minute undercount them",
-                tokens,
-                key.id,
-                exc,
-            )
+        self._charging[window] = self._charging.get(window, 0) + tokens
+        if self._charger is None or self._charger.done():
+            self._charger = asyncio.get_running_loop().create_task(self._charge_pending())
+
+    async def flush(self) -> None:
+        """Wait until the queued charges have reached Redis (tests; shutdown does it too)."""
+        while self._charger is not None and not self._charger.done():
+            await asyncio.gather(self._charger, return_exceptions=True)
+
+    async def _charge_pending(self) -> None:
+        while self._charging:
+            pending, self._charging = self._charging, {}
+            for window, tokens in pending.items():
+                try:
+                    await self._charge.run(
+                        self._redis,
+                        "charge a key's tokens",
+                        (window,),
+                        (self._window_ms, self._margin_ms, tokens),
+                    )
+                except RedisUnavailable as exc:
+                    self._refusals.refused(
+                        "charge",
+                        "cannot charge %d tokens to %s (%s): its tokens per minute undercount them",
+                        tokens,
+                        window,
+                        exc,
+                    )
 
     def release(self, key: GatewayKey, lease: str) -> None:
         self._held.pop(lease, None)
@@ -327,6 +348,8 @@ class RedisKeyLimiter:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self._releaser is not None:
             await asyncio.gather(self._releaser, return_exceptions=True)
+        if self._charger is not None:
+            await asyncio.gather(self._charger, return_exceptions=True)
 
     # -- internals -----------------------------------------------------------------------
 
