@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -93,6 +94,25 @@ class SecretMaskingFilter(logging.Filter):
             record.args = None
 
 
+class TextFormatter(logging.Formatter):
+    """FORMAT, with the date and time part made once per second instead of once per line
+    (`time.strftime` was a sixth of an access line's cost)."""
+
+    def __init__(self, fmt: str = FORMAT) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: `time` (ISO-8601, UTC), `level`, `logger`, `message`,
     `request_id` when the line belongs to a request (read from the request's context, so the
@@ -159,7 +179,7 @@ def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)  # uvicorn edits what it is given
-    config["formatters"]["xrouter"] = {"format": FORMAT}
+    config["formatters"]["xrouter"] = {"()": "xrouter.entrypoints.logging_setup.TextFormatter"}
     config["handlers"]["xrouter"] = {
         "class": "logging.StreamHandler",
         "formatter": "xrouter",
