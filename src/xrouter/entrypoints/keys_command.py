@@ -19,6 +19,12 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
+from xrouter.entrypoints.command_failure import (
+    EXIT_BAD_ARGUMENTS,
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandFailed,
+)
 from xrouter.entrypoints.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -27,11 +33,6 @@ if TYPE_CHECKING:
 # The adapters and Redis are imported when the command runs: the `xrouter` script builds this
 # parser on every run, and `xrouter --version` must stay instant.
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-"""The storage could not answer, or no key has that id."""
-EXIT_BAD_ARGUMENTS = 2
-"""Configuration missing (no XR_AUTH_SECRET, no shared storage) or a value refused."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -119,13 +120,6 @@ def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         action.add_argument("id", help="the key's id, key_...")
 
 
-class _Failed(Exception):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
-
 def run_keys(
     settings: Settings,
     args: argparse.Namespace,
@@ -137,7 +131,7 @@ def run_keys(
     err = err or sys.stderr
     try:
         text = asyncio.run(_run(settings, args))
-    except _Failed as failed:
+    except CommandFailed as failed:
         print(f"xrouter keys: {failed.message}", file=err)
         return failed.exit_code
     out.write(text)
@@ -154,12 +148,12 @@ async def _run(settings: Settings, args: argparse.Namespace) -> str:
     try:
         hasher = build_key_hasher(settings)
     except ConfigError as exc:
-        raise _Failed(f"configuration error: {exc}", EXIT_BAD_ARGUMENTS) from None
+        raise CommandFailed(f"configuration error: {exc}", EXIT_BAD_ARGUMENTS) from None
     redis = build_shared_redis(settings)
     try:
         store = build_admin_key_store(settings, redis)
         if store is None:
-            raise _Failed(
+            raise CommandFailed(
                 "configuration error: no shared key storage. Set XR_REDIS_URL (keys in Redis) "
                 "or XR_KEYS_FILE (a TOML file the gateway reads), as the gateway has them.",
                 EXIT_BAD_ARGUMENTS,
@@ -168,10 +162,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> str:
         try:
             return await _action(admin, args)
         except NotFound as exc:
-            raise _Failed(exc.message, EXIT_FAILED) from None
+            raise CommandFailed(exc.message, EXIT_FAILED) from None
         except GatewayError as exc:
             exit_code = EXIT_FAILED if exc.status >= 500 else EXIT_BAD_ARGUMENTS
-            raise _Failed(exc.message, exit_code) from None
+            raise CommandFailed(exc.message, exit_code) from None
     finally:
         if redis is not None:
             await redis.aclose()

@@ -19,6 +19,12 @@ from typing import TYPE_CHECKING, TextIO, cast
 import msgspec
 
 from xrouter.application.usage_summary import GROUP_BY, GroupBy, UsageRow, UsageSummary, summary
+from xrouter.entrypoints.command_failure import (
+    EXIT_BAD_ARGUMENTS,
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandFailed,
+)
 from xrouter.entrypoints.config import Settings
 
 if TYPE_CHECKING:
@@ -27,9 +33,6 @@ if TYPE_CHECKING:
 # httpx and the Redis client are imported where they are used: the `xrouter` script builds
 # this command's parser on every run, and `xrouter --version` must stay instant.
 
-EXIT_OK = 0
-EXIT_UNREACHABLE = 1
-EXIT_BAD_ARGUMENTS = 2
 SERVER_TIMEOUT_S = 30.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -124,7 +127,7 @@ def run_usage(
             result = asyncio.run(_from_redis(settings, since, by))
         else:
             result = _from_server(args.url or default_url(settings), since, by, settings.admin_key)
-    except _Failed as failed:
+    except CommandFailed as failed:
         print(f"xrouter usage: {failed.message}", file=err)
         return failed.exit_code
     if args.json:
@@ -132,13 +135,6 @@ def run_usage(
     else:
         out.write(render(result, since.text))
     return EXIT_OK
-
-
-class _Failed(Exception):
-    def __init__(self, message: str, exit_code: int = EXIT_UNREACHABLE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
 
 
 async def _from_redis(settings: Settings, since: Since, by: GroupBy) -> UsageSummary:
@@ -152,7 +148,7 @@ async def _from_redis(settings: Settings, since: Since, by: GroupBy) -> UsageSum
     try:
         window = await stream.window(since.at)
     except RedisUnavailable as exc:
-        raise _Failed(f"cannot read the analytics stream: {exc}") from None
+        raise CommandFailed(f"cannot read the analytics stream: {exc}") from None
     finally:
         await redis.aclose()
     return summary(window.records, by, since=since.at, sink="redis", cut=window.cut)
@@ -172,19 +168,21 @@ def _from_server(url: str, since: Since, by: GroupBy, admin_key: str | None) -> 
             headers={"authorization": f"Bearer {admin_key}"} if admin_key else None,
         )
     except httpx.HTTPError as exc:
-        raise _Failed(
+        raise CommandFailed(
             f"cannot reach the server at {url} ({type(exc).__name__}); start it with "
             "`xrouter serve`, or pass --url (with XR_REDIS_URL set, usage reads Redis instead)"
         ) from None
     if answer.status_code != 200:
-        raise _Failed(
+        raise CommandFailed(
             f"{endpoint} answered {answer.status_code}: {_error_message(answer)}",
-            EXIT_BAD_ARGUMENTS if answer.status_code == 400 else EXIT_UNREACHABLE,
+            EXIT_BAD_ARGUMENTS if answer.status_code == 400 else EXIT_FAILED,
         )
     try:
         return msgspec.json.decode(answer.content, type=UsageSummary)
     except msgspec.DecodeError as exc:
-        raise _Failed(f"{endpoint} answered something that is not a usage summary: {exc}") from None
+        raise CommandFailed(
+            f"{endpoint} answered something that is not a usage summary: {exc}"
+        ) from None
 
 
 def _error_message(answer: httpx.Response) -> str:
