@@ -22,11 +22,6 @@ from xrouter.adapters.telemetry.gateway_metrics import GatewayMetrics
 from xrouter.adapters.telemetry.metric_files import MetricFiles
 from xrouter.adapters.telemetry.metrics import MetricsRegistry, MetricsSnapshot, merge
 from xrouter.adapters.telemetry.prometheus import render_prometheus
-from xrouter.adapters.telemetry.span_export import (
-    BatchSpanProcessor,
-    batch_settings_from_env,
-    otlp_span_exporter,
-)
 from xrouter.adapters.telemetry.tracing import SpanProcessor, Tracer, sampler_from_env
 from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.env_fields import ConfigError
@@ -72,13 +67,7 @@ class Telemetry:
         check_protocols(environ, choice)
         try:
             self.processor: SpanProcessor | None = processor or (
-                BatchSpanProcessor(
-                    otlp_span_exporter(environ),
-                    service_resource(choice),  # type: ignore[arg-type]
-                    **batch_settings_from_env(environ),
-                )
-                if choice.traces
-                else None
+                _span_exporting(choice, environ) if choice.traces else None
             )
             self.tracer = (
                 Tracer(sampler_from_env(environ), self.processor)
@@ -199,6 +188,22 @@ def _interval_ms(environ: Mapping[str, str]) -> float:
     return value
 
 
+def _span_exporting(choice: TelemetryChoice, environ: Mapping[str, str]) -> SpanProcessor:
+    """The batch export of spans over OTLP. Imported here: the OpenTelemetry SDK it needs
+    costs startup time a gateway that traces nothing should not pay."""
+    from xrouter.adapters.telemetry.span_export import (
+        BatchSpanProcessor,
+        batch_settings_from_env,
+        otlp_span_exporter,
+    )
+
+    return BatchSpanProcessor(
+        otlp_span_exporter(environ),
+        service_resource(choice),  # type: ignore[arg-type]
+        **batch_settings_from_env(environ),
+    )
+
+
 def _otlp_metric_exporter() -> Any:
     """The OTLP/HTTP metric exporter (reads OTEL_EXPORTER_OTLP_* itself)."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -287,6 +292,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
     check_protocols(environ, choice)
     try:
         if choice.traces:
+            from xrouter.adapters.telemetry.span_export import batch_settings_from_env
+
             sampler_from_env(environ)
             batch_settings_from_env(environ)
         if choice.otlp_metrics:
