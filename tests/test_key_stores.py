@@ -3,6 +3,7 @@ and the key administration use case, and the server's read-only view of the keys
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from xrouter.adapters.keys.hashing import HmacKeyHasher, new_key_id, new_secret
 from xrouter.adapters.keys.memory import MemoryKeyStore
 from xrouter.adapters.keys.toml_file import TomlKeyFile, TomlKeyStore
 from xrouter.adapters.redis.connection import RedisSettings, SharedRedis
+from xrouter.adapters.redis.key_cache import CachedKeyStore
 from xrouter.adapters.redis.key_store import RedisKeyStore
 from xrouter.application.key_admin import KeyAdmin, KeyNotFound, KeyStoreReadOnly
 from xrouter.application.ports import KeyStore
@@ -24,7 +26,16 @@ from xrouter.domain.keys import GatewayKey, KeyLimits
 from .helpers import captured_log
 from .redis_servers import RedisCluster, RedisServer
 
-Kind = Literal["memory", "toml", "redis", "cluster"]
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait, bounded, until `condition()` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+Kind = Literal["memory", "toml", "redis", "cached", "cluster"]
 SECRET = "server-secret-0123456789"
 NOW = 1_800_000_000.0
 
@@ -37,7 +48,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "toml", "redis", "cluster"])
+@pytest.fixture(params=["memory", "toml", "redis", "cached", "cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
     kind: Kind = request.param
     if kind == "memory":
@@ -46,10 +57,18 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if kind == "toml":
         yield TomlKeyFile(tmp_path / "keys.toml")
         return
-    if kind == "redis":
+    if kind in ("redis", "cached"):
         server: RedisServer = request.getfixturevalue("redis_server")
         redis = SharedRedis(RedisSettings(server.url, timeout_s=5.0))
         assert redis.lean is not None  # the lean client's path
+        if kind == "cached":  # the server's store: the cache in front, listening
+            cached = CachedKeyStore(RedisKeyStore(redis), redis)
+            await cached.start()
+            await _until(lambda: cached.live)
+            yield cached
+            await cached.aclose()
+            await redis.aclose()
+            return
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         redis = SharedRedis(RedisSettings(cluster.url, cluster=True, timeout_s=5.0))
@@ -323,3 +342,93 @@ def test_the_hasher_refuses_a_missing_or_short_secret_naming_the_setting() -> No
     hasher = HmacKeyHasher(SECRET)
     assert hasher.hash("xr-a") == hasher.hash("xr-a") != hasher.hash("xr-b")
     assert len(hasher.hash("xr-a")) == 64 and SECRET not in repr(hasher)
+
+
+# --- the per-process cache in front of Redis ---------------------------------------------------
+
+
+async def _read_until_cached(store: CachedKeyStore, digest: str) -> GatewayKey | None:
+    """Look `digest` up until the cache keeps it: a change message arriving during a read
+    (the key's own creation, heard late) keeps that read out of the cache."""
+    for _ in range(100):
+        found = await store.find(digest)
+        if store.find_cached(digest):
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError("the key was never cached")
+
+
+async def test_the_cache_answers_without_redis_and_hears_a_revocation_from_elsewhere(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """Two processes' views of one Redis: the server's cached store, and the admin's plain
+    store (another connection). A cached key is found with Redis paused; a revocation made
+    by the admin reaches the cache before the next lookup needs it."""
+    server = redis_factory()
+    serving_redis = SharedRedis(RedisSettings(server.url, timeout_s=5.0))
+    admin_redis = SharedRedis(RedisSettings(server.url, timeout_s=5.0))
+    serving = CachedKeyStore(RedisKeyStore(serving_redis), serving_redis)
+    hasher = HmacKeyHasher(SECRET)
+    clock = Clock()
+    admin = admin_over(RedisKeyStore(admin_redis), clock)
+    try:
+        await serving.start()
+        await _until(lambda: serving.live)
+        key, secret = await admin.create("cached")
+        digest = hasher.hash(secret)
+        assert await _read_until_cached(serving, digest) == key
+        server.pause()
+        try:
+            found = await asyncio.wait_for(serving.find(digest), 0.5)
+        finally:
+            server.resume()
+        assert found == key
+        await _until(lambda: serving.live)
+        clock.now += 5
+        await admin.revoke(key.id)
+        await _until(lambda: not serving.find_cached(digest), timeout_s=2.0)
+        found = await serving.find(digest)
+        assert found is not None and found.revoked_at == NOW + 5
+    finally:
+        await serving.aclose()
+        await serving_redis.aclose()
+        await admin_redis.aclose()
+
+
+async def test_the_cache_is_not_trusted_once_redis_is_gone(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """With the change channel lost a revocation could be missed: the cache stops answering
+    and the lookup fails as Redis does, rather than let a cached key through."""
+    server = redis_factory()
+    redis = SharedRedis(RedisSettings(server.url, timeout_s=0.5))
+    serving = CachedKeyStore(RedisKeyStore(redis), redis)
+    hasher = HmacKeyHasher(SECRET)
+    try:
+        await serving.start()
+        await _until(lambda: serving.live)
+        _, secret = await admin_over(serving).create("doomed")
+        digest = hasher.hash(secret)
+        assert await _read_until_cached(serving, digest) is not None
+        server.kill()
+        await _until(lambda: not serving.live)
+        assert not serving.find_cached(digest)
+        with pytest.raises(StorageUnavailable):
+            await serving.find(digest)
+    finally:
+        await serving.aclose()
+        await redis.aclose()
+
+
+async def test_a_store_never_started_reads_redis_every_time(redis_server: RedisServer) -> None:
+    """`xrouter keys` and other one-shot uses never start the listener: nothing is cached."""
+    redis = SharedRedis(RedisSettings(redis_server.url, timeout_s=5.0))
+    store = CachedKeyStore(RedisKeyStore(redis), redis)
+    try:
+        _, secret = await admin_over(store).create("one-shot")
+        digest = HmacKeyHasher(SECRET).hash(secret)
+        assert await store.find(digest) is not None
+        assert not store.live and not store.find_cached(digest)
+    finally:
+        await store.aclose()
+        await redis.aclose()

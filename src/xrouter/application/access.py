@@ -120,6 +120,11 @@ class AccessControl:
             except Exception as exc:  # the request is served; only the count is short
                 log.warning("could not charge %d tokens to key %s: %s", tokens, key.id, exc)
 
+    async def start(self) -> None:
+        """Start the key store's background work (at server startup)."""
+        if self._store is not None:
+            await self._store.start()
+
     async def aclose(self) -> None:
         """Close the key store and the limiter (at shutdown)."""
         if self._limiter is not None:

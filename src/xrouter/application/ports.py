@@ -266,6 +266,12 @@ class KeyStore(Protocol):
         rotation, which must stop authenticating at once."""
         ...
 
+    async def start(self) -> None:
+        """Begin the store's background work, if it has any (the server calls it once at
+        startup; a command-line use never does): the Redis store's per-process cache of keys
+        listens for changes from here on."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

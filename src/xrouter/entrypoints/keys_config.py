@@ -10,6 +10,7 @@ from xrouter.adapters.keys.hashing import HmacKeyHasher, new_key_id, new_secret
 from xrouter.adapters.keys.memory import MemoryKeyStore
 from xrouter.adapters.keys.toml_file import TomlKeyFile, TomlKeyStore
 from xrouter.adapters.redis.connection import SharedRedis
+from xrouter.adapters.redis.key_cache import CachedKeyStore
 from xrouter.adapters.redis.key_store import RedisKeyStore
 from xrouter.application.key_admin import KeyAdmin
 from xrouter.application.ports import KeyStore
@@ -31,7 +32,10 @@ def build_key_store(settings: Settings, redis: SharedRedis | None) -> KeyStore:
     if settings.redis_url:
         if redis is None:
             raise ValueError("the Redis key store needs the process's Redis client")
-        return RedisKeyStore(redis)
+        store = RedisKeyStore(redis)
+        # Cached per process, dropped through the store's change channel (key_cache.py); a
+        # cluster reads Redis on every request (its pub/sub is not wired here).
+        return store if settings.redis_cluster else CachedKeyStore(store, redis)
     if settings.keys_file:
         return TomlKeyStore(Path(settings.keys_file))
     return MemoryKeyStore()

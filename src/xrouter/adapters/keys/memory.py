@@ -37,6 +37,9 @@ class MemoryKeyStore:
     async def save(self, key: GatewayKey, *, replaces_hash: str | None = None) -> None:
         self._put(key, replaces_hash)
 
+    async def start(self) -> None:
+        """No background work."""
+
     async def aclose(self) -> None:
         """Nothing to close."""
 

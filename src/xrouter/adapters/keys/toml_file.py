@@ -237,6 +237,9 @@ class TomlKeyStore:
             "keys` on this host (the server sees the change within a second)."
         )
 
+    async def start(self) -> None:
+        """No background work: the file is looked at when a request needs it."""
+
     async def aclose(self) -> None:
         """Nothing to close: the file is opened only while it is read."""
 
@@ -353,6 +356,9 @@ class TomlKeyFile:
             keys = {existing.id: existing for existing in self.read()}
             keys[key.id] = key
             self.write(keys.values())
+
+    async def start(self) -> None:
+        """No background work."""
 
     async def aclose(self) -> None:
         """Nothing to close."""

@@ -34,7 +34,9 @@ _MAX_PART_CHARS = 128
 """Ids are `key_` + 16 hex, hashes 64 hex: anything longer (or with a brace) is not ours."""
 
 # KEYS: record, new hash index, id set, old hash index (the new one when there is none).
-# ARGV: record, id. The old index is deleted only while it still names this key.
+# ARGV: record, id, changes channel. The old index is deleted only while it still names this
+# key. The change is published in the same script, so every process's key cache
+# (key_cache.py) hears of it the moment it is made.
 _SAVE = """
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
@@ -42,6 +44,7 @@ redis.call('SADD', KEYS[3], ARGV[2])
 if KEYS[4] ~= KEYS[2] and redis.call('GET', KEYS[4]) == ARGV[2] then
     redis.call('DEL', KEYS[4])
 end
+redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 """
 
@@ -75,6 +78,8 @@ class RedisKeyStore:
         self._id_prefix = base + "id:"
         self._hash_prefix = base + "hash:"
         self._ids = base + "ids"
+        self.changes_channel = f"{key_prefix}:keys:changed"
+        """Every save publishes the key's id here (revocation, rotation, a new limit)."""
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(GatewayKey).decode
         client = redis.client
@@ -126,7 +131,15 @@ class RedisKeyStore:
             else new_index
         )
         keys = [self._id_prefix + key.id, new_index, self._ids, old_index]
-        await self._run("save a gateway key", _SAVE, keys, [self._encode(key), key.id])
+        await self._run(
+            "save a gateway key",
+            _SAVE,
+            keys,
+            [self._encode(key), key.id, self.changes_channel],
+        )
+
+    async def start(self) -> None:
+        """No background work: every find reads Redis (key_cache.py caches in front)."""
 
     async def aclose(self) -> None:
         """Nothing of its own: the SharedRedis client is closed by its owner."""

@@ -130,6 +130,8 @@ def create_litestar(container: Container | None = None) -> Litestar:
             )
         await telemetry.start()
         await analytics.start()
+        if access is not None:
+            await access.start()
         state["ready"] = True
         # Objects built at startup live forever: keep the GC from rescanning them.
         gc.collect()
