@@ -546,6 +546,61 @@ async def test_memory_keeps_the_current_window_only() -> None:
     assert "keys=1," in repr(limiter)
 
 
+async def test_a_charge_rides_with_the_next_admission_or_lands_alone_soon(
+    redis_server: RedisServer,
+) -> None:
+    """Redis: a charge is not sent on its own at once. The same process's next admission of
+    the key carries it (its script counts the tokens before it checks: the admission sees
+    them); with no admission, it lands by itself within CHARGE_DELAY_S."""
+    redis = shared_redis(redis_server.url)
+    limiter = RedisKeyLimiter(redis, 5.0)
+    key = make_key(tpm=1000)
+    window = redis_keys(key)[0]
+    try:
+        await limiter.admit(key)
+        await limiter.charge_tokens(key, 300)
+        carried = await limiter.admit(key)  # before any delay can have sent it
+        assert carried.state is not None and carried.state.remaining_tokens == 700
+        assert redis_server.cli("HGET", window, "t") == "300"
+
+        await limiter.charge_tokens(key, 50)
+        deadline = time.monotonic() + 2.0
+        while redis_server.cli("HGET", window, "t") != "350":
+            assert time.monotonic() < deadline, "the charge never landed by itself"
+            await asyncio.sleep(0.01)
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_a_release_takes_the_pending_charges_along(redis_server: RedisServer) -> None:
+    """A request's end: its output tokens and its lease go to Redis in one script call."""
+    redis = shared_redis(redis_server.url)
+    limiter = RedisKeyLimiter(redis, 5.0)
+    key = make_key(tpm=1000, concurrent=2)
+    window, leases = redis_keys(key)
+    try:
+        admission = await limiter.admit(key)
+        assert admission.lease is not None
+        calls_before = _evalsha_calls(redis_server)
+        await limiter.charge_tokens(key, 40)
+        limiter.release(key, admission.lease)
+        await limiter.flush()
+        assert _evalsha_calls(redis_server) - calls_before == 1
+        assert redis_server.cli("HGET", window, "t") == "40"
+        assert redis_server.cli("ZCARD", leases) == "0"
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+def _evalsha_calls(server: RedisServer) -> int:
+    for line in server.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 

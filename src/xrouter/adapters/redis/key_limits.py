@@ -20,9 +20,13 @@ move a window or stretch a lease:
   and is renewed every `lease_s / 3` by one heartbeat per process while it is held; a worker
   that dies stops renewing, and its leases free themselves `lease_s` later;
 - all or nothing: a refusal counts nothing and takes no lease.
-Releases never wait: they are sent by a background task, together with those that came while
-the previous batch was on the wire (one script for all keys on a plain Redis, one per key on a
-cluster, whose slots differ by key).
+Releases and token charges never wait: one background task settles them, together with those
+that came while the previous batch was on the wire (one script for all keys on a plain Redis,
+one per key on a cluster, whose slots differ by key). A release is sent at once; a charge
+alone waits up to CHARGE_DELAY_S for company: the request's own release (its input and output
+tokens and its lease then go in one call), or the next admission of the same key in this
+process, whose script adds the pending tokens before it checks the limit. So a process's own
+admissions always see its charges; another process sees them within CHARGE_DELAY_S.
 
 Redis unavailable: `admit` raises StorageUnavailable (503). This FAILS CLOSED on purpose: a
 key with limits must not go unlimited because Redis is down (an outage would otherwise lift
@@ -34,6 +38,7 @@ cannot be sent expires by itself.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -61,6 +66,8 @@ MARGIN_MS: Final = 1000
 """How long a window's counts outlive its end (they are reset by index anyway)."""
 RELEASE_BATCH: Final = 512
 """Most leases released by one script call."""
+CHARGE_DELAY_S: Final = 0.05
+"""How long a token charge may wait to be sent with a release or an admission."""
 
 _NOW = """
 local clock = redis.call('TIME')
@@ -75,7 +82,8 @@ local keep_ms = reset_ms + tonumber(ARGV[2])
 """
 
 # KEYS: window, leases. ARGV: window_ms, margin_ms, rpm, tpm, concurrent (-1: no such limit),
-# lease token, lease_ms, leases_keep_ms.
+# lease token, lease_ms, leases_keep_ms, tokens charged before the check (this process's
+# pending charges of the key).
 # Returns {refused (0 admitted, 1 requests, 2 tokens, 3 concurrent), requests, tokens,
 # reset_ms}: the window's counts after this request.
 _ADMIT = (
@@ -91,6 +99,17 @@ local requests, tokens = 0, 0
 if current then
     requests = tonumber(counts[2]) or 0
     tokens = tonumber(counts[3]) or 0
+end
+local pending = tonumber(ARGV[9])
+if pending > 0 then
+    if current then
+        tokens = redis.call('HINCRBY', KEYS[1], 't', pending)
+    else
+        redis.call('HSET', KEYS[1], 'w', index, 'r', 0, 't', pending)
+        current = true
+        tokens = pending
+    end
+    redis.call('PEXPIRE', KEYS[1], keep_ms)
 end
 if rpm >= 0 and requests >= rpm then
     return {1, requests, tokens, reset_ms}
@@ -116,21 +135,6 @@ if rpm >= 0 or tpm >= 0 then
     redis.call('PEXPIRE', KEYS[1], keep_ms)
 end
 return {0, requests, tokens, reset_ms}
-"""
-)
-
-# KEYS: window. ARGV: window_ms, margin_ms, tokens. Adds to the current window's tokens.
-_CHARGE = (
-    _NOW
-    + _WINDOW
-    + """
-if tonumber(redis.call('HGET', KEYS[1], 'w')) == index then
-    redis.call('HINCRBY', KEYS[1], 't', ARGV[3])
-else
-    redis.call('HSET', KEYS[1], 'w', index, 'r', 0, 't', ARGV[3])
-end
-redis.call('PEXPIRE', KEYS[1], keep_ms)
-return 1
 """
 )
 
@@ -160,18 +164,32 @@ return lost
 """
 )
 
-# KEYS: leases of one or more keys. ARGV: per key: n, n tokens. Frees those leases.
-_RELEASE = """
-local at = 1
-for k = 1, #KEYS do
-    local n = tonumber(ARGV[at])
-    for i = at + 1, at + n do
-        redis.call('ZREM', KEYS[k], ARGV[i])
+# KEYS: per key its window and its leases. ARGV: window_ms, margin_ms, then per key: tokens to
+# add to its current window (0: none), n, n lease tokens to free.
+_SETTLE = (
+    _NOW
+    + _WINDOW
+    + """
+local at = 3
+for k = 1, #KEYS, 2 do
+    local tokens = tonumber(ARGV[at])
+    if tokens > 0 then
+        if tonumber(redis.call('HGET', KEYS[k], 'w')) == index then
+            redis.call('HINCRBY', KEYS[k], 't', tokens)
+        else
+            redis.call('HSET', KEYS[k], 'w', index, 'r', 0, 't', tokens)
+        end
+        redis.call('PEXPIRE', KEYS[k], keep_ms)
     end
-    at = at + n + 1
+    local n = tonumber(ARGV[at + 1])
+    for i = at + 2, at + n + 1 do
+        redis.call('ZREM', KEYS[k + 1], ARGV[i])
+    end
+    at = at + n + 2
 end
 return 1
 """
+)
 
 _REFUSED_BY: Final = {1: REQUESTS, 2: TOKENS, 3: CONCURRENT}
 
@@ -240,21 +258,25 @@ class RedisKeyLimiter:
         self._per_key_calls = redis.settings.cluster
         """A cluster runs a script on one slot: renewals and releases go key by key."""
         self._admit = _Script(redis, _ADMIT)
-        self._charge = _Script(redis, _CHARGE)
         self._renew = _Script(redis, _RENEW)
-        self._release = _Script(redis, _RELEASE)
+        self._settle = _Script(redis, _SETTLE)
         self._refusals = RefusalLog(log)
+        self._lease_prefix = secrets.token_hex(8)
+        self._lease_numbers = itertools.count()
+        """Lease tokens are this process's random prefix and a counter: unique across
+        processes without reading the system's random source per request (13 us here)."""
         self._held: dict[str, str] = {}
         """Lease token -> key id, for the leases this process holds (the heartbeat renews
         them)."""
         self._heartbeat: asyncio.Task[None] | None = None
         self._releasing: list[tuple[str, str]] = []
-        """(key id, token) of leases to free, sent together by one background task."""
-        self._releaser: asyncio.Task[None] | None = None
+        """(key id, token) of leases to free."""
         self._charging: dict[str, int] = {}
-        """Window key -> tokens to add, sent by one background task: a charge never waits
-        for Redis, and the charges of many requests of one key go as one script call."""
-        self._charger: asyncio.Task[None] | None = None
+        """Key id -> tokens to add to its window."""
+        self._settler: asyncio.Task[None] | None = None
+        """The one background task that sends releases and charges (module docstring)."""
+        self._delayed: asyncio.TimerHandle | None = None
+        """A charge's wait for company (CHARGE_DELAY_S), when one is pending."""
 
     def __repr__(self) -> str:
         return f"RedisKeyLimiter({self._redis!r}, held={len(self._held)})"
@@ -263,7 +285,11 @@ class RedisKeyLimiter:
         limits = key.limits
         if not limits.any:
             return UNLIMITED
-        token = secrets.token_hex(10) if limits.concurrent is not None else ""
+        token = (
+            f"{self._lease_prefix}{next(self._lease_numbers):x}"
+            if limits.concurrent is not None
+            else ""
+        )
         args = (
             self._window_ms,
             self._margin_ms,
@@ -273,12 +299,14 @@ class RedisKeyLimiter:
             token,
             self._lease_ms,
             self._keep_ms,
+            self._charging.pop(key.id, 0),
         )
         try:
             refused, requests, tokens, reset_ms = await self._admit.run(
                 self._redis, "check a key's limits", _keys(key.id), args
             )
         except RedisUnavailable as exc:
+            self._recharge(key.id, int(args[-1]))
             if token:
                 self._free(key.id, token)  # in case the script ran before the answer was lost
             raise StorageUnavailable(
@@ -287,6 +315,7 @@ class RedisKeyLimiter:
                 retry_after=1.0,
             ) from None
         except BaseException:  # cancelled: the script may have run all the same
+            self._recharge(key.id, int(args[-1]))
             if token:
                 self._free(key.id, token)
             raise
@@ -303,40 +332,20 @@ class RedisKeyLimiter:
 
     async def charge_tokens(self, key: GatewayKey, tokens: int) -> None:
         """Queued, not awaited: the request does not wait a round trip for its count. The
-        charge lands in Redis within one round trip; until then an admission of the same
-        key sees the tokens before it (tokens per minute may admit one more request than an
-        instant count would, as it already may by one request's output)."""
+        charge goes with the next admission of the key here, with a release, or alone after
+        CHARGE_DELAY_S, whichever comes first (module docstring)."""
         if key.limits.tokens_per_minute is None or tokens <= 0:
             return
-        window, _ = _keys(key.id)
-        self._charging[window] = self._charging.get(window, 0) + tokens
-        if self._charger is None or self._charger.done():
-            self._charger = asyncio.get_running_loop().create_task(self._charge_pending())
+        self._charging[key.id] = self._charging.get(key.id, 0) + tokens
+        if self._delayed is None and (self._settler is None or self._settler.done()):
+            self._delayed = asyncio.get_running_loop().call_later(CHARGE_DELAY_S, self._settle_soon)
 
     async def flush(self) -> None:
-        """Wait until the queued charges have reached Redis (tests; shutdown does it too)."""
-        while self._charger is not None and not self._charger.done():
-            await asyncio.gather(self._charger, return_exceptions=True)
-
-    async def _charge_pending(self) -> None:
-        while self._charging:
-            pending, self._charging = self._charging, {}
-            for window, tokens in pending.items():
-                try:
-                    await self._charge.run(
-                        self._redis,
-                        "charge a key's tokens",
-                        (window,),
-                        (self._window_ms, self._margin_ms, tokens),
-                    )
-                except RedisUnavailable as exc:
-                    self._refusals.refused(
-                        "charge",
-                        "cannot charge %d tokens to %s (%s): its tokens per minute undercount them",
-                        tokens,
-                        window,
-                        exc,
-                    )
+        """Send what is queued now and wait until it has reached Redis (tests, shutdown)."""
+        if self._charging or self._releasing:
+            self._settle_soon()
+        while self._settler is not None and not self._settler.done():
+            await asyncio.gather(self._settler, return_exceptions=True)
 
     def release(self, key: GatewayKey, lease: str) -> None:
         self._held.pop(lease, None)
@@ -346,10 +355,7 @@ class RedisKeyLimiter:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
-        if self._releaser is not None:
-            await asyncio.gather(self._releaser, return_exceptions=True)
-        if self._charger is not None:
-            await asyncio.gather(self._charger, return_exceptions=True)
+        await self.flush()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -397,40 +403,80 @@ class RedisKeyLimiter:
                     self._names("inflight_lease_s"),
                 )
 
+    def _recharge(self, key_id: str, tokens: int) -> None:
+        """Tokens an admission carried when its answer was lost: queued again (counted twice
+        if the script ran; a limit counts over rather than under)."""
+        if tokens > 0:
+            self._charging[key_id] = self._charging.get(key_id, 0) + tokens
+            self._settle_soon()
+
     def _free(self, key_id: str, token: str) -> None:
         """Free a lease in the background (a release never waits for Redis, never raises);
         leases freed while a batch is on the wire go together in the next one. If Redis does
         not answer, the lease expires by itself."""
         self._releasing.append((key_id, token))
-        if self._releaser is not None and not self._releaser.done():
+        self._settle_soon()
+
+    def _settle_soon(self) -> None:
+        """Start the settling task now unless it runs (it takes what is queued when it
+        gets there)."""
+        if self._delayed is not None:
+            self._delayed.cancel()
+            self._delayed = None
+        if self._settler is not None and not self._settler.done():
             return
         try:
-            self._releaser = asyncio.get_running_loop().create_task(self._release_pending())
-        except RuntimeError:  # no event loop (interpreter shutdown): the lease expires
+            self._settler = asyncio.get_running_loop().create_task(self._settle_pending())
+        except RuntimeError:  # no event loop (interpreter shutdown): leases expire
             self._releasing.clear()
+            self._charging.clear()
 
-    async def _release_pending(self) -> None:
-        while self._releasing:
+    async def _settle_pending(self) -> None:
+        while self._releasing or self._charging:
             batch = self._releasing[:RELEASE_BATCH]
             del self._releasing[:RELEASE_BATCH]
-            for keys, args in self._calls(batch):
+            charges, self._charging = self._charging, {}
+            for keys, args in self._calls(batch, charges):
                 try:
-                    await self._release.run(self._redis, "release key leases", keys, args)
-                except RedisUnavailable:
-                    break  # they expire by themselves; the breaker makes the rest fail fast
+                    await self._settle.run(
+                        self._redis,
+                        "settle key leases and tokens",
+                        keys,
+                        (self._window_ms, self._margin_ms, *args),
+                    )
+                except RedisUnavailable as exc:
+                    # Leases expire by themselves; the breaker makes the rest fail fast.
+                    self._refusals.refused(
+                        "settle",
+                        "cannot charge %d tokens to gateway keys nor free %d leases (%s): "
+                        "those windows undercount them, the leases expire by themselves",
+                        sum(charges.values()),
+                        len(batch),
+                        exc,
+                    )
+                    break
 
-    def _calls(self, leases: Sequence[tuple[str, str]]) -> list[tuple[list[str], list[Arg]]]:
-        """The script calls for `leases` ((key id, token) pairs): KEYS are the keys' lease
-        sets, ARGV per key its count then its tokens. One call on a plain Redis; one per key
-        on a cluster (a script runs on one slot)."""
-        by_key: dict[str, list[str]] = {}
+    def _calls(
+        self, leases: Sequence[tuple[str, str]], charges: dict[str, int] | None = None
+    ) -> list[tuple[list[str], list[Arg]]]:
+        """The script calls for `leases` ((key id, token) pairs) and `charges` (key id ->
+        tokens). Settling (`charges` given): KEYS per key its window and leases, ARGV per key
+        its tokens, count, lease tokens. Renewing (`charges` None): KEYS the lease sets, ARGV
+        per key its count then its tokens. One call on a plain Redis; one per key on a
+        cluster (a script runs on one slot)."""
+        by_key: dict[str, list[str]] = {key_id: [] for key_id in charges or ()}
         for key_id, token in leases:
             by_key.setdefault(key_id, []).append(token)
         calls: list[tuple[list[str], list[Arg]]] = []
         keys: list[str] = []
         args: list[Arg] = []
         for key_id, tokens in by_key.items():
-            keys.append(_keys(key_id)[1])
+            window, lease_set = _keys(key_id)
+            if charges is None:
+                keys.append(lease_set)
+            else:
+                keys.extend((window, lease_set))
+                args.append(charges.get(key_id, 0))
             args.append(len(tokens))
             args.extend(tokens)
             if self._per_key_calls:
