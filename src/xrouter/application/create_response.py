@@ -6,6 +6,7 @@ from typing import Any
 
 from xrouter.application.engine import ExecutionEngine
 from xrouter.application.execution import DisconnectSignal, Execution
+from xrouter.application.history import LocalTurns
 from xrouter.application.ports import CallContext
 from xrouter.domain.responses import Response, ResponseRequest
 
@@ -24,12 +25,14 @@ class CreateResponse:
         context: CallContext | None = None,
         api: str = "responses",
         api_key: str | None = None,
+        local_turns: LocalTurns | None = None,
     ) -> Execution:
         """Admit the request and start generating. Read the execution's `events()` (stream)
         or its `result()` (non-stream). Raises GatewayError before generation starts.
 
         The request's own extension options (`provider`, `models`...) ride along as
-        passthrough, under the caller's `passthrough` (Chat Completions options)."""
+        passthrough, under the caller's `passthrough` (Chat Completions options).
+        `local_turns`: responses a transport keeps itself (a WebSocket connection's)."""
         return await self._engine.start(
             request,
             request_id=request_id,
@@ -38,6 +41,7 @@ class CreateResponse:
             context=context,
             api=api,
             api_key=api_key,
+            local_turns=local_turns,
         )
 
     async def run(self, request: ResponseRequest, *, request_id: str | None = None) -> Response:

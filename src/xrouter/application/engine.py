@@ -24,7 +24,7 @@ from xrouter.application.access import AccessControl
 from xrouter.application.admission import Admission
 from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.generation import Generation
-from xrouter.application.history import ConversationHistory
+from xrouter.application.history import ConversationHistory, LocalTurns
 from xrouter.application.lifecycle_trace import LifecycleTracer
 from xrouter.application.ports import (
     CallContext,
@@ -155,13 +155,16 @@ class ExecutionEngine:
         context: CallContext | None = None,
         api: str = "responses",
         api_key: str | None = None,
+        local_turns: LocalTurns | None = None,
     ) -> Execution:
         """Ingest and tokenize `request`, then start generation in its own task.
 
         `passthrough` carries client options the canonical request cannot express;
         `context` the client's token (BYOK) and trace context, for providers; `api` names
         the API the client spoke (`responses`, `chat`) in the request's outcome; `api_key`
-        is the gateway key the client presented (checked when access control is on).
+        is the gateway key the client presented (checked when access control is on);
+        `local_turns` the responses the transport keeps itself (a WebSocket connection's),
+        found before the store's when `previous_response_id` is followed.
 
         Raises GatewayError (bad input, unknown model, overload, shutting down, client gone)
         before any generation starts; the caller answers with a JSON error.
@@ -192,6 +195,7 @@ class ExecutionEngine:
                 facts,
                 received_ns,
                 api_key,
+                local_turns,
             )
             prepared = await self._race_disconnect(work, lifecycle, disconnect)
         except ClientDisconnected as gone:
@@ -261,6 +265,7 @@ class ExecutionEngine:
         facts: RequestFacts,
         received_ns: int,
         api_key: str | None,
+        local_turns: LocalTurns | None = None,
     ) -> _Prepared:
         def refuse(reason: Reason, refused: GatewayError) -> None:
             self._refuse(lifecycle, Action.REJECT, reason, request, facts, received_ns, refused)
@@ -289,7 +294,10 @@ class ExecutionEngine:
             raise
         try:
             own_items = ingest.input_items(request)
-            history = await self._history.load(request.previous_response_id, owner=principal.owner)
+            history = await self._history.load(
+                request.previous_response_id, owner=principal.owner, local=local_turns
+            )
+            ingest.check_tool_outputs(history, own_items)
         except GatewayError as refused:
             refuse(Reason.INVALID_REQUEST, refused)
             raise

@@ -38,6 +38,35 @@ def input_items(request: ResponseRequest) -> list[InputItem]:
         return [InputItem(type="message", role="user", content=request.input)]
     return request.input
 
+_OPAQUE_CONTEXT = frozenset({"item_reference", "compaction"})
+"""Item kinds that may stand for function calls this check cannot see."""
+
+
+def check_tool_outputs(history: list[InputItem], own: list[InputItem]) -> None:
+    """Raise InvalidRequest when one of the request's `own` items is a `function_call_output`
+    whose `call_id` no earlier `function_call` (in `history` or before it) made: the API
+    refuses a result of a call the model never asked for."""
+    calls: set[str | None] = set()
+    for item in history:
+        if item.type in _OPAQUE_CONTEXT:
+            return
+        if item.type == "function_call":
+            calls.add(item.call_id)
+    for index, item in enumerate(own):
+        if item.type in _OPAQUE_CONTEXT:
+            return
+        if item.type == "function_call":
+            calls.add(item.call_id)
+        elif item.type == "function_call_output" and item.call_id not in calls:
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id "
+                f"'{item.call_id}'. Send it after the function_call it answers, or continue "
+                "the response that made the call (previous_response_id).",
+                param=f"input[{index}]",
+                code="invalid_value",
+            )
+
+
 
 def validate(request: ResponseRequest) -> None:
     """Raise InvalidRequest, naming the param, if the request breaks an API rule."""

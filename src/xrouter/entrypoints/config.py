@@ -77,6 +77,23 @@ class Settings:
         positive(int),
         "Open client connections per worker; more are answered 503 and closed at once.",
     )
+    ws_max_lifetime_s: float = setting(
+        3600.0,
+        positive(float),
+        "Longest a WebSocket connection to /v1/responses lives; then the error "
+        "`websocket_connection_limit_reached` and close (a running response finishes first).",
+    )
+    ws_max_queued: int = setting(
+        16,
+        positive(int),
+        "`response.create` messages a WebSocket connection may queue behind the one in flight; "
+        "one more closes it (1008).",
+    )
+    ws_idle_timeout_s: float = setting(
+        600.0,
+        positive(float),
+        "Longest a WebSocket connection stays open with no response running and no message.",
+    )
     cors_origins: tuple[str, ...] = setting(
         (),
         _origins,

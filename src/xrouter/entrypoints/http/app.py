@@ -31,6 +31,7 @@ from xrouter.entrypoints.http.routes import UseCases, build_api_routes, build_pr
 from xrouter.entrypoints.http.shutdown import DRAIN_KEY, Drain, expose_drain
 from xrouter.entrypoints.http.sse import SSEWriter
 from xrouter.entrypoints.http.uploads import abandoned_upload_middleware
+from xrouter.entrypoints.http.websocket_routes import SocketLimits, build_websocket_routes
 from xrouter.entrypoints.logging_setup import install_secret_filter
 from xrouter.entrypoints.telemetry_runtime import observe_gateway_state
 
@@ -118,7 +119,16 @@ def create_litestar(container: Container | None = None) -> Litestar:
     routers = [
         Router(
             path=prefix,
-            route_handlers=build_api_routes(use_cases, codec, sse, gateway_keys=access is not None),
+            route_handlers=[
+                *build_api_routes(use_cases, codec, sse, gateway_keys=access is not None),
+                *build_websocket_routes(
+                    use_cases.create_response,
+                    codec,
+                    masker,
+                    SocketLimits.from_settings(settings),
+                    gateway_keys=access is not None,
+                ),
+            ],
         )
         for prefix in settings.api_prefixes
     ]

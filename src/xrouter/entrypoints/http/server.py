@@ -31,6 +31,11 @@ from xrouter.entrypoints.http.shutdown import begin_drain
 
 APP_FACTORY = "xrouter.entrypoints.http.app:create_app"
 
+WS_PROTOCOL = "websockets-sansio"
+"""uvicorn's WebSocket protocol (measured against `websockets` and `wsproto`:
+docs/benchmarks.md, "WebSocket mode")."""
+
+
 DRAIN_MARGIN_S = 3.0
 """Beyond the grace: the engine's stop grace for failing what still runs (2 s), then the
 last frames reaching their sockets. The process exits within grace + this margin."""
@@ -49,6 +54,11 @@ def build_config(settings: Settings, app: Any = APP_FACTORY, **options: Any) -> 
         # uvicorn's wait for open connections once the listener is closed. After a drain
         # this is only the last frames; without one (several workers) it is the grace.
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_s + DRAIN_MARGIN_S),
+        # WebSocket mode of /v1/responses (websocket_routes.py). The handler refuses a message
+        # over XR_MAX_BODY_BYTES with an error message and keeps the connection; the protocol
+        # closes one over twice that (1009) before buffering more of it.
+        "ws": WS_PROTOCOL,
+        "ws_max_size": 2 * settings.max_body_bytes,
     }
     chosen.update(options)
     return GatewayConfig(app, limits=ConnectionLimits.from_settings(settings), **chosen)
