@@ -54,14 +54,18 @@ class FunctionTool(Struct, omit_defaults=False):
 
 
 class ToolSpec(Struct):
-    """Any tool a client declares. Only `function` tools are used by providers here; other
-    kinds (web_search, namespace, mcp ...) are accepted and dropped, never a 400."""
+    """Any tool a client declares. Every provider uses `function` tools; other kinds
+    (web_search, namespace, mcp ...) are never a 400: a Responses upstream is sent them as the
+    client wrote them (`definition`), a chat upstream cannot carry them and drops them."""
 
     type: str
     name: str | None = None
     description: str | None = None
     parameters: JSONObject | None = None
     strict: bool | None = None
+    definition: JSONObject | None = None
+    """The whole tool as the client sent it, for kinds other than `function` (whose other keys
+    the fields above do not hold): filled by `with_tool_definitions` after decoding."""
 
 
 class ReasoningConfig(Struct, omit_defaults=False):
@@ -110,6 +114,8 @@ class ResponseRequest(Struct, kw_only=True):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     service_tier: str | None = None
+    client_metadata: JSONObject | None = None
+    """Codex's per-request metadata: sent on to a Responses upstream, which has the field."""
     # OpenRouter extensions (domain/passthrough.py), passed through to providers.
     provider: JSONObject | None = None
     models: list[str] | None = None
@@ -156,7 +162,10 @@ class FunctionCallItem(Struct, tag_field="type", tag="function_call"):
     status: ItemStatus
 
 
-class ReasoningItem(Struct, tag_field="type", tag="reasoning"):
+class ReasoningItem(Struct, tag_field="type", tag="reasoning", omit_defaults=True):
+    """`status` and `encrypted_content` are left out when absent: Open Responses rejects a
+    null `encrypted_content` (its schema says string, optional)."""
+
     id: str
     summary: list[SummaryText]
     status: ItemStatus | None = None
@@ -251,6 +260,13 @@ class DeletedResponse(Struct):
     deleted: bool = True
 
 
+class InputTokens(Struct):
+    """Body of `POST /v1/responses/input_tokens`."""
+
+    input_tokens: int
+    object: Literal["response.input_tokens"] = "response.input_tokens"
+
+
 class InputItemList(Struct):
     data: list[JSONObject]
     first_id: str | None
@@ -270,14 +286,31 @@ def output_text(response: Response) -> str:
     )
 
 
+_LISTED_WITH_STATUS = frozenset({"message", "function_call", "function_call_output"})
+"""Item kinds Open Responses and the strict SDK list only with a `status` (clients rarely send
+one on input: a stored input item is a completed one)."""
+
+
 def item_to_dict(item: InputItem) -> JSONObject:
-    """An input item as the API lists it: `type` always present, and message text as a list
-    of parts (the SDK's strict models reject plain-string content there)."""
+    """An input item as the API lists it, in the shape the strict SDK and Open Responses
+    require: `type` and `status` always present, message text as a list of parts (plain-string
+    content is rejected there), and `annotations` on every `output_text` part."""
     data: JSONObject = {"type": item.type, **msgspec.to_builtins(item)}
-    if item.type == "message" and isinstance(item.content, str):
-        part = "output_text" if item.role == "assistant" else "input_text"
-        data["content"] = [{"type": part, "text": item.content}]
+    if item.type in _LISTED_WITH_STATUS and item.status is None:
+        data["status"] = "completed"
+    if item.type == "message":
+        if isinstance(item.content, str):
+            part = "output_text" if item.role == "assistant" else "input_text"
+            data["content"] = [{"type": part, "text": item.content}]
+        if isinstance(data.get("content"), list):
+            data["content"] = [_listed_part(part) for part in data["content"]]
     return data
+
+
+def _listed_part(part: JSONObject) -> JSONObject:
+    if part.get("type") == "output_text" and "annotations" not in part:
+        return {**part, "annotations": []}
+    return part
 
 
 class StoredResponse(Struct, kw_only=True):

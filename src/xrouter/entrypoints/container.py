@@ -18,8 +18,10 @@ from xrouter.adapters.system import RandomIds, SystemClock
 from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
 from xrouter.adapters.telemetry.outcomes import TelemetryOutcomes
 from xrouter.adapters.telemetry.span_events import SpanEventsListener, combine_listeners
+from xrouter.adapters.tokenizers.by_model import ModelTokenCounters
 from xrouter.adapters.tokenizers.tiktoken_counter import TiktokenCounter
 from xrouter.application.chat_completions import ChatCompletions
+from xrouter.application.count_input_tokens import CountInputTokens
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import EngineSettings, ExecutionEngine
 from xrouter.application.get_response import GetResponse
@@ -60,6 +62,8 @@ class Container(containers.DeclarativeContainer):
         max_chars=settings.provided.tokenizer_max_chars,
         max_chars_setting=env_name("tokenizer_max_chars"),
     )
+    # POST /v1/responses/input_tokens: each model's own encoding, o200k loaded on first use.
+    model_token_counters = providers.Singleton(ModelTokenCounters, default=token_counter)
     # None without XR_REDIS_URL; shared by the store, the catalog cache and in-flight leases.
     shared_redis = providers.Singleton(build_shared_redis, settings=settings)
     response_store = providers.Singleton(
@@ -174,3 +178,10 @@ class Container(containers.DeclarativeContainer):
         GetResponse, store=response_store, running=engine.provided.running, access=access
     )
     list_models = providers.Singleton(ListModels, catalog=catalog, access=access)
+    count_input_tokens = providers.Singleton(
+        CountInputTokens,
+        catalog=catalog,
+        counter=model_token_counters,
+        store=response_store,
+        access=access,
+    )

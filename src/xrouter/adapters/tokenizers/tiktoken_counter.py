@@ -43,16 +43,21 @@ class TiktokenCounter:
 
     def __init__(
         self,
-        encoding_name: str = DEFAULT_ENCODING,
+        encoding_name: str | tiktoken.Encoding = DEFAULT_ENCODING,
         *,
         max_chars: int = DEFAULT_MAX_CHARS,
         max_chars_setting: str = "max_chars",
     ) -> None:
-        """`max_chars_setting`: the operator's name of the setting `max_chars` came from,
-        named by the log line that says an estimate was made."""
+        """`encoding_name`: a name tiktoken knows, or an encoding already loaded
+        (`encodings.load_encoding`). `max_chars_setting`: the operator's name of the setting
+        `max_chars` came from, named by the log line that says an estimate was made."""
         if max_chars <= 0:
             raise ValueError(f"max_chars must be greater than 0, not {max_chars}")
-        self._encoding = tiktoken.get_encoding(encoding_name)
+        self._encoding = (
+            encoding_name
+            if isinstance(encoding_name, tiktoken.Encoding)
+            else tiktoken.get_encoding(encoding_name)
+        )
         self._max_chars = max_chars
         self._max_chars_setting = max_chars_setting
 
@@ -63,6 +68,10 @@ class TiktokenCounter:
     @property
     def max_chars(self) -> int:
         return self._max_chars
+
+    @property
+    def max_chars_setting(self) -> str:
+        return self._max_chars_setting
 
     def count_sync(self, text: str) -> int:
         """Tokens of `text`: exact up to `max_chars`, the rest estimated. Blocks while
@@ -75,7 +84,10 @@ class TiktokenCounter:
         return self.count_sync(text)
 
     async def count_input(self, instructions: str | None, items: Sequence[InputItem]) -> int:
-        pieces = input_pieces(instructions, items)
+        return await self.count_pieces(input_pieces(instructions, items))
+
+    async def count_pieces(self, pieces: Sequence[str]) -> int:
+        """Tokens of the pieces joined by newlines; large ones counted in a worker thread."""
         if _joined_length(pieces) > THREAD_THRESHOLD_CHARS:
             return await asyncio.to_thread(self._count_pieces, pieces)
         return self._count_pieces(pieces)

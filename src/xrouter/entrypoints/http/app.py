@@ -105,6 +105,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
         chat_completions=container.chat_completions(),
         get_response=container.get_response(),
         list_models=container.list_models(),
+        count_input_tokens=container.count_input_tokens(),
     )
     codec = Codec()
     sse = SSEWriter(codec, get_args(StreamEvent))

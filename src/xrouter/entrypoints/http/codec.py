@@ -25,19 +25,34 @@ _LOCATE_MAX_TOKENS = 100_000
 _LOCATE_DEPTH = 500
 
 
+class _RawTools(msgspec.Struct):
+    """A request's tools exactly as sent (every key of every tool)."""
+
+    tools: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
 class Codec:
     """Typed decoders and one encoder, built once at startup (msgspec caches per type)."""
 
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder()
         self._responses = msgspec.json.Decoder(ResponseRequest)
+        self._raw_tools = msgspec.json.Decoder(_RawTools)
         self._chat = msgspec.json.Decoder(ChatRequest)
 
     def encode(self, value: Any) -> bytes:
         return self._encoder.encode(value)
 
     def decode_response_request(self, body: bytes) -> ResponseRequest:
-        return decode(self._responses, body)
+        """The request; a tool of a kind other than `function` keeps its whole definition
+        (`ToolSpec.definition`), for upstreams that speak the Responses API. The second pass
+        over the body happens only for such requests (Codex's), never for plain ones."""
+        request = decode(self._responses, body)
+        if any(tool.type != "function" for tool in request.tools):
+            raw = self._raw_tools.decode(body).tools  # the body just decoded: it cannot fail
+            for tool, definition in zip(request.tools, raw, strict=True):
+                tool.definition = definition if tool.type != "function" else None
+        return request
 
     def decode_chat_request(self, body: bytes) -> ChatRequest:
         return decode(self._chat, body)

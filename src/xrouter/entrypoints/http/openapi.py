@@ -31,7 +31,13 @@ from xrouter.domain.chat import (
 )
 from xrouter.domain.events import StreamEvent
 from xrouter.domain.models import ModelList
-from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
+from xrouter.domain.responses import (
+    DeletedResponse,
+    InputItemList,
+    InputTokens,
+    Response,
+    ResponseRequest,
+)
 from xrouter.entrypoints.http.errors import ErrorEnvelope
 
 _REF = "#/components/schemas/{name}"
@@ -45,6 +51,7 @@ _TYPES: tuple[Any, ...] = (
     ChatStreamError,
     DeletedResponse,
     InputItemList,
+    InputTokens,
     ModelList,
     ErrorEnvelope,
 )

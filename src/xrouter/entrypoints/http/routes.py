@@ -21,6 +21,7 @@ from litestar.response import Stream
 from litestar.types import Receive
 
 from xrouter.application.chat_completions import ChatCompletions
+from xrouter.application.count_input_tokens import CountInputTokens
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.execution import DisconnectSignal
 from xrouter.application.get_response import GetResponse
@@ -28,8 +29,14 @@ from xrouter.application.list_models import ListModels
 from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatRequest
 from xrouter.domain.errors import ClientDisconnected, InvalidRequest
-from xrouter.domain.models import ModelList
-from xrouter.domain.responses import DeletedResponse, InputItemList, Response, ResponseRequest
+from xrouter.domain.models import ModelInfo, ModelList
+from xrouter.domain.responses import (
+    DeletedResponse,
+    InputItemList,
+    InputTokens,
+    Response,
+    ResponseRequest,
+)
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.errors import bearer_token
 from xrouter.entrypoints.http.openapi import documented
@@ -48,6 +55,7 @@ class UseCases:
     chat_completions: ChatCompletions
     get_response: GetResponse
     list_models: ListModels
+    count_input_tokens: CountInputTokens
 
 
 async def _watch_disconnect(receive: Receive, signal: DisconnectSignal) -> None:
@@ -164,6 +172,20 @@ def build_api_routes(
             first = await _first(chunks)
         return _event_stream(sse.chat(first, chunks, execution.detach))
 
+    # Static paths under /responses (input_tokens here, compact in compaction_routes.py) win
+    # over `/responses/{response_id}` in Litestar's router, whichever module mounts them:
+    # tests/test_wire_defects.py holds both to that (no 405 from the id route).
+    @post(
+        "/responses/input_tokens",
+        status_code=200,
+        summary="Count a request's input tokens",
+        description="The create body; answers the input token count in the model's encoding.",
+        operation_class=documented(InputTokens, ResponseRequest),
+    )
+    async def count_input_tokens(request: AnyRequest) -> HTTPResponse[bytes]:
+        payload = codec.decode_response_request(await request.body())
+        return json(await use_cases.count_input_tokens.execute(payload, api_key=api_key(request)))
+
     @get(
         "/responses/{response_id:str}",
         summary="Retrieve a stored response",
@@ -213,13 +235,26 @@ def build_api_routes(
     async def list_models(request: AnyRequest) -> HTTPResponse[bytes]:
         return json(await use_cases.list_models.execute(api_key(request)))
 
+    # `path`, not `str`: model ids hold slashes (`local/echo`), and the SDK's `%2F` arrives
+    # decoded, as one more path segment.
+    @get(
+        "/models/{model_id:path}",
+        summary="Retrieve a model",
+        operation_class=documented(ModelInfo),
+    )
+    async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> HTTPResponse[bytes]:
+        model = model_id.removeprefix("/")
+        return json(await use_cases.list_models.retrieve(model, api_key(request)))
+
     return [
         create_response,
         create_chat_completion,
+        count_input_tokens,
         retrieve_response,
         delete_response,
         list_input_items,
         list_models,
+        retrieve_model,
     ]
 
 

@@ -1,9 +1,10 @@
 """Canonical request <-> an upstream that speaks the Responses API. Pure, no I/O.
 
-Outbound, the items go as given, with two exceptions forced by `store: false` (the gateway is
-the store, the upstream keeps nothing): gateway-made ids are stripped from messages and calls
-(the upstream never saw them), and reasoning items without `encrypted_content` are dropped
-(a bare summary cannot be continued by another server).
+Outbound, tools of every kind and `client_metadata` go as the client sent them (the upstream
+speaks the same API). The items go as given, with two exceptions forced by `store: false` (the
+gateway is the store, the upstream keeps nothing): gateway-made ids are stripped from messages
+and calls (the upstream never saw them), and reasoning items without `encrypted_content` are
+dropped (a bare summary cannot be continued by another server).
 
 Inbound, `ResponsesStreamParser` reads the upstream's stream events and `parse_response` a
 whole response object; both yield the same canonical events. `Finish` comes only from the
@@ -37,7 +38,7 @@ from xrouter.domain.provider_events import (
     UsageReport,
     upstream_info,
 )
-from xrouter.domain.responses import InputItem, JSONObject, Usage
+from xrouter.domain.responses import InputItem, JSONObject, ToolSpec, Usage
 
 FORWARDED_OPTIONS = RESPONSES_PASSTHROUGH
 """The passthrough options (domain/passthrough.py) a Responses upstream is sent: the ones the
@@ -58,11 +59,7 @@ def build_responses_payload(call: GenerationRequest, *, stream: bool) -> JSONObj
     }
     if call.instructions:
         payload["instructions"] = call.instructions
-    tools = [
-        {"type": "function", **function_definition(tool)}
-        for tool in request.tools
-        if tool.type == "function" and tool.name
-    ]
+    tools = [tool for tool in map(_tool, request.tools) if tool is not None]
     if tools:
         payload["tools"] = tools
         payload["tool_choice"] = request.tool_choice
@@ -86,12 +83,23 @@ def build_responses_payload(call: GenerationRequest, *, stream: bool) -> JSONObj
         "safety_identifier",
         "prompt_cache_key",
         "service_tier",
+        "client_metadata",
     ):
         value = getattr(request, key)
         if value is not None:
             payload[key] = value
     payload.update(forwarded(call.passthrough, FORWARDED_OPTIONS))
     return payload
+
+
+def _tool(tool: ToolSpec) -> JSONObject | None:
+    """A function tool from its fields; any other kind (Codex's `namespace`, `web_search`,
+    `mcp`...) as the client sent it: the upstream speaks the same API, so it is the judge."""
+    if tool.type == "function":
+        return {"type": "function", **function_definition(tool)} if tool.name else None
+    # None: a kind a Chat Completions client declared, whose shape is not the Responses
+    # API's (chat_mapping keeps only its type): dropped, as a chat upstream drops it.
+    return tool.definition
 
 
 def _input_item(item: InputItem) -> JSONObject | None:
