@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from xrouter.application.access import AccessControl
 from xrouter.application.admission import Admission
+from xrouter.application.compaction_items import CompactionItems
 from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.generation import Generation
 from xrouter.application.history import ConversationHistory, LocalTurns
@@ -110,9 +111,12 @@ class ExecutionEngine:
         settings: EngineSettings,
         masker: SecretMasker | None = None,
         access: AccessControl | None = None,
+        compaction: CompactionItems | None = None,
     ) -> None:
         """`access`: gateway keys, model permissions and per-key limits (gateway keys on);
-        None: auth off."""
+        None: auth off. `compaction`: opens the gateway's sealed compaction items (None: no
+        key, every compaction item is refused unless the upstream compacts natively)."""
+        self._compaction = compaction or CompactionItems.without_key()
         self._catalog = catalog
         self._counter = counter
         self._clock = clock
@@ -298,6 +302,11 @@ class ExecutionEngine:
                 request.previous_response_id, owner=principal.owner, local=local_turns
             )
             ingest.check_tool_outputs(history, own_items)
+            items = history + own_items if history else own_items
+            # Sealed compaction items become their summaries: no upstream reads them.
+            items = self._compaction.expand(
+                items, own_from=len(history), owner=principal.owner, provider=provider
+            )
         except GatewayError as refused:
             refuse(Reason.INVALID_REQUEST, refused)
             raise
@@ -309,7 +318,6 @@ class ExecutionEngine:
             raise
         try:
             self._tracer.step(lifecycle, Action.INGEST, Reason.ROUTED)
-            items = history + own_items if history else own_items
             try:
                 input_tokens = await self._counter.count_input(request.instructions, items)
             except GatewayError as refused:

@@ -6,11 +6,12 @@ Nothing here imports a framework or an I/O library: that is the point of a port.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from msgspec import Struct, field
 
 from xrouter.application.outcome import RequestOutcome
+from xrouter.domain.compaction import CompactionResource
 from xrouter.domain.keys import GatewayKey
 from xrouter.domain.lifecycle import LifecycleEvent
 from xrouter.domain.models import ModelInfo, ModelRoute
@@ -326,3 +327,51 @@ class KeyLimiter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ItemSealer(Protocol):
+    """Authenticated encryption for what the gateway hands a client to give back later (the
+    `encrypted_content` of its compaction items): only this gateway's key opens it, and any
+    change to it is detected. Pure computation: no I/O, never blocks."""
+
+    def seal(self, plaintext: bytes) -> str:
+        """`plaintext` sealed, as printable text carrying this sealer's format marker."""
+        ...
+
+    def recognizes(self, token: str) -> bool:
+        """Whether `token` carries this sealer's format marker (it may still fail to open);
+        False for another party's opaque content (a Responses upstream's own)."""
+        ...
+
+    def open(self, token: str) -> bytes | None:
+        """The plaintext, or None when `token` was changed, truncated, or sealed with another
+        key (another deployment, a rotated key, a restarted process without a fixed key)."""
+        ...
+
+
+class CompactCall(Struct, frozen=True):
+    """A compaction passed through to an upstream that compacts natively: the window as the
+    gateway holds it (history first, XRouter's own compaction items already expanded)."""
+
+    route: ModelRoute
+    items: list[InputItem]
+    instructions: str | None = None
+    prompt_cache_key: str | None = None
+    context: CallContext = field(default_factory=CallContext)
+
+
+@runtime_checkable
+class NativeCompaction(Protocol):
+    """A provider whose upstream has `POST /responses/compact` (a Responses API server).
+    Compaction is passed through to it, and its own compaction items go back to it as they
+    came, never opened by the gateway."""
+
+    @property
+    def compacts_natively(self) -> bool:
+        """False when this upstream speaks another protocol (Chat Completions) or has no
+        compaction endpoint even though it speaks Responses."""
+        ...
+
+    async def compact(self, call: CompactCall) -> CompactionResource:
+        """The upstream's compacted window, checked to be one (ProviderError otherwise)."""
+        ...

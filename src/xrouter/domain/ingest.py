@@ -29,6 +29,7 @@ _REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "function_call_output": ("call_id", "output"),
     "reasoning": ("summary",),
     "item_reference": ("id",),
+    "compaction": ("encrypted_content",),
 }
 
 

@@ -174,7 +174,18 @@ class ReasoningItem(Struct, tag_field="type", tag="reasoning", omit_defaults=Tru
     encrypted_content: str | None = None
 
 
-OutputItem = MessageItem | FunctionCallItem | ReasoningItem
+class CompactionItem(Struct, tag_field="type", tag="compaction", omit_defaults=True):
+    """A compacted stretch of conversation (`POST /v1/responses/compact`): opaque to the
+    client, which sends it back as input. XRouter seals its own (application/compaction.py);
+    a Responses upstream's own items pass through as they came. As input it is an
+    `InputItem` of type `compaction` (same fields)."""
+
+    id: str
+    encrypted_content: str
+    created_by: str | None = None
+
+
+OutputItem = MessageItem | FunctionCallItem | ReasoningItem | CompactionItem
 
 
 # --- usage and the response object ------------------------------------------------------------

@@ -253,6 +253,15 @@ class Settings:
         "Bearer token of the `/admin` routes (at least 16 characters); unset, they answer 404.",
         secret=True,
     )
+    compaction_key: str | None = setting(
+        None,
+        str,
+        "Secret the gateway's compaction items are sealed with (AES-256-GCM, key derived with "
+        "HKDF; at least 16 characters), the same on every worker and instance. Unset: a random "
+        "key per process, so items do not survive a restart or reach another worker. "
+        "docs/compaction.md.",
+        secret=True,
+    )
     keys_file: str | None = setting(
         None,
         str,
@@ -297,7 +306,7 @@ class Settings:
                 "with: a random value of at least 16 characters, the same on every instance "
                 "(python -c 'import secrets; print(secrets.token_urlsafe(32))')."
             )
-        for name in ("auth_secret", "admin_key"):
+        for name in ("auth_secret", "admin_key", "compaction_key"):
             value = getattr(self, name)
             if value is not None and len(value) < 16:
                 raise ConfigError(

@@ -21,6 +21,7 @@ from xrouter.adapters.telemetry.span_events import SpanEventsListener, combine_l
 from xrouter.adapters.tokenizers.by_model import ModelTokenCounters
 from xrouter.adapters.tokenizers.tiktoken_counter import TiktokenCounter
 from xrouter.application.chat_completions import ChatCompletions
+from xrouter.application.compaction import CompactResponses
 from xrouter.application.count_input_tokens import CountInputTokens
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import EngineSettings, ExecutionEngine
@@ -31,6 +32,7 @@ from xrouter.application.registry import ModelRegistry
 from xrouter.domain.secrets import SecretRegistry
 from xrouter.entrypoints.access_config import build_access
 from xrouter.entrypoints.analytics_config import build_analytics
+from xrouter.entrypoints.compaction_config import build_compaction_items
 from xrouter.entrypoints.config import Settings, env_name
 from xrouter.entrypoints.keys_config import build_key_admin, build_key_hasher, build_key_store
 from xrouter.entrypoints.limits_config import build_key_limiter
@@ -156,6 +158,8 @@ class Container(containers.DeclarativeContainer):
         generation_timeout_s=settings.provided.generation_timeout_s,
         setting_names=env_name,
     )
+    # Compaction items sealed with XR_COMPACTION_KEY (docs/compaction.md).
+    compaction_items = providers.Singleton(build_compaction_items, settings=settings)
     engine = providers.Singleton(
         ExecutionEngine,
         catalog=catalog,
@@ -170,6 +174,7 @@ class Container(containers.DeclarativeContainer):
         settings=engine_settings,
         masker=secret_masker,
         access=access,
+        compaction=compaction_items,
     )
 
     create_response = providers.Singleton(CreateResponse, engine=engine)
@@ -183,5 +188,15 @@ class Container(containers.DeclarativeContainer):
         catalog=catalog,
         counter=model_token_counters,
         store=response_store,
+        access=access,
+    )
+    compact_responses = providers.Singleton(
+        CompactResponses,
+        create_response=create_response,
+        catalog=catalog,
+        store=response_store,
+        items=compaction_items,
+        clock=clock,
+        ids=ids,
         access=access,
     )

@@ -73,6 +73,12 @@ class OpenRouterProvider(OpenAICompatibleProvider):
             dialect=OPENROUTER_DIALECT,
         )
 
+    @property
+    def compacts_natively(self) -> bool:
+        """OpenRouter's Responses endpoint is stateless and has no `/responses/compact`: the
+        gateway compacts with the model itself."""
+        return False
+
     def adjust_payload(self, payload: dict[str, Any], call: GenerationRequest) -> dict[str, Any]:
         models = payload.get("models")
         if isinstance(models, list):

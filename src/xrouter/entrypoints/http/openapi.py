@@ -29,6 +29,7 @@ from xrouter.domain.chat import (
     ChatRequest,
     ChatStreamError,
 )
+from xrouter.domain.compaction import CompactionResource, CompactRequest
 from xrouter.domain.events import StreamEvent
 from xrouter.domain.models import ModelList
 from xrouter.domain.responses import (
@@ -54,6 +55,8 @@ _TYPES: tuple[Any, ...] = (
     InputTokens,
     ModelList,
     ErrorEnvelope,
+    CompactRequest,
+    CompactionResource,
 )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from xrouter.adapters.providers.inflight import InflightLimiter
+from xrouter.adapters.providers.openai_compatible import compaction_protocol
 from xrouter.adapters.providers.openai_compatible.chat_parser import (
     ChatStreamParser,
     parse_completion,
@@ -33,7 +34,8 @@ from xrouter.adapters.providers.openai_compatible.responses_protocol import (
 from xrouter.adapters.providers.provider_spec import Protocol, ProviderSpec
 from xrouter.adapters.providers.transport import HttpTransport, SSEEvent
 from xrouter.adapters.providers.upstream_errors import ErrorMapper, map_stream_error
-from xrouter.application.ports import GenerationRequest
+from xrouter.application.ports import CallContext, CompactCall, GenerationRequest
+from xrouter.domain.compaction import CompactionResource
 from xrouter.domain.errors import ProviderError, Unauthorized
 from xrouter.domain.models import ModelInfo
 from xrouter.domain.provider_events import ProviderEvent
@@ -160,6 +162,21 @@ class OpenAICompatibleProvider:
             if close is not None:
                 await close()
 
+    @property
+    def compacts_natively(self) -> bool:
+        """A Responses API upstream has `/responses/compact` (the NativeCompaction port)."""
+        return self._protocol == "responses"
+
+    async def compact(self, call: CompactCall) -> CompactionResource:
+        """Pass a compaction through to the upstream; its answer checked (502 otherwise)."""
+        body = self._encoder.encode(compaction_protocol.build_compact_payload(call))
+        reply = await self._transport.post_json(
+            compaction_protocol.PATH, body, self._headers_for(call.context), byok=self._byok
+        )
+        return compaction_protocol.parse_compaction(
+            reply.content, provider=self._name, content_type=reply.headers.get("content-type")
+        )
+
     # --- hooks for flavours (OpenRouter) ----------------------------------------------------
 
     def adjust_payload(self, payload: dict[str, Any], call: GenerationRequest) -> dict[str, Any]:
@@ -172,9 +189,12 @@ class OpenAICompatibleProvider:
         return dict(self._extra_headers)
 
     def _headers(self, call: GenerationRequest) -> dict[str, str]:
+        return self._headers_for(call.context)
+
+    def _headers_for(self, context: CallContext) -> dict[str, str]:
         headers = self._base_headers()
         if self._byok:
-            token = call.context.client_token
+            token = context.client_token
             if not token:
                 raise Unauthorized(
                     f"The provider '{self._name}' uses your own API key (BYOK): send it as "
@@ -183,8 +203,8 @@ class OpenAICompatibleProvider:
             headers["Authorization"] = f"Bearer {token}"
         elif self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        if call.context.traceparent:
-            headers["traceparent"] = call.context.traceparent
+        if context.traceparent:
+            headers["traceparent"] = context.traceparent
         return headers
 
     def _parse_whole(self, content: bytes, content_type: str | None) -> list[ProviderEvent]:

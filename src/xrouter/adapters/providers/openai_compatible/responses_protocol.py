@@ -111,6 +111,11 @@ def _input_item(item: InputItem) -> JSONObject | None:
     return data
 
 
+def upstream_items(items: list[InputItem]) -> list[JSONObject]:
+    """`items` as a Responses upstream is sent them (the same mapping as `/responses`)."""
+    return [item for item in map(_input_item, items) if item is not None]
+
+
 # --- upstream wire shapes ---------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Cryptography adapters: sealing what the gateway gives clients to hand back."""
