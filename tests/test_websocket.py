@@ -18,12 +18,14 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, make_container
+from tests.log_audit import register_secret
 from tests.test_openresponses_schema import (
     TERMINAL_EVENTS,
     check_stream_consistency,
     validate_event,
 )
+from xrouter.domain.keys import GatewayKey
 
 JSON = dict[str, Any]
 WAIT_S = 10.0
@@ -348,3 +350,41 @@ async def test_the_openai_sdk_websocket_client(gateway: LiveServer) -> None:
             assert event.error.code == "previous_response_not_found"  # type: ignore[union-attr]
             break
     await client.close()
+
+
+async def test_gateway_keys_are_checked_for_every_turn(
+    serve_as_cli: Callable[..., LiveServer],
+) -> None:
+    server = serve_as_cli(
+        container=make_container(
+            discovery=False, auth="keys", auth_secret="ws-test-server-secret-0123456789abcdef"
+        )
+    )
+    secret = "xr-ws-test-key-" + "k" * 30
+    key_hash = server.container.key_hasher().hash(secret)
+    register_secret(secret, "gateway key of tests/test_websocket.py")
+    register_secret(key_hash, "its hash")
+    await server.container.key_store().save(
+        GatewayKey(
+            id="key_00000000000000ws",
+            name="ws",
+            hash=key_hash,
+            display=secret[:8],
+            created_at=time.time() - 10,
+            models=("local/echo",),
+        )
+    )
+    async with connect(ws_url(server)) as ws:
+        no_key = error_of(await turn(ws, input="hello"))
+    wrong = {"authorization": "Bearer xr-not-a-key-0123456789"}
+    async with connect(ws_url(server), additional_headers=wrong) as ws:
+        wrong_key = error_of(await turn(ws, input="hello"))
+    right = {"authorization": f"Bearer {secret}"}
+    async with connect(ws_url(server), additional_headers=right) as ws:
+        check_turn(await turn(ws, input="hello"))
+        forbidden = error_of(await turn(ws, model="local/slow", input="hello"))
+        check_turn(await turn(ws, input="the connection stays"))
+    assert no_key["status"] == wrong_key["status"] == 401
+    assert no_key["error"]["code"] == "invalid_api_key"
+    assert forbidden["status"] == 403
+    assert "xr-not-a-key" not in json.dumps(wrong_key)
