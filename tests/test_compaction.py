@@ -82,6 +82,24 @@ def test_the_sdk_in_strict_mode_compacts_and_the_answer_is_open_responses(
     ort.CompactResource.model_validate(compacted.model_dump(mode="json", exclude_none=True))
 
 
+def test_the_strict_sdk_lists_a_stored_compaction_item_and_compacts_from_it(
+    server: LiveServer,
+) -> None:
+    with make_client(server) as sdk:
+        compacted = sdk.responses.compact(model="local/echo", input="hello there")  # type: ignore[arg-type]
+        sent = compacted.output[0].model_dump(exclude_none=True)
+        del sent["id"]  # optional on input: the store gives the item its own
+        turn = sdk.responses.create(
+            model="local/echo", input=[sent, {"role": "user", "content": "next"}]
+        )
+        listed = sdk.responses.input_items.list(turn.id, order="asc").data
+        again = sdk.responses.compact(model="local/echo", previous_response_id=turn.id)  # type: ignore[arg-type]
+
+    assert [item.type for item in listed] == ["compaction", "message"]
+    assert listed[0].encrypted_content == sent["encrypted_content"]  # type: ignore[union-attr]
+    assert [item.type for item in again.output] == ["compaction"]
+
+
 def test_every_api_prefix_serves_compaction(serve_with: Any) -> None:
     server = serve_with(api_prefixes=("/v1", "/api/v1"))
     with server.client() as http:
