@@ -4,6 +4,11 @@
   input; with `"stream": true`, a `chat.completion.chunk` SSE stream: a role chunk, N content
   chunks (the input's words, cycled), a finish chunk, a usage chunk with `choices: []`, and
   `data: [DONE]`, one ASGI message (one write) per frame, as fast as the client reads.
+- With function `tools` declared and a `user` message last, the answer is instead a call of
+  the first tool with `{}` arguments (`finish_reason: "tool_calls"`), streamed or not: enough
+  for `scripts/compliance.sh` to run the Open Responses runner's tool test through a relay.
+  After a `tool` message the usual text comes back, so an agent loop ends. Benchmarks send no
+  tools and never take this path.
 - `GET /v1/models` and `GET /health`.
 
 N is 9 (the input's words) unless the model id says otherwise: `fake-20000` streams 20,000
@@ -29,6 +34,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 WORDS = [word if i == 0 else " " + word for i, word in enumerate(INPUT.split(" "))]
 CHUNK_ID = "chatcmpl-fake0123456789"
+TOOL_CALL_ID = "call_fake0"
 CREATED = 1_700_000_000
 USAGE = {"prompt_tokens": 18, "completion_tokens": 10, "total_tokens": 28}
 HEALTH = b'{"status":"ok"}'
@@ -37,9 +43,59 @@ MODELS = msgspec.json.encode(
 )
 
 
+class _Function(msgspec.Struct):
+    name: str = ""
+
+
+class _Tool(msgspec.Struct):
+    type: str = ""
+    function: _Function | None = None
+
+
+class _Role(msgspec.Struct):
+    role: str = ""
+
+
 class _Call(msgspec.Struct):
     model: str = "fake"
     stream: bool = False
+    tools: list[_Tool] | None = None
+    messages: list[_Role] | None = None
+
+
+def _called_tool(call: _Call) -> str | None:
+    """The tool to call: the first function tool, when the last message is the user's."""
+    names = [t.function.name for t in call.tools or [] if t.type == "function" and t.function]
+    last = call.messages[-1].role if call.messages else ""
+    return names[0] if names and names[0] and last == "user" else None
+
+
+def _tool_call_body(name: str) -> bytes:
+    function = {"name": name, "arguments": "{}"}
+    tool_call = {"id": TOOL_CALL_ID, "type": "function", "function": function}
+    message = {"role": "assistant", "content": None, "tool_calls": [tool_call]}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+    completion = {
+        "id": CHUNK_ID,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": "fake",
+        "choices": [choice],
+        "usage": USAGE,
+    }
+    return msgspec.json.encode(completion)
+
+
+def _tool_call_frames(name: str) -> list[bytes]:
+    function = {"name": name, "arguments": ""}
+    opened = {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": function}
+    return [
+        ROLE_FRAME,
+        _frame(_delta({"tool_calls": [opened]})),
+        _frame(_delta({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})),
+        _frame(_delta({}, "tool_calls")),
+        *TAIL_FRAMES[1:],
+    ]
 
 
 def stream_shape(model: str) -> tuple[int, int]:
@@ -69,7 +125,7 @@ def _frame(
     return b"data: " + msgspec.json.encode(chunk) + b"\n\n"
 
 
-def _delta(delta: dict[str, str], finish: str | None = None) -> list[dict[str, Any]]:
+def _delta(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
     return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
 
@@ -159,6 +215,16 @@ async def _stream(send: Send, chunks: int, pad: int) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+async def _tool_call(send: Send, name: str, stream: bool) -> None:
+    if not stream:
+        await _fixed(send, b"application/json", _tool_call_body(name))
+        return
+    await send(_start(b"text/event-stream"))
+    for frame in _tool_call_frames(name):
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def create_app() -> ASGIApp:
     """The ASGI app (a factory, for `uvicorn --factory`)."""
     decoder = msgspec.json.Decoder(_Call)
@@ -172,7 +238,10 @@ def create_app() -> ASGIApp:
         body = await _body(receive)
         if path == "/v1/chat/completions" and scope["method"] == "POST":
             call = decoder.decode(body)
-            if call.stream:
+            tool = _called_tool(call) if call.tools else None
+            if tool is not None:
+                await _tool_call(send, tool, call.stream)
+            elif call.stream:
                 await _stream(send, *stream_shape(call.model))
             else:
                 await _fixed(send, json, COMPLETION)

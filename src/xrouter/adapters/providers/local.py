@@ -8,6 +8,9 @@ path of the lifecycle on purpose. Models (docs/local-provider.md):
   With function tools declared, `call <tool> {json}` in the user text makes a function call
   (several `call` phrases make parallel calls); `tool_choice` `required` or a named function
   forces a call with `{}` arguments.
+- `local/agent`: as echo, but with function tools declared and a user message last, it calls
+  the first declared tool (or the named `tool_choice`) with arguments built from the tool's
+  JSON schema (`local_agent.py`), as a tool-using model would; `call <tool>` phrases still win.
 - `local/think`: as echo, preceded by a reasoning summary.
 - `local/slow`: as echo, the first chunk at once, then `slow_delay_s` before each further
   chunk (mid-stream timeouts, disconnects during generate).
@@ -28,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from xrouter.adapters.providers.local_agent import agent_call
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.errors import ProviderError
 from xrouter.domain.models import ModelInfo
@@ -41,7 +45,7 @@ from xrouter.domain.provider_events import (
 )
 from xrouter.domain.responses import InputItem
 
-MODELS = ("echo", "think", "slow", "error", "error-mid-stream")
+MODELS = ("echo", "agent", "think", "slow", "error", "error-mid-stream")
 _WORDS = re.compile(r"\s*\S+\s*|\s+")
 _CALL = re.compile(r"\bcall\s+([A-Za-z_][A-Za-z0-9_.-]*)(?:\s+(\{[^{}]*\}))?")
 _ARGUMENT_FRAGMENTS = 3
@@ -170,6 +174,9 @@ def _requested_calls(call: GenerationRequest, text: str) -> list[tuple[str, str]
         calls = calls[:1]
     if calls:
         return [(name, _normalise_json(arguments)) for name, arguments in calls]
+    if call.route.upstream_model == "agent":
+        chosen = agent_call(request, call.items, text)
+        return [chosen] if chosen else []
     choice = request.tool_choice
     if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name"):
         return [(str(choice["name"]), "{}")]
