@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, NoReturn
 from xrouter.application.access import AccessControl
 from xrouter.application.admission import Admission
 from xrouter.application.compaction_items import CompactionItems
+from xrouter.application.conversations import Conversations, conversation_history
 from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.generation import Generation
 from xrouter.application.history import ConversationHistory, LocalTurns
@@ -112,11 +113,15 @@ class ExecutionEngine:
         masker: SecretMasker | None = None,
         access: AccessControl | None = None,
         compaction: CompactionItems | None = None,
+        conversations: Conversations | None = None,
     ) -> None:
         """`access`: gateway keys, model permissions and per-key limits (gateway keys on);
         None: auth off. `compaction`: opens the gateway's sealed compaction items (None: no
         key, every compaction item is refused unless the upstream compacts natively)."""
         self._compaction = compaction or CompactionItems.without_key()
+        self._conversations = conversations
+        """The history of a request's `conversation` and where its finished turn goes
+        (application/conversations.py); None refuses `conversation` (400)."""
         self._catalog = catalog
         self._counter = counter
         self._clock = clock
@@ -130,7 +135,9 @@ class ExecutionEngine:
             max_inflight_setting=settings.setting_names("max_inflight"),
         )
         self._history = ConversationHistory(store)
-        self._recorder = Recorder(store, outcome_sink, ids, clock, self._tracer)
+        self._recorder = Recorder(
+            store, outcome_sink, ids, clock, self._tracer, conversations=conversations
+        )
         self._pump = Pump(
             counter=counter,
             clock=clock,
@@ -301,6 +308,10 @@ class ExecutionEngine:
             history = await self._history.load(
                 request.previous_response_id, owner=principal.owner, local=local_turns
             )
+            if request.conversation is not None:  # never with previous_response_id
+                history = await conversation_history(
+                    self._conversations, request, incoming=len(own_items), owner=principal.owner
+                )
             ingest.check_tool_outputs(history, own_items)
             items = history + own_items if history else own_items
             # Sealed compaction items become their summaries: no upstream reads them.

@@ -12,6 +12,7 @@ from msgspec import Struct, field
 
 from xrouter.application.outcome import RequestOutcome
 from xrouter.domain.compaction import CompactionResource
+from xrouter.domain.conversations import Conversation
 from xrouter.domain.keys import GatewayKey
 from xrouter.domain.lifecycle import LifecycleEvent
 from xrouter.domain.models import ModelInfo, ModelRoute
@@ -156,6 +157,96 @@ class ResponseStore(Protocol):
     async def aclose(self) -> None:
         """Release connections; called once at shutdown."""
         ...
+
+
+class ConversationFull(Exception):
+    """Appending would take a conversation past the item limit it was given
+    (ConversationStore.append); `count` is how many items it holds now."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
+class DuplicateItem(Exception):
+    """An appended item's id is already an item of the conversation (ConversationStore)."""
+
+
+class ConversationStore(Protocol):
+    """Conversations (domain/conversations.py) and their items, in order, kept for the
+    configured time to live after their last write.
+
+    Every method raises `StorageUnavailable` when the backend cannot answer now. Ownership
+    works as in ResponseStore: the caller's key id as `owner` (None: no check); another
+    owner's conversation is answered exactly as an unknown one and is left untouched. Items
+    come with their ids already given (unique within the conversation); the store keeps
+    them as they are.
+    """
+
+    async def create(
+        self, conversation: Conversation, items: list[InputItem], *, owner: str | None
+    ) -> None: ...
+
+    async def get(self, conversation_id: str, *, owner: str | None = None) -> Conversation | None:
+        """The conversation without its items; None when unknown, expired or not `owner`'s."""
+        ...
+
+    async def set_metadata(
+        self, conversation_id: str, metadata: dict[str, str], *, owner: str | None = None
+    ) -> Conversation | None:
+        """Replace its metadata; the updated conversation, or None as for `get`."""
+        ...
+
+    async def delete(self, conversation_id: str, *, owner: str | None = None) -> bool:
+        """True when it was deleted with its items (checked atomically with the owner)."""
+        ...
+
+    async def append(
+        self,
+        conversation_id: str,
+        items: list[InputItem],
+        *,
+        max_items: int,
+        owner: str | None = None,
+    ) -> bool:
+        """Add `items` at the end, all or none; False when the conversation is unknown.
+        Raises ConversationFull when it would then hold more than `max_items`, DuplicateItem
+        when an id is already there."""
+        ...
+
+    async def items(
+        self,
+        conversation_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+        owner: str | None = None,
+    ) -> ItemsPage | None:
+        """Up to `limit` items after the item `after` (exclusive), in `order`; None when the
+        conversation is unknown. Raises UnknownItem when `after` is not one of its items."""
+        ...
+
+    async def all_items(
+        self, conversation_id: str, *, owner: str | None = None
+    ) -> list[InputItem] | None:
+        """Every item, oldest first (the history of a response that continues it)."""
+        ...
+
+    async def get_item(
+        self, conversation_id: str, item_id: str, *, owner: str | None = None
+    ) -> InputItem | None:
+        """One item; None when the conversation is unknown, UnknownItem when the item is."""
+        ...
+
+    async def delete_item(
+        self, conversation_id: str, item_id: str, *, owner: str | None = None
+    ) -> Conversation | None:
+        """Remove one item; the conversation, None when it is unknown, UnknownItem when the
+        item is."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class Clock(Protocol):

@@ -6,6 +6,7 @@ import logging
 
 import msgspec
 
+from xrouter.application.conversations import Conversations
 from xrouter.application.generation import Generation
 from xrouter.application.lifecycle_trace import LifecycleTracer
 from xrouter.application.outcome import RequestOutcome
@@ -26,7 +27,7 @@ _ITEM_ID_PREFIX = {
 
 
 class Recorder:
-    __slots__ = ("_clock", "_ids", "_outcomes", "_store", "_tracer")
+    __slots__ = ("_clock", "_conversations", "_ids", "_outcomes", "_store", "_tracer")
 
     def __init__(
         self,
@@ -35,7 +36,10 @@ class Recorder:
         ids: IdGenerator,
         clock: Clock,
         tracer: LifecycleTracer,
+        *,
+        conversations: Conversations | None = None,
     ) -> None:
+        self._conversations = conversations
         self._store = store
         self._outcomes = outcomes
         self._ids = ids
@@ -46,7 +50,26 @@ class Recorder:
         """Store the terminal response (before the client sees the terminal event, so a
         follow-up `previous_response_id` always finds it) and record its outcome."""
         await self._save(generation)
+        await self._append_turn(generation)
         self.record_usage(generation)
+
+    async def _append_turn(self, generation: Generation) -> None:
+        """A completed or incomplete turn goes to its `conversation`, before the terminal
+        event as its stored response does (application/conversations.py says why not a
+        failed one)."""
+        response = generation.builder.response
+        if (
+            self._conversations is None
+            or response.conversation is None
+            or response.status not in ("completed", "incomplete")
+        ):
+            return
+        await self._conversations.append_turn(
+            response.conversation.id,
+            generation.own_items,
+            response.output,
+            owner=generation.principal.owner,
+        )
 
     async def _save(self, generation: Generation) -> None:
         if _not_to_store(generation):

@@ -7,8 +7,10 @@ per item kind, metadata limits, mutually exclusive fields). Errors name the offe
 
 from __future__ import annotations
 
+from xrouter.domain.conversations import conversation_id
 from xrouter.domain.errors import InvalidRequest
 from xrouter.domain.responses import (
+    ConversationRef,
     FunctionTool,
     InputItem,
     ReasoningConfig,
@@ -83,6 +85,7 @@ def validate(request: ResponseRequest) -> None:
             param="previous_response_id",
             code="invalid_value",
         )
+    conversation_id(request)  # an id or {"id": ...}, else a 400 naming `conversation`
     if not isinstance(request.input, str):
         for index, item in enumerate(request.input):
             _validate_item(item, f"input[{index}]")
@@ -94,6 +97,18 @@ def validate(request: ResponseRequest) -> None:
                 code="missing_required_parameter",
             )
     _validate_metadata(request.metadata)
+
+
+def validate_items(items: list[InputItem], param: str) -> None:
+    """Each item against its kind's rules, for items that come outside a request (a
+    conversation's); errors name `param[index]`."""
+    for index, item in enumerate(items):
+        _validate_item(item, f"{param}[{index}]")
+
+
+def validate_metadata(metadata: dict[str, str] | None) -> None:
+    """`metadata` within the API's limits (keys, key and value lengths)."""
+    _validate_metadata(metadata)
 
 
 def _validate_item(item: InputItem, param: str) -> None:
@@ -193,4 +208,10 @@ def initial_response(request: ResponseRequest, response_id: str, created_at: int
         safety_identifier=request.safety_identifier,
         prompt_cache_key=request.prompt_cache_key,
         user=request.user,
+        conversation=_conversation_ref(request),
     )
+
+
+def _conversation_ref(request: ResponseRequest) -> ConversationRef | None:
+    found = conversation_id(request)
+    return None if found is None else ConversationRef(id=found)

@@ -224,6 +224,12 @@ class IncompleteDetails(Struct):
 ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
 
 
+class ConversationRef(Struct):
+    """The conversation a response belongs to (its turn is appended there when it ends)."""
+
+    id: str
+
+
 class Response(Struct, kw_only=True):
     """The response object: the non-stream body and the snapshot inside lifecycle events.
 
@@ -263,6 +269,7 @@ class Response(Struct, kw_only=True):
     prompt_cache_key: str | None = None
     user: str | None = None
     usage: Usage | None = None
+    conversation: ConversationRef | None = None
 
 
 class DeletedResponse(Struct):

@@ -167,6 +167,30 @@ class Settings:
         "Largest encoded response (with its input items) stored; a larger one is delivered "
         "but not stored, and a warning says so.",
     )
+    conversation_max_items: int = setting(
+        10_000,
+        positive(int),
+        "Items one conversation holds at most (`/v1/conversations`); adding more is a 400, "
+        "and a turn that would pass it is not added (a warning says so).",
+    )
+    conversation_max_item_bytes: int = setting(
+        4_194_304,
+        positive(int),
+        "Largest conversation item, as JSON; a larger one is a 400 (or, from a turn, not "
+        "added, with a warning).",
+    )
+    conversations_max: int = setting(
+        10_000,
+        positive(int),
+        "Conversations the in-memory store keeps at most (least recently used evicted first); "
+        "they expire XR_STORE_TTL_S after their last write, in either store.",
+    )
+    conversations_max_bytes: int = setting(
+        268_435_456,
+        positive(int),
+        "Bytes of encoded conversations and items the in-memory store keeps (least recently "
+        "used evicted first).",
+    )
     redis_url: str | None = setting(
         None,
         str,

@@ -22,6 +22,7 @@ from xrouter.adapters.tokenizers.by_model import ModelTokenCounters
 from xrouter.adapters.tokenizers.tiktoken_counter import TiktokenCounter
 from xrouter.application.chat_completions import ChatCompletions
 from xrouter.application.compaction import CompactResponses
+from xrouter.application.conversations import Conversations
 from xrouter.application.count_input_tokens import CountInputTokens
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import EngineSettings, ExecutionEngine
@@ -34,6 +35,10 @@ from xrouter.entrypoints.access_config import build_access
 from xrouter.entrypoints.analytics_config import build_analytics
 from xrouter.entrypoints.compaction_config import build_compaction_items
 from xrouter.entrypoints.config import Settings, env_name
+from xrouter.entrypoints.conversation_config import (
+    build_conversation_store,
+    conversation_limits,
+)
 from xrouter.entrypoints.keys_config import build_key_admin, build_key_hasher, build_key_store
 from xrouter.entrypoints.limits_config import build_key_limiter
 from xrouter.entrypoints.provider_config import load_gateway_config
@@ -160,6 +165,18 @@ class Container(containers.DeclarativeContainer):
     )
     # Compaction items sealed with XR_COMPACTION_KEY (docs/compaction.md).
     compaction_items = providers.Singleton(build_compaction_items, settings=settings)
+    # Conversations (`/v1/conversations`, `conversation` on a response): stored as responses.
+    conversation_store = providers.Singleton(
+        build_conversation_store, settings=settings, redis=shared_redis
+    )
+    conversations = providers.Singleton(
+        Conversations,
+        store=conversation_store,
+        ids=ids,
+        clock=clock,
+        access=access,
+        limits=providers.Singleton(conversation_limits, settings=settings),
+    )
     engine = providers.Singleton(
         ExecutionEngine,
         catalog=catalog,
@@ -175,6 +192,7 @@ class Container(containers.DeclarativeContainer):
         masker=secret_masker,
         access=access,
         compaction=compaction_items,
+        conversations=conversations,
     )
 
     create_response = providers.Singleton(CreateResponse, engine=engine)

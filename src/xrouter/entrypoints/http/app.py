@@ -23,6 +23,7 @@ from xrouter.entrypoints.http.allow import options_allow_middleware
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.compaction_routes import build_compaction_routes
 from xrouter.entrypoints.http.content_type import require_json_body
+from xrouter.entrypoints.http.conversation_routes import build_conversation_routes
 from xrouter.entrypoints.http.errors import exception_handlers
 from xrouter.entrypoints.http.http_telemetry import HttpTelemetry
 from xrouter.entrypoints.http.metrics_route import build_metrics_routes
@@ -123,6 +124,9 @@ def create_litestar(container: Container | None = None) -> Litestar:
             path=prefix,
             route_handlers=[
                 *build_api_routes(use_cases, codec, sse, gateway_keys=access is not None),
+                *build_conversation_routes(
+                    container.conversations(), codec, gateway_keys=access is not None
+                ),
                 *build_compaction_routes(
                     container.compact_responses(), codec, gateway_keys=access is not None
                 ),
