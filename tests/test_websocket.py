@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from tests.test_openresponses_schema import (
     validate_event,
 )
 from xrouter.domain.keys import GatewayKey
+from xrouter.entrypoints.http.server import DRAIN_MARGIN_S
 
 JSON = dict[str, Any]
 WAIT_S = 10.0
@@ -388,3 +390,57 @@ async def test_gateway_keys_are_checked_for_every_turn(
     assert no_key["error"]["code"] == "invalid_api_key"
     assert forbidden["status"] == 403
     assert "xr-not-a-key" not in json.dumps(wrong_key)
+
+
+async def test_a_failure_during_generation_ends_the_turn_with_response_failed_alone(
+    gateway: LiveServer,
+) -> None:
+    async with connect(ws_url(gateway)) as ws:
+        first = check_turn(await turn(ws, store=False, input="one two three"))
+        events = await turn(
+            ws,
+            model="local/error-mid-stream",
+            store=False,
+            previous_response_id=first["id"],
+            input="four five six seven",
+        )
+        # The continuation failed, so the response it continued from is forgotten.
+        evicted = error_of(
+            await turn(ws, store=False, previous_response_id=first["id"], input="again")
+        )
+        before_output = error_of(await turn(ws, model="local/error", input="x"))
+        check_turn(await turn(ws, input="the connection stays"))
+    assert [event["type"] for event in events].count("error") == 0
+    assert events[-1]["type"] == "response.failed"
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert events[-1]["response"]["error"]["code"]
+    assert evicted["error"]["code"] == "previous_response_not_found"
+    assert before_output["status"] == 502
+    assert before_output["error"]["code"] == "provider_error"
+
+
+async def test_sigterm_lets_a_running_turn_use_the_grace_and_refuses_new_turns(
+    start_gateway: Callable[..., Any],
+) -> None:
+    grace = 1.5
+    gateway = start_gateway(XR_SHUTDOWN_GRACE_S=str(grace), XR_LOCAL_SLOW_DELAY_S="0.25")
+    url = gateway.base_url.replace("http://", "ws://") + "/v1/responses"
+    words = " ".join(f"w{i}" for i in range(200))
+    async with connect(url) as ws, connect(url) as other:
+        await ws.send(json.dumps(create(model="local/slow", input=words)))
+        while (await receive(ws))["type"] != "response.output_text.delta":
+            pass
+        gateway.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        await asyncio.sleep(0.3)
+        refused = error_of(await turn(other, input="after the signal"))
+        events = await read_turn(ws)
+        ended = time.monotonic()
+        close = await closed(ws)
+    assert refused["status"] == 503
+    assert refused["error"]["code"] == "server_shutting_down"
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "server_shutting_down"
+    assert grace - 0.5 < ended - signalled < grace + DRAIN_MARGIN_S
+    assert close.rcvd is not None and close.rcvd.code in (1000, 1012)
+    assert gateway.process.wait(DRAIN_MARGIN_S + grace) is not None

@@ -59,6 +59,10 @@ def build_config(settings: Settings, app: Any = APP_FACTORY, **options: Any) -> 
         # closes one over twice that (1009) before buffering more of it.
         "ws": WS_PROTOCOL,
         "ws_max_size": 2 * settings.max_body_bytes,
+        # No permessage-deflate: it cost about 7 us of server CPU per message (a quarter of
+        # a streamed event's cost, docs/benchmarks.md) and a compressor per connection, for
+        # events that SSE sends uncompressed too.
+        "ws_per_message_deflate": False,
     }
     chosen.update(options)
     return GatewayConfig(app, limits=ConnectionLimits.from_settings(settings), **chosen)
