@@ -15,6 +15,7 @@
 #   BUN              the bun binary [/tmp/bunx/node_modules/.bin/bun, else `bun` on PATH]
 #   RUNNER_TIMEOUT_S bound on each runner run [180]
 #   RUNNER_ARGS      extra runner flags, e.g. "--verbose" or "--filter tool-calling" []
+#   LOCAL_MODEL      the model of the local run [local/agent]; local/echo fails "Tool Calling"
 # Exit status: 0 when both runs pass every test, 1 otherwise. See docs/compliance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ BUN=${BUN:-/tmp/bunx/node_modules/.bin/bun}
 [[ -x $BUN ]] || BUN=$(command -v bun || true)
 RUNNER_TIMEOUT_S=${RUNNER_TIMEOUT_S:-180}
 RUNNER_ARGS=${RUNNER_ARGS:-}
+LOCAL_MODEL=${LOCAL_MODEL:-local/agent}
 RUNNER="$ORR_DIR/bin/compliance-test.ts"
 [[ -n $BUN && -x $BUN ]] || { echo "compliance: bun not found (set BUN)" >&2; exit 2; }
 [[ -f $RUNNER ]] || { echo "compliance: no runner at $RUNNER (set ORR_DIR)" >&2; exit 2; }
@@ -64,11 +66,12 @@ wait_healthy() {
     exit 1
 }
 
-# start_gateway PORT LOG [VAR=VALUE...]: `xrouter serve` with local models and the given settings.
+# start_gateway PORT LOG [VAR=VALUE...]: `xrouter serve` with local models and the given settings;
+# no gateway keys (the runner sends a dummy one), whatever the caller's environment says.
 start_gateway() {
     local port=$1 log=$2
     shift 2
-    env XR_DISCOVERY=false XR_LOG_LEVEL=warning "$@" \
+    env XR_AUTH=none XR_DISCOVERY=false XR_LOG_LEVEL=warning "$@" \
         "$ROOT/.venv/bin/xrouter" serve --host 127.0.0.1 --port "$port" --workers 1 \
         >"$log" 2>&1 &
     PIDS+=($!)
@@ -97,7 +100,7 @@ run_runner() {
 # 1. The local provider.
 LOCAL_PORT=$(free_port)
 start_gateway "$LOCAL_PORT" "$WORK/gateway-local.log"
-run_runner local "$LOCAL_PORT" local/agent
+run_runner local "$LOCAL_PORT" "$LOCAL_MODEL"
 
 # 2. A relay to a fake OpenAI-compatible upstream (Chat Completions).
 UP_PORT=$(free_port)
