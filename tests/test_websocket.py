@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import LiveServer, make_container
 from tests.log_audit import register_secret
+from tests.redis_servers import RedisServer
 from tests.test_openresponses_schema import (
     TERMINAL_EVENTS,
     check_stream_consistency,
@@ -444,3 +445,33 @@ async def test_sigterm_lets_a_running_turn_use_the_grace_and_refuses_new_turns(
     assert grace - 0.5 < ended - signalled < grace + DRAIN_MARGIN_S
     assert close.rcvd is not None and close.rcvd.code in (1000, 1012)
     assert gateway.process.wait(DRAIN_MARGIN_S + grace) is not None
+
+
+async def test_several_workers_keep_a_running_turn_for_the_grace_at_sigterm(
+    start_gateway: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    """With uvicorn's supervisor the workers hear of SIGTERM through their connections:
+    the WebSocket protocol drains the app before it closes the socket."""
+    grace = 1.5
+    gateway = start_gateway(
+        XR_WORKERS="2",
+        XR_STORAGE="redis",
+        XR_REDIS_URL=redis_server.url,
+        XR_SHUTDOWN_GRACE_S=str(grace),
+        XR_LOCAL_SLOW_DELAY_S="0.25",
+    )
+    url = gateway.base_url.replace("http://", "ws://") + "/v1/responses"
+    words = " ".join(f"w{i}" for i in range(200))
+    async with connect(url) as ws:
+        await ws.send(json.dumps(create(model="local/slow", input=words)))
+        while (await receive(ws))["type"] != "response.output_text.delta":
+            pass
+        gateway.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        events = await read_turn(ws)
+        ended = time.monotonic()
+        close = await closed(ws)
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "server_shutting_down"
+    assert grace - 0.5 < ended - signalled < grace + DRAIN_MARGIN_S
+    assert close.rcvd is not None and close.rcvd.code == 1012

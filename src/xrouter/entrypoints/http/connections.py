@@ -28,6 +28,7 @@ import httptools
 import msgspec
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
 from xrouter.application.refusal_log import RefusalLog
@@ -35,6 +36,10 @@ from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.http.shutdown import begin_drain
 
 log = logging.getLogger("xrouter.connections")
+
+LAST_FRAMES_S = 0.5
+"""After the drain, how long a WebSocket turn failed by it has to send its last events before
+the socket is closed (1012)."""
 
 LINGER_S = 1.0
 """After answering 408/431 the socket is half-closed and what the client still sends is read
@@ -298,3 +303,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
+
+
+class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's `websockets-sansio` protocol (WebSocket mode of /v1/responses) whose shutdown
+    drains the app first, as `GuardedHttpToolsProtocol.shutdown` does: where uvicorn's
+    supervisor runs the workers, a turn running when the worker is told to stop keeps its
+    socket for the grace and receives its last events, then the socket is closed (1012).
+    With one worker the server has drained already and this closes at once."""
+
+    def shutdown(self) -> None:
+        drained = begin_drain(self.app_state)
+        if drained is None or drained.done():
+            super().shutdown()
+            return
+        drained.add_done_callback(lambda _: self.loop.call_later(LAST_FRAMES_S, self._shutdown_now))
+
+    def _shutdown_now(self) -> None:
+        if not self.transport.is_closing():
+            super().shutdown()

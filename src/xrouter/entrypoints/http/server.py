@@ -26,14 +26,18 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from xrouter.entrypoints.config import Settings
-from xrouter.entrypoints.http.connections import ConnectionLimits, GatewayConfig
+from xrouter.entrypoints.http.connections import (
+    ConnectionLimits,
+    DrainingWebSocketProtocol,
+    GatewayConfig,
+)
 from xrouter.entrypoints.http.shutdown import begin_drain
 
 APP_FACTORY = "xrouter.entrypoints.http.app:create_app"
 
-WS_PROTOCOL = "websockets-sansio"
-"""uvicorn's WebSocket protocol (measured against `websockets` and `wsproto`:
-docs/benchmarks.md, "WebSocket mode")."""
+WS_PROTOCOL = DrainingWebSocketProtocol
+"""uvicorn's `websockets-sansio` WebSocket protocol (measured against `websockets` and
+`wsproto`: docs/benchmarks.md, "WebSocket mode"), draining the app at shutdown."""
 
 
 DRAIN_MARGIN_S = 3.0
