@@ -475,3 +475,22 @@ async def test_several_workers_keep_a_running_turn_for_the_grace_at_sigterm(
     assert events[-1]["response"]["error"]["code"] == "server_shutting_down"
     assert grace - 0.5 < ended - signalled < grace + DRAIN_MARGIN_S
     assert close.rcvd is not None and close.rcvd.code == 1012
+
+
+async def test_a_conversation_over_the_remembered_bytes_is_forgotten_and_says_so(
+    serve_as_cli: Callable[..., LiveServer],
+) -> None:
+    server = serve_as_cli(discovery=False, ws_max_remembered_bytes=4_000)
+    async with connect(ws_url(server)) as ws:
+        first = check_turn(await turn(ws, store=False, input="short"))
+        second = check_turn(
+            await turn(ws, store=False, previous_response_id=first["id"], input="long " * 500)
+        )
+        outgrown = error_of(
+            await turn(ws, store=False, previous_response_id=second["id"], input="more")
+        )
+        # A stored conversation continues from the store when the connection forgot it.
+        stored = check_turn(await turn(ws, input="long " * 500))
+        check_turn(await turn(ws, previous_response_id=stored["id"], input="more"))
+    assert outgrown["error"]["code"] == "previous_response_not_found"
+    assert "XR_WS_MAX_REMEMBERED_BYTES" in outgrown["error"]["message"]

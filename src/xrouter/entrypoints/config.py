@@ -94,6 +94,12 @@ class Settings:
         positive(float),
         "Longest a WebSocket connection stays open with no response running and no message.",
     )
+    ws_max_remembered_bytes: int = setting(
+        32 * 1024 * 1024,
+        positive(int),
+        "Most bytes of its conversation a WebSocket connection remembers for `store: false` "
+        "continuation; a longer one is forgotten (continuing it: `previous_response_not_found`).",
+    )
     cors_origins: tuple[str, ...] = setting(
         (),
         _origins,

@@ -15,7 +15,9 @@ client reads why). The limits, each named in its message and log line when it ac
   (1008); the running response goes on without the client, as over HTTP;
 - no message and no response running for XR_WS_IDLE_TIMEOUT_S closes it (1000);
 - after XR_WS_MAX_LIFETIME_S the running response finishes, then the error
-  `websocket_connection_limit_reached` and close (1000); the client reconnects.
+  `websocket_connection_limit_reached` and close (1000); the client reconnects;
+- a conversation remembered by the connection beyond XR_WS_MAX_REMEMBERED_BYTES is
+  forgotten (`SocketSession`): continuing it is `previous_response_not_found` naming it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class SocketLimits:
     max_queued: int = 16
     idle_timeout_s: float = 600.0
     max_lifetime_s: float = 3600.0
+    max_remembered_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SocketLimits:
@@ -66,6 +69,7 @@ class SocketLimits:
             max_queued=settings.ws_max_queued,
             idle_timeout_s=settings.ws_idle_timeout_s,
             max_lifetime_s=settings.ws_max_lifetime_s,
+            max_remembered_bytes=settings.ws_max_remembered_bytes,
         )
 
 
@@ -193,7 +197,11 @@ class _Connection:
             request = self._decode(raw)
             async with aclosing(
                 self._session.run(
-                    request, disconnect=gone, context=self._context, api_key=self._api_key
+                    request,
+                    size=len(raw),  # characters or bytes: near enough for the memory bound
+                    disconnect=gone,
+                    context=self._context,
+                    api_key=self._api_key,
                 )
             ) as events:
                 async for event in events:
@@ -334,9 +342,12 @@ def build_websocket_routes(
     @websocket("/responses")
     async def responses_socket(socket: AnySocket) -> None:
         await socket.accept()
-        connection = _Connection(
-            socket, SocketSession(create_response), codec, masker, limits, gateway_keys
+        session = SocketSession(
+            create_response,
+            max_remembered_bytes=limits.max_remembered_bytes,
+            limit_setting=env_name("ws_max_remembered_bytes"),
         )
+        connection = _Connection(socket, session, codec, masker, limits, gateway_keys)
         await connection.serve()
 
     return [responses_socket]
