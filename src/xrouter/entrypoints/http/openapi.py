@@ -30,6 +30,14 @@ from xrouter.domain.chat import (
     ChatStreamError,
 )
 from xrouter.domain.compaction import CompactionResource, CompactRequest
+from xrouter.domain.conversations import (
+    AddItems,
+    Conversation,
+    ConversationItemList,
+    CreateConversation,
+    DeletedConversation,
+    UpdateConversation,
+)
 from xrouter.domain.events import StreamEvent
 from xrouter.domain.models import ModelList
 from xrouter.domain.responses import (
@@ -57,6 +65,12 @@ _TYPES: tuple[Any, ...] = (
     ErrorEnvelope,
     CompactRequest,
     CompactionResource,
+    CreateConversation,
+    Conversation,
+    UpdateConversation,
+    DeletedConversation,
+    AddItems,
+    ConversationItemList,
 )
 
 
