@@ -377,6 +377,15 @@ def test_the_item_limits_are_400s_that_name_their_setting(serve_with: Serve) -> 
         assert "XR_CONVERSATION_MAX_ITEMS" in no_room.value.message
         assert len(list(client.conversations.items.list(conversation.id))) == 4
 
+        roomy = client.conversations.create()
+        with pytest.raises(openai.BadRequestError) as big_input:
+            client.responses.create(
+                model="local/echo", input=[user("hello"), user("y" * 3_000)], conversation=roomy.id
+            )
+        assert big_input.value.param == "input[1]"
+        assert "XR_CONVERSATION_MAX_ITEM_BYTES" in big_input.value.message
+        assert list(client.conversations.items.list(roomy.id)) == []
+
 
 # --- ownership ------------------------------------------------------------------------------
 

@@ -232,15 +232,27 @@ class Conversations:
     # --- responses that continue a conversation -------------------------------------------
 
     async def history(
-        self, conversation_id: str, *, incoming: int, owner: str | None
+        self, conversation_id: str, *, incoming: Sequence[InputItem], owner: str | None
     ) -> list[InputItem]:
         """The conversation's items, the history before a turn's `incoming` input items.
-        404 (param `conversation`) when it is unknown or another key's; 400 when the turn
-        could not be appended for the item limit, refused before any generation."""
+        404 (param `conversation`) when it is unknown or another key's; 400, before any
+        generation, when the turn could not be appended: no room for its input and an output
+        item, or an input item over the size limit."""
+        for index, item in enumerate(incoming):
+            size = _size(self._normalized(item))
+            if size > self._limits.max_item_bytes:
+                raise InvalidRequest(
+                    f"This input item is {size} bytes as JSON; a conversation takes items of "
+                    f"at most {self._limits.max_item_bytes} bytes "
+                    f"({self._limits.setting_names('conversation_max_item_bytes')}), so this "
+                    "turn could not be added to it.",
+                    param=f"input[{index}]",
+                    code="invalid_value",
+                )
         items = await self._store.all_items(conversation_id, owner=owner)
         if items is None:
             raise _not_found(conversation_id, param="conversation")
-        self._check_count(incoming + 1, len(items), param="conversation")
+        self._check_count(len(incoming) + 1, len(items), param="conversation")
         return items
 
     async def append_turn(
@@ -387,7 +399,7 @@ async def conversation_history(
     conversations: Conversations | None,
     request: ResponseRequest,
     *,
-    incoming: int,
+    incoming: Sequence[InputItem],
     owner: str | None,
 ) -> list[InputItem]:
     """The history of the request's `conversation` (`Conversations.history`); a 400 when

@@ -310,7 +310,7 @@ class ExecutionEngine:
             )
             if request.conversation is not None:  # never with previous_response_id
                 history = await conversation_history(
-                    self._conversations, request, incoming=len(own_items), owner=principal.owner
+                    self._conversations, request, incoming=own_items, owner=principal.owner
                 )
             ingest.check_tool_outputs(history, own_items)
             items = history + own_items if history else own_items
