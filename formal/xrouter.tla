@@ -2,7 +2,14 @@
 (***************************************************************************)
 (* The lifecycle of ONE XRouter request:                                   *)
 (*                                                                         *)
-(*     idle -> ingest -> tokenize -> generate(stream) -> done | failed     *)
+(*  idle -> ingest -> tokenize -> generate(stream) -> done|failed|cancelled *)
+(*                                                                         *)
+(* A request is background (`background: true`) or not, chosen when it    *)
+(* arrives. A background request is answered at once and its generation   *)
+(* is detached from the start (its client leaving is DisconnectLate, as   *)
+(* for any request in generate); only a background request can be        *)
+(* cancelled (Cancel), only in generate, and its usage is still recorded  *)
+(* once.                                                                   *)
 (*                                                                         *)
 (* Every action is named exactly as a value of the runtime's Action enum   *)
 (* (src/xrouter/domain/lifecycle.py), so a recorded runtime trace maps     *)
@@ -20,8 +27,8 @@ CONSTANT MaxChunks  \* bound on the output chunks of one generation
 
 ASSUME MaxChunks \in Nat /\ MaxChunks >= 1
 
-Stages == {"idle", "ingest", "tokenize", "generate", "done", "failed"}
-Terminal == {"done", "failed"}
+Stages == {"idle", "ingest", "tokenize", "generate", "done", "failed", "cancelled"}
+Terminal == {"done", "failed", "cancelled"}
 BeforeGenerate == {"idle", "ingest", "tokenize"}
 
 \* The refusals of access control (issue 12): checks of ingest, in the runtime's
@@ -38,7 +45,7 @@ RejectOutcomes == {"invalid_request"} \cup AccessRefusals
 \* What the request signalled at its terminal step; the failure outcomes are
 \* the runtime's Reason values of the step into "failed".
 FailureOutcomes == RejectOutcomes \cup {"provider_error", "timeout", "client_disconnect"}
-Outcomes == {"none", "completed"} \cup FailureOutcomes
+Outcomes == {"none", "completed", "cancelled"} \cup FailureOutcomes
 
 VARIABLES
     stage,            \* the lifecycle stage
@@ -46,10 +53,12 @@ VARIABLES
     delivered,        \* of those, the chunks written to the client
     clientConnected,  \* FALSE once the client went away
     enteredGenerate,  \* history: the request reached generate
-    outcome,          \* the terminal signal: "completed" or a failure reason
-    usageRecords      \* how many times usage was recorded
+    outcome,          \* the terminal signal: "completed", "cancelled" or a failure reason
+    usageRecords,     \* how many times usage was recorded
+    background        \* the request is a background one (chosen at Receive)
 
-vars == <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords>>
+vars == <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords,
+          background>>
 
 -----------------------------------------------------------------------------
 
@@ -61,18 +70,23 @@ Init ==
     /\ enteredGenerate = FALSE
     /\ outcome = "none"
     /\ usageRecords = 0
+    /\ background = FALSE
 
-\* idle -> ingest: a request arrived.
+\* idle -> ingest: a request arrived, background or not.
 Receive ==
-    /\ stage = "idle"
-    /\ stage' = "ingest"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords>>
+    \E isBackground \in BOOLEAN :
+        /\ stage = "idle"
+        /\ stage' = "ingest"
+        /\ background' = isBackground
+        /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome,
+                       usageRecords>>
 
 \* ingest -> tokenize: the request is valid and routed.
 Ingest ==
     /\ stage = "ingest"
     /\ stage' = "tokenize"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords,
+                   background>>
 
 \* ingest | tokenize -> failed: bad input, unknown model, overload; and, in
 \* ingest only, an access refusal (no key, a model the key may not use, a key
@@ -83,14 +97,15 @@ Reject ==
         /\ reason \in AccessRefusals => stage = "ingest"
         /\ stage' = "failed"
         /\ outcome' = reason
-        /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+        /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords,
+                       background>>
 
 \* tokenize -> generate: the input is counted, the provider is called.
 Tokenize ==
     /\ stage = "tokenize"
     /\ stage' = "generate"
     /\ enteredGenerate' = TRUE
-    /\ UNCHANGED <<chunks, delivered, clientConnected, outcome, usageRecords>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, outcome, usageRecords, background>>
 
 \* generate -> generate: the provider produced output; it reaches the client
 \* only while the client is there.
@@ -99,28 +114,28 @@ EmitChunk ==
     /\ chunks < MaxChunks
     /\ chunks' = chunks + 1
     /\ delivered' = IF clientConnected THEN delivered + 1 ELSE delivered
-    /\ UNCHANGED <<stage, clientConnected, enteredGenerate, outcome, usageRecords>>
+    /\ UNCHANGED <<stage, clientConnected, enteredGenerate, outcome, usageRecords, background>>
 
 \* generate -> done, with or without output.
 Finish ==
     /\ stage = "generate"
     /\ stage' = "done"
     /\ outcome' = "completed"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
 
 \* generate -> failed: the provider failed, before or after its first chunk.
 ProviderFail ==
     /\ stage = "generate"
     /\ stage' = "failed"
     /\ outcome' = "provider_error"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
 
 \* generate -> failed: the provider sent nothing for too long.
 TimeOut ==
     /\ stage = "generate"
     /\ stage' = "failed"
     /\ outcome' = "timeout"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
 
 \* ingest | tokenize -> failed: the client went away before generation; the
 \* stage in progress fails at once.
@@ -130,7 +145,7 @@ DisconnectEarly ==
     /\ stage' = "failed"
     /\ clientConnected' = FALSE
     /\ outcome' = "client_disconnect"
-    /\ UNCHANGED <<chunks, delivered, enteredGenerate, usageRecords>>
+    /\ UNCHANGED <<chunks, delivered, enteredGenerate, usageRecords, background>>
 
 \* generate -> generate: the client went away during generation; only the
 \* writes stop, generation goes on to its own terminal stage.
@@ -138,7 +153,7 @@ DisconnectLate ==
     /\ stage = "generate"
     /\ clientConnected
     /\ clientConnected' = FALSE
-    /\ UNCHANGED <<stage, chunks, delivered, enteredGenerate, outcome, usageRecords>>
+    /\ UNCHANGED <<stage, chunks, delivered, enteredGenerate, outcome, usageRecords, background>>
 
 \* done | failed -> same: usage is recorded, once, for a request that reached
 \* generate (a request refused before generate generated nothing).
@@ -147,7 +162,17 @@ RecordUsage ==
     /\ enteredGenerate
     /\ usageRecords = 0
     /\ usageRecords' = usageRecords + 1
-    /\ UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome>>
+    /\ UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome, background>>
+
+\* generate -> cancelled: the client cancelled a background response
+\* (POST /v1/responses/{id}/cancel); the usage of what was generated is still
+\* recorded (RecordUsage). Not fair: a client may never cancel.
+Cancel ==
+    /\ stage = "generate"
+    /\ background
+    /\ stage' = "cancelled"
+    /\ outcome' = "cancelled"
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
 
 \* Not a runtime step: the finished request stutters (no TLC deadlock).
 Terminating ==
@@ -167,6 +192,7 @@ Next ==
     \/ DisconnectEarly
     \/ DisconnectLate
     \/ RecordUsage
+    \/ Cancel
     \/ Terminating
 
 \* The gateway's own steps are weakly fair; the arrival of a request is not.
@@ -191,12 +217,18 @@ TypeOK ==
     /\ enteredGenerate \in BOOLEAN
     /\ outcome \in Outcomes
     /\ usageRecords \in Nat
+    /\ background \in BOOLEAN
 
 \* response.completed (or the final chat chunk) is signalled in done and only there.
 CompletionOnlyInDone == (outcome = "completed") <=> (stage = "done")
 
 \* failed always carries an explicit reason: never a silent failure.
 FailureExplicit == (stage = "failed") <=> (outcome \in FailureOutcomes)
+
+\* cancelled is a background response's, cancelled in generate, and only there.
+CancelOnlyBackground ==
+    /\ (stage = "cancelled") <=> (outcome = "cancelled")
+    /\ (stage = "cancelled") => (background /\ enteredGenerate)
 
 \* Nothing is produced or written before generate.
 NoOutputBeforeGenerate ==
@@ -237,7 +269,12 @@ AccessCheckedInIngest ==
 \* Once terminal, only the usage record may still change.
 TerminalIsFinal ==
     [][(stage \in Terminal) =>
-         UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome>>]_vars
+         UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome,
+                    background>>]_vars
+
+\* Whether a request is background is decided when it arrives, and never changes.
+BackgroundChosenAtReceive ==
+    [][stage # "idle" => background' = background]_vars
 
 \* After the client went away nothing more is written to it, and it never comes back.
 WritesStopOnDisconnect ==

@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-STAGES = frozenset({"idle", "ingest", "tokenize", "generate", "done", "failed"})
-TERMINAL = frozenset({"done", "failed"})
+STAGES = frozenset({"idle", "ingest", "tokenize", "generate", "done", "failed", "cancelled"})
+TERMINAL = frozenset({"done", "failed", "cancelled"})
 BEFORE_GENERATE = frozenset({"idle", "ingest", "tokenize"})
 ACCESS_REFUSALS = frozenset({"unauthenticated", "model_not_allowed", "rate_limited"})
 """AccessRefusals: the refusals of access control, checks of ingest."""
 REJECT_OUTCOMES = frozenset({"invalid_request"}) | ACCESS_REFUSALS
 """RejectOutcomes: the values of Reject's `\\E reason`."""
 FAILURE_OUTCOMES = REJECT_OUTCOMES | {"provider_error", "timeout", "client_disconnect"}
-OUTCOMES = frozenset({"none", "completed"}) | FAILURE_OUTCOMES
+OUTCOMES = frozenset({"none", "completed", "cancelled"}) | FAILURE_OUTCOMES
 
 MAX_CHUNKS = 3
 """MaxChunks in formal/xrouter.cfg."""
@@ -37,6 +37,7 @@ class State:
     entered_generate: bool
     outcome: str
     usage_records: int
+    background: bool = False
 
 
 TLA_VARIABLES = {
@@ -47,6 +48,7 @@ TLA_VARIABLES = {
     "enteredGenerate": "entered_generate",
     "outcome": "outcome",
     "usageRecords": "usage_records",
+    "background": "background",
 }
 
 INIT = State(
@@ -57,6 +59,7 @@ INIT = State(
     entered_generate=False,
     outcome="none",
     usage_records=0,
+    background=False,
 )
 
 Bound = int | None
@@ -66,10 +69,23 @@ ActionFn = Callable[[State, Bound], State | None]
 # --- actions: each returns the next state, or None when the action is not enabled -------------
 
 
-def receive(s: State, max_chunks: Bound) -> State | None:
-    if s.stage != "idle":
-        return None
-    return replace(s, stage="ingest")
+def receive_as(background: bool) -> ActionFn:
+    """Receive with one value of its `\\E isBackground \\in BOOLEAN`."""
+
+    def receive_for(s: State, max_chunks: Bound) -> State | None:
+        if s.stage != "idle":
+            return None
+        return replace(s, stage="ingest", background=background)
+
+    return receive_for
+
+
+RECEIVES: dict[bool, ActionFn] = {False: receive_as(False), True: receive_as(True)}
+"""Receive, one function per choice of `background`."""
+
+receive = RECEIVES[False]
+"""Receive as the runtime's state machine sees it (the lifecycle is built background or not
+before its first step): one choice stands for both."""
 
 
 def ingest(s: State, max_chunks: Bound) -> State | None:
@@ -150,6 +166,12 @@ def record_usage(s: State, max_chunks: Bound) -> State | None:
     return replace(s, usage_records=s.usage_records + 1)
 
 
+def cancel(s: State, max_chunks: Bound) -> State | None:
+    if s.stage != "generate" or not s.background:
+        return None
+    return replace(s, stage="cancelled", outcome="cancelled")
+
+
 def terminating(s: State, max_chunks: Bound) -> State | None:
     """Not a runtime step: the finished request stutters."""
     if s.stage not in TERMINAL or (s.entered_generate and s.usage_records != 1):
@@ -169,6 +191,7 @@ ACTIONS: dict[str, ActionFn] = {
     "DisconnectEarly": disconnect_early,
     "DisconnectLate": disconnect_late,
     "RecordUsage": record_usage,
+    "Cancel": cancel,
 }
 """The runtime actions, by their TLA+ (and Action enum) names."""
 
@@ -185,8 +208,13 @@ FAIRNESS: dict[str, frozenset[str]] = {
 
 def choices(action: ActionFn) -> list[ActionFn]:
     """The steps `action` stands for: every outcome of Reject when it is the model's own Reject,
-    else `action` alone (a test's replacement of an action stays one step)."""
-    return list(REJECTS.values()) if action is reject else [action]
+    both choices of Receive when it is the model's own Receive, else `action` alone (a test's
+    replacement of an action stays one step)."""
+    if action is reject:
+        return list(REJECTS.values())
+    if action is receive:
+        return list(RECEIVES.values())
+    return [action]
 
 
 def successors(s: State, max_chunks: Bound = MAX_CHUNKS) -> Iterator[tuple[str, State]]:
@@ -210,6 +238,7 @@ def type_ok(s: State, max_chunks: Bound = MAX_CHUNKS) -> bool:
         and isinstance(s.entered_generate, bool)
         and s.outcome in OUTCOMES
         and s.usage_records >= 0
+        and isinstance(s.background, bool)
     )
 
 
@@ -219,6 +248,13 @@ def completion_only_in_done(s: State) -> bool:
 
 def failure_explicit(s: State) -> bool:
     return (s.stage == "failed") == (s.outcome in FAILURE_OUTCOMES)
+
+
+def cancel_only_background(s: State) -> bool:
+    cancelled = s.stage == "cancelled"
+    return cancelled == (s.outcome == "cancelled") and (
+        not cancelled or (s.background and s.entered_generate)
+    )
 
 
 def no_output_before_generate(s: State) -> bool:
@@ -261,6 +297,7 @@ def invariants(max_chunks: Bound = MAX_CHUNKS) -> dict[str, Callable[[State], bo
         "DisconnectSafety": disconnect_safety,
         "UsageOnceAtTerminal": usage_once_at_terminal,
         "AccessRefusedBeforeTokenize": access_refused_before_tokenize,
+        "CancelOnlyBackground": cancel_only_background,
     }
 
 
@@ -281,10 +318,15 @@ def access_checked_in_ingest(s: State, t: State) -> bool:
     return t.outcome not in ACCESS_REFUSALS or t.outcome == s.outcome or s.stage == "ingest"
 
 
+def background_chosen_at_receive(s: State, t: State) -> bool:
+    return s.stage == "idle" or t.background == s.background
+
+
 ACTION_PROPERTIES: dict[str, Callable[[State, State], bool]] = {
     "TerminalIsFinal": terminal_is_final,
     "WritesStopOnDisconnect": writes_stop_on_disconnect,
     "AccessCheckedInIngest": access_checked_in_ingest,
+    "BackgroundChosenAtReceive": background_chosen_at_receive,
 }
 """[][A]_vars properties: checked on every step."""
 

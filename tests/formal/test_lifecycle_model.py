@@ -33,11 +33,12 @@ def test_distinct_state_count_is_the_one_formal_readme_records(
     graph: StateGraph[model.State],
 ) -> None:
     assert len(graph) == recorded_state_count("xrouter")
-    # The same count by hand: idle, ingest, tokenize, five early failures (invalid_request,
-    # client_disconnect and the three access refusals), 14 generate states (chunks 0..3,
-    # delivered <= chunks once the client is gone), each generate state x 3 terminal outcomes
+    # The same count by hand: idle; then, for a request that is background or not, ingest,
+    # tokenize, five early failures (invalid_request, client_disconnect and the three access
+    # refusals) and 14 generate states (chunks 0..3, delivered <= chunks once the client is
+    # gone); each generate state x 3 terminal outcomes (4 for a background request: cancelled)
     # x usage recorded or not.
-    assert len(graph) == 1 + 1 + 1 + 5 + 14 + 14 * 3 * 2
+    assert len(graph) == 1 + 2 * (1 + 1 + 5 + 14) + 14 * 3 * 2 + 14 * 4 * 2
 
 
 def test_every_invariant_holds_in_every_reachable_state(graph: StateGraph[model.State]) -> None:
@@ -69,7 +70,7 @@ def test_from_every_generate_state_a_terminal_state_is_reachable(
     graph: StateGraph[model.State],
 ) -> None:
     generating = [s for s in graph.states if s.stage == "generate"]
-    assert len(generating) == 14
+    assert len(generating) == 2 * 14
     for state in generating:
         assert reachable(graph, state, lambda s: s.stage in model.TERMINAL)
         assert reachable(graph, state, lambda s: s.stage in model.TERMINAL and s.usage_records == 1)
@@ -97,6 +98,41 @@ def test_a_disconnect_in_generate_never_fails_the_request(
     assert gone
     assert all(s.outcome != "client_disconnect" for s in gone)
     assert any(s.stage == "done" for s in gone)
+
+
+def test_only_a_background_request_is_cancelled_only_from_generate_and_its_usage_counted(
+    graph: StateGraph[model.State],
+) -> None:
+    """Cancel leaves generate for `cancelled`, for a background request only; from every
+    cancelled state the usage record is still reachable, and then nothing changes."""
+    cancelled_from = {
+        (state.stage, state.background)
+        for state, steps in graph.edges.items()
+        for action, after in steps
+        if action == "Cancel"
+    }
+    assert cancelled_from == {("generate", True)}
+    cancelled = [s for s in graph.states if s.stage == "cancelled"]
+    assert cancelled and all(s.background and s.outcome == "cancelled" for s in cancelled)
+    for state in cancelled:
+        assert reachable(graph, state, lambda s: s.usage_records == 1)
+    # A request that is not background reaches done or failed, never cancelled.
+    assert all(s.background for s in graph.states if s.outcome == "cancelled")
+
+
+def test_a_model_that_cancels_a_foreground_request_is_rejected() -> None:
+    def cancel_anything(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage != "generate":
+            return None
+        return replace(s, stage="cancelled", outcome="cancelled")
+
+    with pytest.raises(ModelCheckFailure, match="CancelOnlyBackground"):
+        explore(
+            [model.INIT],
+            _successors_with("Cancel", cancel_anything),
+            model.invariants(),
+            model.ACTION_PROPERTIES,
+        )
 
 
 def test_access_refusals_are_steps_from_ingest_and_end_the_request(
@@ -271,8 +307,10 @@ def test_transitions_table_matches_the_model(graph: StateGraph[model.State]) -> 
     assert {str(a) for a in Action} == set(model.ACTIONS)
 
 
-def _lifecycle(stage: str, connected: bool, entered: bool, recorded: bool) -> Lifecycle:
-    lifecycle = Lifecycle("req_model")
+def _lifecycle(
+    stage: str, connected: bool, entered: bool, recorded: bool, background: bool
+) -> Lifecycle:
+    lifecycle = Lifecycle("req_model", background=background)
     lifecycle.stage = Stage(stage)
     lifecycle.client_connected = connected
     lifecycle.entered_generate = entered
@@ -283,14 +321,20 @@ def _lifecycle(stage: str, connected: bool, entered: bool, recorded: bool) -> Li
 def test_lifecycle_refuses_exactly_the_steps_the_model_forbids() -> None:
     """Explore the runtime `Lifecycle` and the model side by side: from every pair of states,
     every action is accepted by both or refused by both, and they land on the same stage."""
-    start = (model.INIT, ("idle", True, False, False))
-    seen = {start}
-    queue = deque([start])
+    starts = [
+        (model.INIT, ("idle", True, False, False, False)),
+        (replace(model.INIT, background=True), ("idle", True, False, False, True)),
+    ]
+    seen = set(starts)
+    queue = deque(starts)
     checked = 0
     while queue:
         state, snapshot = queue.popleft()
         for action in Action:
-            expected = model.ACTIONS[str(action)](state, None)
+            # A runtime lifecycle is background or not from its start: Receive keeps it.
+            receive = model.RECEIVES[state.background]
+            act = receive if action == Action.RECEIVE else model.ACTIONS[str(action)]
+            expected = act(state, None)
             lifecycle = _lifecycle(*snapshot)
             try:
                 before, after = lifecycle.step(action)
@@ -310,6 +354,7 @@ def test_lifecycle_refuses_exactly_the_steps_the_model_forbids() -> None:
                     lifecycle.client_connected,
                     lifecycle.entered_generate,
                     lifecycle.usage_recorded,
+                    lifecycle.background,
                 ),
             )
             if expected.chunks <= model.MAX_CHUNKS and following not in seen:

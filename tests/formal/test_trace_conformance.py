@@ -208,7 +208,11 @@ _TARGET = {
     Action.TIME_OUT: Stage.FAILED,
     Action.REJECT: Stage.FAILED,
     Action.DISCONNECT_EARLY: Stage.FAILED,
+    Action.CANCEL: Stage.CANCELLED,
 }
+
+_REASON = {Action.RECEIVE: Reason.RECEIVED, Action.DISCONNECT_LATE: Reason.CLIENT_DISCONNECT}
+"""The default reason of a bare action with several: a request that is not background."""
 
 
 def _events(*steps: Action | tuple[Action, Stage, Stage, Reason]) -> list[LifecycleEvent]:
@@ -221,7 +225,7 @@ def _events(*steps: Action | tuple[Action, Stage, Stage, Reason]) -> list[Lifecy
         else:
             action, before = step, stage
             after = _TARGET.get(action, stage)
-            reason = min(REASONS[action])  # any allowed reason; stable choice
+            reason = _REASON.get(action) or min(REASONS[action])  # a stable choice
         events.append(LifecycleEvent("req_x", action, before, after, reason, 1_000 + i))
         stage = after
     return events
@@ -330,6 +334,30 @@ def test_the_checker_accepts_a_right_trace() -> None:
             "before any Receive",
             id="no-receive",
         ),
+        pytest.param(
+            _events(*HAPPY, Action.EMIT_CHUNK, Action.CANCEL),
+            "Cancel is not enabled",
+            id="cancel-of-a-foreground-request",
+        ),
+        pytest.param(
+            _events(
+                *HAPPY,
+                (Action.DISCONNECT_LATE, Stage.GENERATE, Stage.GENERATE, Reason.BACKGROUND),
+            ),
+            "a detach for `background` of a request that is not one",
+            id="background-detach-of-a-foreground-request",
+        ),
+        pytest.param(
+            _events(
+                (Action.RECEIVE, Stage.IDLE, Stage.INGEST, Reason.BACKGROUND),
+                Action.INGEST,
+                Action.TOKENIZE,
+                Action.FINISH,
+                Action.CANCEL,
+            ),
+            "Cancel is not enabled",
+            id="cancel-after-done",
+        ),
     ],
 )
 def test_the_checker_rejects_wrong_traces(trace: list[LifecycleEvent], complaint: str) -> None:
@@ -349,6 +377,52 @@ def test_the_checker_accepts_an_access_refusal_in_ingest(reason: Reason) -> None
         Action.RECEIVE, Action.INGEST, (Action.REJECT, Stage.TOKENIZE, Stage.FAILED, reason)
     )
     assert any("Reject is not enabled" in p for p in check_trace(late))
+
+
+def test_the_checker_accepts_background_traces() -> None:
+    """A background request: detached at once (reason `background`), then finished, or
+    cancelled with its usage still recorded."""
+    start = (
+        (Action.RECEIVE, Stage.IDLE, Stage.INGEST, Reason.BACKGROUND),
+        Action.INGEST,
+        Action.TOKENIZE,
+        (Action.DISCONNECT_LATE, Stage.GENERATE, Stage.GENERATE, Reason.BACKGROUND),
+        Action.EMIT_CHUNK,
+    )
+    done = _events(*start, Action.FINISH, Action.RECORD_USAGE)
+    assert check_trace(done, require_complete=True) == []
+    cancelled = _events(*start, Action.CANCEL, Action.RECORD_USAGE)
+    assert check_trace(cancelled, require_complete=True) == []
+    unbilled = _events(*start, Action.CANCEL)
+    assert any(
+        "usage was never recorded" in p for p in check_trace(unbilled, require_complete=True)
+    )
+
+
+def test_background_traces_conform(serve_with: ServeWith) -> None:
+    """Live background requests: one polled to completion, one cancelled mid-generation; both
+    traces are steps of the model, complete with one usage record."""
+    live = serve_with(local_slow_delay_s=0.05)
+    body = {"model": "local/slow", "input": "one two three four five six", "background": True}
+    finished, cancelled = _request_id(), _request_id()
+    with live.client() as client:
+        first = client.post("/v1/responses", json=body, headers={"x-request-id": finished})
+        second = client.post("/v1/responses", json=body, headers={"x-request-id": cancelled})
+        assert first.status_code == second.status_code == 200, (first.text, second.text)
+        assert first.json()["status"] == "in_progress"
+        stopped = client.post(f"/v1/responses/{second.json()['id']}/cancel", json={})
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["status"] == "cancelled"
+    done_events = _trace(live, finished)
+    # Detached from the start: the step after Tokenize, before any output.
+    assert _actions(done_events)[:4] == ["Receive", "Ingest", "Tokenize", "DisconnectLate"]
+    assert done_events[0].reason == Reason.BACKGROUND
+    assert done_events[3].reason == Reason.BACKGROUND
+    assert _actions(done_events)[-2:] == ["Finish", "RecordUsage"]
+    assert check_trace(done_events, require_complete=True) == []
+    cancel_events = _trace(live, cancelled)
+    assert _actions(cancel_events)[-2:] == ["Cancel", "RecordUsage"]
+    assert check_trace(cancel_events, require_complete=True) == []
 
 
 def test_the_checker_rejects_a_clock_going_back() -> None:

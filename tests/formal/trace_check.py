@@ -21,7 +21,7 @@ from xrouter.domain.lifecycle import Action, LifecycleEvent, Reason, Stage
 from . import model
 
 REASONS: dict[Action, frozenset[Reason]] = {
-    Action.RECEIVE: frozenset({Reason.RECEIVED}),
+    Action.RECEIVE: frozenset({Reason.RECEIVED, Reason.BACKGROUND}),
     Action.INGEST: frozenset({Reason.ROUTED}),
     Action.REJECT: frozenset(
         {
@@ -39,8 +39,9 @@ REASONS: dict[Action, frozenset[Reason]] = {
     Action.PROVIDER_FAIL: frozenset({Reason.PROVIDER_ERROR}),
     Action.TIME_OUT: frozenset({Reason.TIMEOUT}),
     Action.DISCONNECT_EARLY: frozenset({Reason.CLIENT_DISCONNECT}),
-    Action.DISCONNECT_LATE: frozenset({Reason.CLIENT_DISCONNECT}),
+    Action.DISCONNECT_LATE: frozenset({Reason.CLIENT_DISCONNECT, Reason.BACKGROUND}),
     Action.RECORD_USAGE: frozenset({Reason.USAGE_RECORDED}),
+    Action.CANCEL: frozenset({Reason.CANCELLED}),
 }
 """The reasons each action may carry (formal/trace-schema.md)."""
 
@@ -62,6 +63,8 @@ def _model_action(event: LifecycleEvent) -> model.ActionFn:
     """The model's action for `event`: a Reject is the choice its reason names."""
     if event.action == Action.REJECT and event.reason in REJECT_OUTCOMES:
         return model.REJECTS[REJECT_OUTCOMES[event.reason]]
+    if event.action == Action.RECEIVE:  # the reason says which choice of `background`
+        return model.RECEIVES[event.reason == Reason.BACKGROUND]
     return model.ACTIONS[str(event.action)]
 
 
@@ -82,6 +85,12 @@ def _step_problems(replay: _Replay, event: LifecycleEvent) -> tuple[model.State 
     state = replay.state
     if event.reason not in REASONS[event.action]:
         problems.append(f"{where}: reason {event.reason!s} does not belong to {event.action}")
+    if (
+        event.action == Action.DISCONNECT_LATE
+        and event.reason == Reason.BACKGROUND
+        and not state.background
+    ):
+        problems.append(f"{where}: a detach for `background` of a request that is not one")
     if event.from_stage != state.stage:
         problems.append(f"{where}: from_stage {event.from_stage} but the model is in {state.stage}")
     after = _model_action(event)(state, None)

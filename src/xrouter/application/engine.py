@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from xrouter.application.access import AccessControl
 from xrouter.application.admission import Admission
+from xrouter.application.background import Background
 from xrouter.application.compaction_items import CompactionItems
 from xrouter.application.conversations import Conversations, conversation_history
 from xrouter.application.execution import DisconnectSignal, Execution
@@ -50,6 +51,7 @@ from xrouter.domain.builder import ResponseBuilder
 from xrouter.domain.errors import (
     ClientDisconnected,
     GatewayError,
+    InvalidRequest,
     RateLimited,
     ServerShuttingDown,
     Unauthorized,
@@ -114,6 +116,7 @@ class ExecutionEngine:
         access: AccessControl | None = None,
         compaction: CompactionItems | None = None,
         conversations: Conversations | None = None,
+        background: Background | None = None,
     ) -> None:
         """`access`: gateway keys, model permissions and per-key limits (gateway keys on);
         None: auth off. `compaction`: opens the gateway's sealed compaction items (None: no
@@ -122,6 +125,9 @@ class ExecutionEngine:
         self._conversations = conversations
         """The history of a request's `conversation` and where its finished turn goes
         (application/conversations.py); None refuses `conversation` (400)."""
+        self._background = background
+        """`background: true` responses (stored at once, events logged, cancel): None refuses
+        them (400)."""
         self._catalog = catalog
         self._counter = counter
         self._clock = clock
@@ -146,6 +152,7 @@ class ExecutionEngine:
             masker=masker or SecretMasker.empty(),
             generation_timeout_s=settings.generation_timeout_s,
             generation_timeout_setting=settings.setting_names("generation_timeout_s"),
+            background=background,
         )
         self.running = RunningGenerations()
         """The generations running now; `GetResponse.delete` marks deleted ones here."""
@@ -181,11 +188,13 @@ class ExecutionEngine:
         before any generation starts; the caller answers with a JSON error.
         """
         received_ns = self._clock.monotonic_ns()
-        lifecycle = Lifecycle(request_id or self._ids.new_id("req"))
+        lifecycle = Lifecycle(request_id or self._ids.new_id("req"), background=request.background)
         # The host's facts when there is a host; outside one (tests, embedding) our own.
         facts = CURRENT_REQUEST.get() or RequestFacts(lifecycle.request_id)
         facts.api = api
-        self._tracer.step(lifecycle, Action.RECEIVE, Reason.RECEIVED)
+        self._tracer.step(
+            lifecycle, Action.RECEIVE, Reason.BACKGROUND if request.background else Reason.RECEIVED
+        )
         try:
             self._admission.admit()
         except GatewayError as refused:
@@ -216,7 +225,12 @@ class ExecutionEngine:
         except BaseException:
             self._admission.release()
             raise
-        return self._launch(request, lifecycle, disconnect, prepared, facts, received_ns)
+        execution = self._launch(request, lifecycle, disconnect, prepared, facts, received_ns)
+        if request.background:
+            # Answered once stored as in progress (a poll finds it); without `stream` the
+            # generation has detached its client by then (Pump._generate).
+            await execution.accepted()
+        return execution
 
     def _refuse(
         self,
@@ -291,6 +305,12 @@ class ExecutionEngine:
         facts.key_id, facts.key_name = principal.owner, principal.key_name
         try:
             ingest.validate(request)
+            if request.background and self._background is None:
+                raise InvalidRequest(
+                    "This gateway does not run background responses; drop `background`.",
+                    param="background",
+                    code="invalid_value",
+                )
             route, provider = await self._catalog.resolve(request.model)
             facts.model = f"{route.provider}/{route.upstream_model}"
             facts.provider = route.provider

@@ -63,6 +63,7 @@ class Execution:
     `events()` (stream) or `result()` (non-stream), from one reader."""
 
     __slots__ = (
+        "_accepted",
         "_answer",
         "_batches",
         "_capacity",
@@ -90,6 +91,7 @@ class Execution:
         loop = asyncio.get_running_loop()
         self._outcome: asyncio.Future[Response] = loop.create_future()  # generation's
         self._answer: asyncio.Future[Response] = loop.create_future()  # the reader's
+        self._accepted: asyncio.Future[Response] = loop.create_future()  # background only
         self.on_detach: Callable[[], None] | None = None
 
     # --- producer side (the generation task) ---------------------------------------------------
@@ -129,9 +131,16 @@ class Execution:
             self._batches.append(error)  # may exceed capacity by one: it is the last item
         self.close()
 
+    def accept(self, snapshot: Response) -> None:
+        """A background response is stored as in progress: its answer to the request that
+        created it is this snapshot, at once (`result()` returns it; generation goes on)."""
+        for future in (self._accepted, self._answer):
+            if not future.done():
+                future.set_result(snapshot)
+
     def settle(self, response: Response | None, error: GatewayError | None) -> None:
         """The outcome: the final response, or the failure. The first call wins."""
-        for future in (self._outcome, self._answer):
+        for future in (self._outcome, self._answer, self._accepted):
             if future.done():
                 continue
             if error is not None:
@@ -167,6 +176,11 @@ class Execution:
         ClientDisconnected once the client is gone. Cancelling the wait cancels only the wait:
         generation runs in its own task regardless."""
         return await asyncio.shield(self._answer)
+
+    async def accepted(self) -> Response:
+        """A background response's in-progress snapshot once it is stored (so a poll finds
+        it); raises the GatewayError when it failed before that."""
+        return await asyncio.shield(self._accepted)
 
     async def outcome(self) -> Response:
         """How generation ended, whether or not the client stayed (for observers and tests)."""

@@ -44,6 +44,8 @@ class Generation:
     """Whether the client has been sent anything (then a failure is in-band)."""
     pumping: bool = False
     """In the provider-stream phase, where a shutdown stop may interrupt it."""
+    started_pump: bool = False
+    """The provider-stream phase has begun (it may be over)."""
     deleted: bool = False
     """`DELETE /v1/responses/{id}` came first: the response must not be stored."""
     stop_reason: GatewayError | None = None
@@ -52,6 +54,10 @@ class Generation:
     """When the client left during generate, if it did."""
     error: GatewayError | None = None
     """The (masked) failure it ended with, if it failed."""
+    cancel_requested: bool = False
+    """`POST /v1/responses/{id}/cancel` came (background only): it ends `cancelled`."""
+    cancel_watch: asyncio.Task[None] | None = None
+    """The background watch for a cancel asked of another worker (`CancelRequests`)."""
 
     def __repr__(self) -> str:
         # Never the call: it carries the client's token (BYOK).
@@ -64,6 +70,24 @@ class Generation:
     @property
     def request_id(self) -> str:
         return self.execution.request_id
+
+    @property
+    def background(self) -> bool:
+        return self.lifecycle.background
+
+    def cancel(self) -> bool:
+        """Cancel a background generation: it ends with status `cancelled` (the model's
+        Cancel), its usage still recorded. Interrupts the provider stream when it is in it;
+        before it, the stream is never started. False when it is not background, already
+        asked, or past the provider stream (it is finishing on its own)."""
+        if not self.background or self.cancel_requested or self.lifecycle.terminal:
+            return False
+        if self.started_pump and not self.pumping:
+            return False  # past the stream: finishing
+        self.cancel_requested = True
+        if self.pumping and self.task is not None and self.stop_reason is None:
+            self.task.cancel()
+        return True
 
     def stop(self, reason: GatewayError) -> bool:
         """Interrupt the provider stream; the generation then fails with `reason`. False

@@ -13,6 +13,7 @@ from msgspec import Struct, field
 from xrouter.application.outcome import RequestOutcome
 from xrouter.domain.compaction import CompactionResource
 from xrouter.domain.conversations import Conversation
+from xrouter.domain.events import StreamEvent
 from xrouter.domain.keys import GatewayKey
 from xrouter.domain.lifecycle import LifecycleEvent
 from xrouter.domain.models import ModelInfo, ModelRoute
@@ -247,6 +248,43 @@ class ConversationStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class EventLog(Protocol):
+    """The stream events of background responses, kept for replay and following
+    (`GET /v1/responses/{id}?stream=true&starting_after=N`) by any worker or instance that
+    shares the log.
+
+    Bounded per response (events and bytes: past either bound, events are dropped, except a
+    terminal one, so a follower still sees the end) and expiring. Every method raises
+    `StorageUnavailable` when the backend cannot answer now.
+    """
+
+    async def append(self, response_id: str, events: Sequence[StreamEvent]) -> None:
+        """Add events (in sequence order) to the response's log, creating it."""
+        ...
+
+    async def read(self, response_id: str, *, after: int, limit: int) -> list[StreamEvent] | None:
+        """Up to `limit` events whose `sequence_number` is greater than `after`, in order; None
+        when the response has no log (never a background one here, or expired)."""
+        ...
+
+    async def wait(self, response_id: str, *, after: int, timeout_s: float) -> None:
+        """Return when events after `after` may have arrived, or after `timeout_s` at most
+        (a follower then reads again)."""
+        ...
+
+
+class CancelRequests(Protocol):
+    """Cancellations of background responses, seen by whichever worker is generating one."""
+
+    async def request(self, response_id: str) -> None:
+        """Ask for `response_id` to be cancelled (kept for a bounded time)."""
+        ...
+
+    async def requested(self, response_id: str) -> bool:
+        """Whether a cancellation of `response_id` was asked for."""
+        ...
 
 
 class Clock(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from xrouter.application.background import Background
 from xrouter.application.generation import Generation
 from xrouter.application.lifecycle_trace import LifecycleTracer
 from xrouter.application.ports import Clock, TokenCounter
@@ -23,6 +24,10 @@ from xrouter.domain.responses import Usage
 from xrouter.domain.secrets import SecretMasker
 
 log = logging.getLogger("xrouter.engine")
+
+
+class _CancelAsked(Exception):
+    """A background response was cancelled before its provider stream began."""
 
 
 class Pump:
@@ -38,9 +43,12 @@ class Pump:
         masker: SecretMasker,
         generation_timeout_s: float,
         generation_timeout_setting: str,
+        background: Background | None = None,
     ) -> None:
         """`generation_timeout_setting`: the operator's name of the deadline, for the messages
-        and log lines that mention it."""
+        and log lines that mention it. `background`: what `background: true` responses need
+        (stored at once, events logged, cancels watched)."""
+        self._background = background
         self._counter = counter
         self._clock = clock
         self._tracer = tracer
@@ -60,6 +68,12 @@ class Pump:
                 self._recorder.record_usage(generation)
                 raise
             stop = generation.stop_reason
+            if stop is None and generation.cancel_requested:  # the client's cancel: handled
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+                await self._cancel(generation)
+                return
             if stop is not None:  # the engine's own stop (shutdown): handled here
                 task = asyncio.current_task()
                 assert task is not None
@@ -67,6 +81,11 @@ class Pump:
             await self._fail(generation, stop or _shut_down())
             if stop is None:
                 raise
+        except _CancelAsked:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
+            await self._cancel(generation)
         except Exception as exc:
             if lifecycle.terminal:  # failed after the terminal step: only the log can tell
                 log.exception("response %s failed after it was terminal", generation.response_id)
@@ -78,9 +97,22 @@ class Pump:
             self._end(generation)
 
     async def _generate(self, generation: Generation) -> None:
-        """The provider stream under the total deadline."""
+        """The provider stream under the total deadline (a background response is stored as
+        in progress first, its opening events logged and sent at once)."""
+        if generation.background and self._background is not None:
+            opening = generation.builder.start()
+            await self._background.begin(generation, opening)
+            generation.output_sent = True
+            if not generation.call.request.stream:
+                # Answered already (the in-progress snapshot): detached from the start.
+                self.client_left(generation, Reason.BACKGROUND)
+                generation.execution.detach()
+            await generation.execution.send(opening)
+        generation.started_pump = True
         generation.pumping = True
         try:
+            if generation.cancel_requested:
+                raise _CancelAsked
             async with asyncio.timeout(self._timeout_s) as deadline:
                 await self._pump(generation)
         except TimeoutError:
@@ -96,13 +128,16 @@ class Pump:
 
     async def _pump(self, generation: Generation) -> None:
         builder = generation.builder
-        execution = generation.execution
         # The opening events wait for the first output: until then a failure is still a
         # plain JSON error with its own status.
-        pending: list[StreamEvent] | None = builder.start()
+        pending: list[StreamEvent] | None = None if generation.output_sent else builder.start()
         stream = generation.provider.stream(generation.call)
         try:
             async for delta in stream:
+                if generation.cancel_requested:
+                    # The task was cancelled too; this catches a cancellation some library
+                    # on the way swallowed (then the task is still marked cancelling).
+                    raise _CancelAsked
                 chunks_before = builder.chunks
                 events = builder.feed(delta)
                 if builder.chunks != chunks_before:
@@ -117,7 +152,7 @@ class Pump:
                     pending = None
                 if events:
                     generation.output_sent = True
-                    await execution.send(events)
+                    await self._emit(generation, events)
         finally:
             await _aclose(stream)
         if builder.finish_reason is None:
@@ -130,7 +165,13 @@ class Pump:
         if pending is not None:
             # Finished without output: still a valid stream (created ... completed).
             generation.output_sent = True
-            await execution.send(pending)
+            await self._emit(generation, pending)
+
+    async def _emit(self, generation: Generation, events: list[StreamEvent]) -> None:
+        """Events to the client, and first to the event log of a background response."""
+        if generation.background and self._background is not None:
+            await self._background.publish(generation, events)
+        await generation.execution.send(events)
 
     async def _finish(self, generation: Generation) -> None:
         builder = generation.builder
@@ -139,8 +180,31 @@ class Pump:
         terminal = builder.complete(usage, int(self._clock.now()))
         self._tracer.step(generation.lifecycle, Action.FINISH, Reason.DONE)
         await self._recorder.record(generation)
+        await self._publish(generation, [*closing, terminal])
         generation.execution.end_with([*closing, terminal])
         generation.execution.settle(builder.response, None)
+
+    async def _publish(self, generation: Generation, events: list[StreamEvent]) -> None:
+        """The closing events of a background response to its event log (after the store
+        write, as for the client: a follower that sees the end finds the final response)."""
+        if generation.background and self._background is not None:
+            await self._background.publish(generation, events)
+
+    async def _cancel(self, generation: Generation) -> None:
+        """A background response cancelled by its client: the model's Cancel, then the
+        usage of what was generated, recorded once, and the response stored `cancelled`."""
+        self._tracer.step(generation.lifecycle, Action.CANCEL, Reason.CANCELLED)
+        log.info("background response %s cancelled by its client", generation.response_id)
+        try:
+            usage: Usage | None = await self._usage(generation)
+        except Exception:  # counting must not keep the cancel from being recorded
+            usage = None
+        events = generation.builder.cancel(usage)
+        await self._recorder.record(generation)
+        await self._publish(generation, events)
+        execution = generation.execution
+        execution.end_with(events)
+        execution.settle(generation.builder.response, None)
 
     async def _fail(self, generation: Generation, error: GatewayError) -> None:
         # Masked before anything logs, stores or sends it (the client's own BYOK token too).
@@ -161,6 +225,7 @@ class Pump:
         await self._recorder.record(generation)
         execution = generation.execution
         if generation.output_sent:
+            await self._publish(generation, events)
             execution.end_with(events)
         else:
             # Nothing was sent yet: the client gets a plain JSON error with the right status.
@@ -172,6 +237,8 @@ class Pump:
         how it ended."""
         execution = generation.execution
         execution.close()
+        if self._background is not None:
+            self._background.end(generation)
         if not execution.settled:  # cancelled hard, mid-way through its failure
             execution.settle(None, generation.error or _shut_down())
         if generation.detached_ns is not None:
@@ -186,18 +253,23 @@ class Pump:
                 (now - generation.detached_ns) / 1e9,
             )
 
-    def client_left(self, generation: Generation) -> None:
+    def client_left(
+        self, generation: Generation, reason: Reason = Reason.CLIENT_DISCONNECT
+    ) -> None:
         """The client went away during generate: the model's DisconnectLate; generation
-        goes on to its terminal state, which the log then reports."""
+        goes on to its terminal state, which the log then reports. `reason` BACKGROUND: a
+        background response, answered at once, has no client from the start."""
         lifecycle = generation.lifecycle
         if lifecycle.terminal or not lifecycle.client_connected:
             return
-        self._tracer.step(lifecycle, Action.DISCONNECT_LATE, Reason.CLIENT_DISCONNECT)
+        self._tracer.step(lifecycle, Action.DISCONNECT_LATE, reason)
         generation.detached_ns = self._clock.monotonic_ns()
         log.info(
-            "response %s: client left during generate; generation continues "
-            "(at most %g s in all, %s)",
+            "response %s: %s; generation continues (at most %g s in all, %s)",
             generation.response_id,
+            "background, answered at once"
+            if reason is Reason.BACKGROUND
+            else "client left during generate",
             self._timeout_s,
             self._timeout_setting,
         )

@@ -14,7 +14,7 @@ from xrouter.application.ports import Clock, IdGenerator, OutcomeSink, ResponseS
 from xrouter.application.request_facts import RequestFacts
 from xrouter.domain.errors import GatewayError, StorageUnavailable
 from xrouter.domain.lifecycle import Action, Lifecycle, Reason
-from xrouter.domain.responses import ResponseRequest, StoredResponse
+from xrouter.domain.responses import InputItem, ResponseRequest, StoredResponse
 
 log = logging.getLogger("xrouter.engine")
 
@@ -75,14 +75,7 @@ class Recorder:
         if _not_to_store(generation):
             return
         response = generation.builder.response
-        items = [
-            item
-            if item.id is not None
-            else msgspec.structs.replace(
-                item, id=self._ids.new_id(_ITEM_ID_PREFIX.get(item.type, "item"))
-            )
-            for item in generation.own_items
-        ]
+        items = with_ids(generation.own_items, self._ids)
         try:
             owner = generation.principal.owner
             await self._store.save(
@@ -210,6 +203,16 @@ class Recorder:
             "-" if outcome.input_tokens is None else outcome.input_tokens,
             "-" if outcome.output_tokens is None else outcome.output_tokens,
         )
+
+
+def with_ids(items: list[InputItem], ids: IdGenerator) -> list[InputItem]:
+    """The input items as stored: each with an id (`input_items` pages by id)."""
+    return [
+        item
+        if item.id is not None
+        else msgspec.structs.replace(item, id=ids.new_id(_ITEM_ID_PREFIX.get(item.type, "item")))
+        for item in items
+    ]
 
 
 def _not_to_store(generation: Generation) -> bool:

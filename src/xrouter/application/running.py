@@ -1,5 +1,6 @@
-"""The generations running now, by response id: what shutdown waits for, and where a
-`DELETE` of a response still generating is recorded so that it wins."""
+"""The generations running now, by response id: what shutdown waits for, where a `DELETE` of a
+response still generating is recorded so that it wins, and where a cancel finds a background
+generation running in this process."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ class RunningGenerations:
 
     def discard(self, generation: Generation) -> None:
         self._by_response.pop(generation.response_id, None)
+
+    def get(self, response_id: str) -> Generation | None:
+        return self._by_response.get(response_id)
+
+    def cancel(self, response_id: str, *, owner: str | None = None) -> Generation | None:
+        """Cancel a background generation running here (`Generation.cancel`): the generation,
+        or None when none of `owner`'s is running here (another worker may have it)."""
+        generation = self._by_response.get(response_id)
+        if generation is None or (owner is not None and generation.principal.owner != owner):
+            return None
+        generation.cancel()
+        return generation
 
     def delete(self, response_id: str, *, owner: str | None = None) -> bool:
         """Mark a running response deleted: it is not stored when it ends. False when no

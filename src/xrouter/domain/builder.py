@@ -442,6 +442,21 @@ class ResponseBuilder:
             ev.ResponseFailed(sequence_number=self._next_seq(), response=final),
         ]
 
+    def cancel(self, usage: Usage | None) -> list[ev.StreamEvent]:
+        """A cancelled background response: `response.failed` carrying status `cancelled`
+        and no error (neither OpenAI's nor Open Responses' stream has a cancelled event; the
+        SDK raises on an `error` event, and a cancel asked for is not one). Items still open
+        are kept as `incomplete`."""
+        partial = self._partial_items()
+        output = [
+            item if item is not None else partial[index]
+            for index, item in enumerate(self._output)
+            if item is not None or index in partial
+        ]
+        final = structs.replace(self._response, status="cancelled", output=output, usage=usage)
+        self._response = final
+        return [ev.ResponseFailed(sequence_number=self._next_seq(), response=final)]
+
     def _partial_items(self) -> dict[int, OutputItem]:
         """Open items by output_index, frozen as `incomplete`."""
         items: dict[int, OutputItem] = {}

@@ -159,3 +159,12 @@ class ServerShuttingDown(GatewayError):
     status = 503
     type = "server_error"
     code = "server_shutting_down"
+
+
+class CancelNotConfirmed(GatewayError):
+    """A background response's cancel was asked for, but the worker generating it did not
+    confirm it in time (504): it may still end cancelled; the client polls."""
+
+    status = 504
+    type = "server_error"
+    code = "cancel_not_confirmed"

@@ -41,6 +41,7 @@ def input_items(request: ResponseRequest) -> list[InputItem]:
         return [InputItem(type="message", role="user", content=request.input)]
     return request.input
 
+
 _OPAQUE_CONTEXT = frozenset({"item_reference", "compaction"})
 """Item kinds that may stand for function calls this check cannot see."""
 
@@ -70,7 +71,6 @@ def check_tool_outputs(history: list[InputItem], own: list[InputItem]) -> None:
             )
 
 
-
 def validate(request: ResponseRequest) -> None:
     """Raise InvalidRequest, naming the param, if the request breaks an API rule."""
     if not request.model.strip():
@@ -86,6 +86,14 @@ def validate(request: ResponseRequest) -> None:
             code="invalid_value",
         )
     conversation_id(request)  # an id or {"id": ...}, else a 400 naming `conversation`
+    if request.background and not request.store:
+        raise InvalidRequest(
+            "`background: true` needs `store: true`: a background response is polled, "
+            "replayed and cancelled by its id, so it must be stored. Send `store: true` "
+            "(the default) or drop `background`.",
+            param="background",
+            code="invalid_value",
+        )
     if not isinstance(request.input, str):
         for index, item in enumerate(request.input):
             _validate_item(item, f"input[{index}]")

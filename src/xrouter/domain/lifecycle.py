@@ -1,4 +1,4 @@
-"""The request lifecycle `ingest -> tokenize -> generate(stream) -> done | failed`.
+"""The request lifecycle `ingest -> tokenize -> generate(stream) -> done | failed | cancelled`.
 
 Each runtime step is named after the action of the TLA+ model in `formal/xrouter.tla` that it
 implements, so a recorded trace can be replayed against the model (formal/trace-schema.md).
@@ -20,9 +20,11 @@ class Stage(enum.StrEnum):
     GENERATE = "generate"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    """A background response the client cancelled during generate (only there)."""
 
 
-TERMINAL_STAGES = frozenset({Stage.DONE, Stage.FAILED})
+TERMINAL_STAGES = frozenset({Stage.DONE, Stage.FAILED, Stage.CANCELLED})
 
 
 class Action(enum.StrEnum):
@@ -38,11 +40,13 @@ class Action(enum.StrEnum):
     TIME_OUT = "TimeOut"  # generate -> failed
     DISCONNECT_EARLY = "DisconnectEarly"  # ingest|tokenize -> failed: the client went away
     DISCONNECT_LATE = "DisconnectLate"  # generate -> generate: writes stop, generation goes on
-    RECORD_USAGE = "RecordUsage"  # done|failed -> same: usage recorded, exactly once
+    RECORD_USAGE = "RecordUsage"  # done|failed|cancelled -> same: usage recorded, exactly once
+    CANCEL = "Cancel"  # generate -> cancelled: a background response cancelled by its client
 
 
 class Reason(enum.StrEnum):
     RECEIVED = "received"
+    BACKGROUND = "background"  # Receive of a background request; its detach at launch
     ROUTED = "routed"
     INVALID_REQUEST = "invalid_request"
     UNAUTHENTICATED = "unauthenticated"  # Reject: no, unknown, revoked or expired gateway key
@@ -57,6 +61,7 @@ class Reason(enum.StrEnum):
     TIMEOUT = "timeout"
     CLIENT_DISCONNECT = "client_disconnect"
     USAGE_RECORDED = "usage_recorded"
+    CANCELLED = "cancelled"
 
 
 # action -> (stages it may start from, stage it leads to; None keeps the stage)
@@ -72,6 +77,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[Stage], Stage | None]] = {
     Action.DISCONNECT_EARLY: (frozenset({Stage.INGEST, Stage.TOKENIZE}), Stage.FAILED),
     Action.DISCONNECT_LATE: (frozenset({Stage.GENERATE}), None),
     Action.RECORD_USAGE: (TERMINAL_STAGES, None),
+    Action.CANCEL: (frozenset({Stage.GENERATE}), Stage.CANCELLED),
 }
 
 
@@ -94,6 +100,7 @@ class Lifecycle:
     """The stage of one request, advanced only along the model's transitions."""
 
     __slots__ = (
+        "background",
         "client_connected",
         "entered_generate",
         "failed_in",
@@ -102,8 +109,11 @@ class Lifecycle:
         "usage_recorded",
     )
 
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, *, background: bool = False) -> None:
         self.request_id = request_id
+        self.background = background
+        """`background: true`: generation is detached from the request, and may be cancelled
+        (the model's `background`, chosen at Receive)."""
         self.stage = Stage.IDLE
         self.client_connected = True
         self.usage_recorded = False
@@ -123,6 +133,8 @@ class Lifecycle:
                 # The model's RecordUsage needs enteredGenerate: nothing was generated.
                 raise IllegalTransition("usage is recorded only for a request that generated")
             self.usage_recorded = True
+        elif action is Action.CANCEL and not self.background:
+            raise IllegalTransition("only a background response can be cancelled")
         elif action is Action.DISCONNECT_LATE or action is Action.DISCONNECT_EARLY:
             if not self.client_connected:
                 raise IllegalTransition("the client has already gone")

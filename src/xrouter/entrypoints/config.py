@@ -197,6 +197,35 @@ class Settings:
         "Bytes of encoded conversations and items the in-memory store keeps (least recently "
         "used evicted first).",
     )
+    background_events_max: int = setting(
+        10_000,
+        positive(int),
+        "Events of one background response kept for replay (`GET /v1/responses/{id}?stream="
+        "true`); later ones are dropped, but the terminal event, and a warning says so.",
+    )
+    background_events_max_bytes: int = setting(
+        8_388_608,
+        positive(int),
+        "Bytes of encoded events of one background response kept for replay (as above).",
+    )
+    background_events_ttl_s: float = setting(
+        86_400.0,
+        positive(float),
+        "How long a background response's events (and a cancel asked for it) are kept after "
+        "its last event, in memory or on Redis.",
+    )
+    background_poll_s: float = setting(
+        0.25,
+        positive(float),
+        "How often a worker generating a background response looks for a cancel asked of "
+        "another worker, and a replay of another worker's events looks for new ones.",
+    )
+    background_cancel_wait_s: float = setting(
+        10.0,
+        positive(float),
+        "How long `POST /v1/responses/{id}/cancel` waits for the generating worker to confirm "
+        "the cancel; then 504 `cancel_not_confirmed` (poll the response).",
+    )
     redis_url: str | None = setting(
         None,
         str,

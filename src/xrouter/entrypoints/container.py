@@ -20,6 +20,7 @@ from xrouter.adapters.telemetry.outcomes import TelemetryOutcomes
 from xrouter.adapters.telemetry.span_events import SpanEventsListener, combine_listeners
 from xrouter.adapters.tokenizers.by_model import ModelTokenCounters
 from xrouter.adapters.tokenizers.tiktoken_counter import TiktokenCounter
+from xrouter.application.background_responses import BackgroundResponses
 from xrouter.application.chat_completions import ChatCompletions
 from xrouter.application.compaction import CompactResponses
 from xrouter.application.conversations import Conversations
@@ -33,6 +34,11 @@ from xrouter.application.registry import ModelRegistry
 from xrouter.domain.secrets import SecretRegistry
 from xrouter.entrypoints.access_config import build_access
 from xrouter.entrypoints.analytics_config import build_analytics
+from xrouter.entrypoints.background_config import (
+    background_settings,
+    build_background,
+    build_event_log,
+)
 from xrouter.entrypoints.compaction_config import build_compaction_items
 from xrouter.entrypoints.config import Settings, env_name
 from xrouter.entrypoints.conversation_config import (
@@ -177,6 +183,16 @@ class Container(containers.DeclarativeContainer):
         access=access,
         limits=providers.Singleton(conversation_limits, settings=settings),
     )
+    # Background responses: their events for replay and their cancels, next to the store.
+    event_log = providers.Singleton(build_event_log, settings=settings, redis=shared_redis)
+    background_config = providers.Singleton(background_settings, settings=settings)
+    background = providers.Singleton(
+        build_background,
+        store=response_store,
+        events=event_log,
+        ids=ids,
+        settings=background_config,
+    )
     engine = providers.Singleton(
         ExecutionEngine,
         catalog=catalog,
@@ -191,6 +207,7 @@ class Container(containers.DeclarativeContainer):
         settings=engine_settings,
         masker=secret_masker,
         access=access,
+        background=background,
         compaction=compaction_items,
         conversations=conversations,
     )
@@ -201,6 +218,16 @@ class Container(containers.DeclarativeContainer):
         GetResponse, store=response_store, running=engine.provided.running, access=access
     )
     list_models = providers.Singleton(ListModels, catalog=catalog, access=access)
+    background_responses = providers.Singleton(
+        BackgroundResponses,
+        store=response_store,
+        events=event_log,
+        cancels=event_log,
+        running=engine.provided.running,
+        settings=background_config,
+        access=access,
+        setting_names=env_name,
+    )
     count_input_tokens = providers.Singleton(
         CountInputTokens,
         catalog=catalog,

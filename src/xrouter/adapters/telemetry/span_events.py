@@ -38,6 +38,7 @@ _EVENTS: dict[Action, tuple[str, ...]] = {
     Action.DISCONNECT_EARLY: ("disconnect", "failed"),
     Action.DISCONNECT_LATE: ("disconnect",),
     Action.RECORD_USAGE: ("record_usage",),
+    Action.CANCEL: ("cancelled",),
 }
 
 

@@ -20,6 +20,7 @@ from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.admin_routes import build_admin_routes
 from xrouter.entrypoints.http.allow import options_allow_middleware
+from xrouter.entrypoints.http.background_routes import build_background_routes
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.compaction_routes import build_compaction_routes
 from xrouter.entrypoints.http.content_type import require_json_body
@@ -108,6 +109,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
         get_response=container.get_response(),
         list_models=container.list_models(),
         count_input_tokens=container.count_input_tokens(),
+        background=container.background_responses(),
     )
     codec = Codec()
     sse = SSEWriter(codec, get_args(StreamEvent))
@@ -124,6 +126,9 @@ def create_litestar(container: Container | None = None) -> Litestar:
             path=prefix,
             route_handlers=[
                 *build_api_routes(use_cases, codec, sse, gateway_keys=access is not None),
+                *build_background_routes(
+                    container.background_responses(), codec, gateway_keys=access is not None
+                ),
                 *build_conversation_routes(
                     container.conversations(), codec, gateway_keys=access is not None
                 ),

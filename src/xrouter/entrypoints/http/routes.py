@@ -20,6 +20,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import Receive
 
+from xrouter.application.background_responses import BackgroundResponses
 from xrouter.application.chat_completions import ChatCompletions
 from xrouter.application.count_input_tokens import CountInputTokens
 from xrouter.application.create_response import CreateResponse
@@ -37,6 +38,7 @@ from xrouter.domain.responses import (
     Response,
     ResponseRequest,
 )
+from xrouter.entrypoints.http.background_routes import replay_stream, wants_stream
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.errors import bearer_token
 from xrouter.entrypoints.http.openapi import documented
@@ -56,6 +58,8 @@ class UseCases:
     get_response: GetResponse
     list_models: ListModels
     count_input_tokens: CountInputTokens
+    background: BackgroundResponses | None = None
+    """Replays of background responses (`GET /responses/{id}?stream=true`)."""
 
 
 async def _watch_disconnect(receive: Receive, signal: DisconnectSignal) -> None:
@@ -193,7 +197,13 @@ def build_api_routes(
     )
     async def retrieve_response(
         request: AnyRequest, response_id: FromPath[str]
-    ) -> HTTPResponse[bytes]:
+    ) -> HTTPResponse[Any]:
+        background = use_cases.background
+        if background is not None and wants_stream(request.query_params):
+            # A background response's events again, after `starting_after` (background_routes)
+            return await replay_stream(
+                background, sse, response_id, request.query_params, api_key(request)
+            )
         return json(await use_cases.get_response.get(response_id, api_key=api_key(request)))
 
     @delete(
