@@ -20,6 +20,7 @@ from tests.conftest import LiveServer
 from tests.helpers import sse_events, usage_records, wait_for
 from tests.redis_servers import RedisServer
 from tests.serve_process import Gateway
+from tests.test_openresponses_schema import validate_event, validate_resource
 from xrouter.adapters.redis.event_log import RedisEventLog
 from xrouter.adapters.storage.event_log_memory import MemoryEventLog
 from xrouter.domain.events import OutputTextDelta, ResponseCompleted, ResponseCreated
@@ -128,6 +129,9 @@ def test_replay_with_starting_after_then_follow_live_events(serve_with: Any) -> 
         assert events[-1]["response"]["status"] == "completed"
         # After the end: the whole stream again, from response.created.
         everything, all_names = _replay(client, created["id"])
+        for event in everything:
+            validate_event(event)
+        validate_resource(client.get(f"/v1/responses/{created['id']}").json())
         assert all_names[:2] == ["response.created", "response.in_progress"]
         assert [e["sequence_number"] for e in everything] == list(range(len(everything)))
         assert _text(everything) == WORDS
@@ -189,6 +193,10 @@ def test_cancel_mid_generation_ends_cancelled_with_usage_recorded_once(
     assert names[-1] == "response.failed"
     assert events[-1]["response"]["status"] == "cancelled"
     assert "error" not in names
+    # Every replayed event and the cancelled response pass the Open Responses schemas.
+    for event in events:
+        validate_event(event)
+    validate_resource(body)
     request_id = next(
         rid
         for rid, steps in live.listener.traces().items()
