@@ -28,7 +28,7 @@ from redis.asyncio.cluster import RedisCluster as ClusterClient
 from tests.redis_servers import RedisCluster, RedisServer
 from xrouter.adapters.limits.memory import MemoryKeyLimiter
 from xrouter.adapters.redis.connection import RedisSettings, SharedRedis
-from xrouter.adapters.redis.key_limits import RedisKeyLimiter
+from xrouter.adapters.redis.key_limits import PREFETCH_MIN_LIMIT, PREFETCH_TTL_S, RedisKeyLimiter
 from xrouter.application.ports import KeyAdmission, KeyLimiter
 from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.keys import GatewayKey, KeyLimits
@@ -589,6 +589,77 @@ async def test_a_release_takes_the_pending_charges_along(redis_server: RedisServ
         assert _evalsha_calls(redis_server) - calls_before == 1
         assert redis_server.cli("HGET", window, "t") == "40"
         assert redis_server.cli("ZCARD", leases) == "0"
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_a_key_with_large_limits_is_admitted_ahead_and_never_over(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """Large limits: the next request's admission is made in the background, so it needs no
+    round trip (it is answered with Redis paused); the admission held ahead counts against
+    the limits like any other, so parallel requests still never pass them; unused, it gives
+    its lease back after PREFETCH_TTL_S."""
+    server = redis_factory()
+    redis = shared_redis(server.url)
+    limiter = RedisKeyLimiter(redis, 5.0)
+    key = make_key("key_a11ead0000000001", rpm=PREFETCH_MIN_LIMIT, concurrent=PREFETCH_MIN_LIMIT)
+    _, leases = redis_keys(key)
+    try:
+        first = await limiter.admit(key)
+        assert first.allowed and first.lease is not None
+        deadline = time.monotonic() + 2.0
+        while server.cli("ZCARD", leases) != "2":  # the request's lease and the one ahead
+            assert time.monotonic() < deadline, "no admission was made ahead"
+            await asyncio.sleep(0.01)
+        server.pause()
+        try:
+            second = await asyncio.wait_for(limiter.admit(key), 0.2)
+        finally:
+            server.resume()
+        assert second.allowed and second.lease not in (None, first.lease)
+        limiter.release(key, first.lease)
+        limiter.release(key, second.lease or "")
+
+        # A race of many more requests than the limits allow: never more than them.
+        admitted: list[KeyAdmission] = []
+
+        async def request() -> None:
+            admission = await limiter.admit(key)
+            if admission.allowed:
+                admitted.append(admission)
+
+        await asyncio.gather(*(request() for _ in range(3 * PREFETCH_MIN_LIMIT)))
+        window = redis_keys(key)[0]
+        assert len(admitted) <= PREFETCH_MIN_LIMIT - 2  # two requests came before the race
+        assert int(server.cli("HGET", window, "r")) <= PREFETCH_MIN_LIMIT
+        assert int(server.cli("ZCARD", leases)) <= PREFETCH_MIN_LIMIT
+        for admission in admitted:
+            limiter.release(key, admission.lease or "")
+        await limiter.flush()
+
+        # An admission held ahead and never used gives its lease back.
+        deadline = time.monotonic() + PREFETCH_TTL_S + 2.0
+        while server.cli("ZCARD", leases) != "0":
+            assert time.monotonic() < deadline, "the admission made ahead kept its lease"
+            await asyncio.sleep(0.05)
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_small_limits_are_always_admitted_by_the_script(redis_server: RedisServer) -> None:
+    """Below the thresholds nothing is admitted ahead: a request counts only when it comes."""
+    redis = shared_redis(redis_server.url)
+    limiter = RedisKeyLimiter(redis, 5.0)
+    key = make_key("key_5a11000000000001", rpm=PREFETCH_MIN_LIMIT - 1, concurrent=5)
+    window, leases = redis_keys(key)
+    try:
+        await limiter.admit(key)
+        await asyncio.sleep(0.2)
+        assert redis_server.cli("HGET", window, "r") == "1"
+        assert redis_server.cli("ZCARD", leases) == "1"
     finally:
         await limiter.aclose()
         await redis.aclose()

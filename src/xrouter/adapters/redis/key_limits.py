@@ -28,6 +28,17 @@ tokens and its lease then go in one call), or the next admission of the same key
 process, whose script adds the pending tokens before it checks the limit. So a process's own
 admissions always see its charges; another process sees them within CHARGE_DELAY_S.
 
+Admission ahead (keys with large limits only: every limit set is at least PREFETCH_MIN_LIMIT
+requests or concurrent requests, PREFETCH_MIN_TOKENS tokens): after admitting a request, the
+process admits the key's next request in the background, by the same script, and keeps that
+admission (its request counted, its lease taken) for the next request of the key, which then
+waits for no round trip. So the limits are never exceeded; what a held admission costs is at
+most one request of the window and one concurrent slot per key and process that others
+cannot use, for at most PREFETCH_TTL_S (it is given back unused after that, or when its
+window ends). A held admission is used only while the key's tokens, as the script saw them
+plus this process's charges since, are under the tokens limit; else the request is admitted
+by the script as usual. Keys with small limits are always admitted by the script.
+
 Redis unavailable: `admit` raises StorageUnavailable (503). This FAILS CLOSED on purpose: a
 key with limits must not go unlimited because Redis is down (an outage would otherwise lift
 every limit at once). Keys without limits never reach Redis and keep working. A charge that
@@ -42,6 +53,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from xrouter.adapters.limits import (
@@ -66,6 +78,12 @@ MARGIN_MS: Final = 1000
 """How long a window's counts outlive its end (they are reset by index anyway)."""
 RELEASE_BATCH: Final = 512
 """Most leases released by one script call."""
+PREFETCH_MIN_LIMIT: Final = 100
+"""Admission ahead only for keys whose requests and concurrent limits are at least this."""
+PREFETCH_MIN_TOKENS: Final = 100_000
+"""... and whose tokens per minute limit is at least this."""
+PREFETCH_TTL_S: Final = 1.0
+"""How long an admission made ahead waits for its request before it is given back."""
 CHARGE_DELAY_S: Final = 0.05
 """How long a token charge may wait to be sent with a release or an admission."""
 
@@ -233,6 +251,29 @@ def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
 
+@dataclass(slots=True)
+class _Ahead:
+    """An admission made ahead for a key's next request (module docstring)."""
+
+    admission: KeyAdmission
+    tokens_seen: int
+    """The window's tokens as the script saw them."""
+    charged_before: int
+    """This process's charges of the key (`_charged`) when the script ran."""
+    usable_until: float
+    """Loop time after which it is given back: PREFETCH_TTL_S, or its window's end."""
+    expiry: asyncio.TimerHandle | None = None
+
+
+def _prefetchable(key: GatewayKey) -> bool:
+    limits = key.limits
+    return (
+        (limits.requests_per_minute is None or limits.requests_per_minute >= PREFETCH_MIN_LIMIT)
+        and (limits.concurrent is None or limits.concurrent >= PREFETCH_MIN_LIMIT)
+        and (limits.tokens_per_minute is None or limits.tokens_per_minute >= PREFETCH_MIN_TOKENS)
+    )
+
+
 class RedisKeyLimiter:
     """KeyLimiter shared through the process's SharedRedis (see the module docstring); fails
     closed: `admit` raises StorageUnavailable for a limited key while Redis is unavailable."""
@@ -277,14 +318,87 @@ class RedisKeyLimiter:
         """The one background task that sends releases and charges (module docstring)."""
         self._delayed: asyncio.TimerHandle | None = None
         """A charge's wait for company (CHARGE_DELAY_S), when one is pending."""
+        self._closing = False
+        self._ahead: dict[str, _Ahead] = {}
+        """Key id -> the admission made ahead for its next request."""
+        self._admitting_ahead: dict[str, asyncio.Task[None]] = {}
+        self._charged: dict[str, int] = {}
+        """Key id -> every token this process charged it (for a held admission's check)."""
 
     def __repr__(self) -> str:
         return f"RedisKeyLimiter({self._redis!r}, held={len(self._held)})"
 
     async def admit(self, key: GatewayKey) -> KeyAdmission:
-        limits = key.limits
-        if not limits.any:
+        if not key.limits.any:
             return UNLIMITED
+        ahead = self._take_ahead(key)
+        if ahead is not None:
+            self._admit_ahead(key)
+            return ahead
+        admission, _ = await self._run_admit(key)
+        if admission.allowed and _prefetchable(key):
+            self._admit_ahead(key)
+        return admission
+
+    def _take_ahead(self, key: GatewayKey) -> KeyAdmission | None:
+        """The admission made ahead for `key`, if there is one still good to use."""
+        ahead = self._ahead.pop(key.id, None)
+        if ahead is None:
+            return None
+        if ahead.expiry is not None:
+            ahead.expiry.cancel()
+        tpm = key.limits.tokens_per_minute
+        tokens = ahead.tokens_seen + self._charged.get(key.id, 0) - ahead.charged_before
+        if asyncio.get_running_loop().time() < ahead.usable_until and (tpm is None or tokens < tpm):
+            return ahead.admission
+        self._give_back(key.id, ahead)
+        return None
+
+    def _admit_ahead(self, key: GatewayKey) -> None:
+        """Admit the key's next request in the background (one at a time per key)."""
+        if key.id in self._ahead or key.id in self._admitting_ahead:
+            return
+        self._admitting_ahead[key.id] = asyncio.get_running_loop().create_task(self._ahead_of(key))
+
+    async def _ahead_of(self, key: GatewayKey) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            charged = self._charged.get(key.id, 0)
+            admission, tokens = await self._run_admit(key)
+        except (StorageUnavailable, asyncio.CancelledError):
+            return  # the next request is admitted by the script, with its own answer
+        finally:
+            self._admitting_ahead.pop(key.id, None)
+        if not admission.allowed:
+            return
+        window_left = admission.state.reset_requests_s or admission.state.reset_tokens_s
+        usable = PREFETCH_TTL_S if window_left is None else min(PREFETCH_TTL_S, window_left)
+        ahead = _Ahead(admission, tokens, charged, loop.time() + usable)
+        if key.id in self._ahead or self._closing:
+            self._give_back(key.id, ahead)
+            return
+        ahead.expiry = loop.call_later(usable, self._expire_ahead, key.id, ahead)
+        self._ahead[key.id] = ahead
+
+    def _expire_ahead(self, key_id: str, ahead: _Ahead) -> None:
+        if self._ahead.get(key_id) is ahead:
+            del self._ahead[key_id]
+            self._give_back(key_id, ahead)
+
+    def _give_back(self, key_id: str, ahead: _Ahead) -> None:
+        """An admission made ahead and not used: its lease goes back (its request stays
+        counted in its window)."""
+        if ahead.expiry is not None:
+            ahead.expiry.cancel()
+        lease = ahead.admission.lease
+        if lease is not None:
+            self._held.pop(lease, None)
+            self._free(key_id, lease)
+
+    async def _run_admit(self, key: GatewayKey) -> tuple[KeyAdmission, int]:
+        """The admission script for one request: the decision, and the window's tokens as
+        the script saw them."""
+        limits = key.limits
         token = (
             f"{self._lease_prefix}{next(self._lease_numbers):x}"
             if limits.concurrent is not None
@@ -324,11 +438,11 @@ class RedisKeyLimiter:
             limits, requests_used=int(requests), tokens_used=int(tokens), reset_s=reset_s
         )
         if refused:
-            return refusal(_REFUSED_BY[int(refused)], state, reset_s)
+            return refusal(_REFUSED_BY[int(refused)], state, reset_s), int(tokens)
         if not token:
-            return KeyAdmission(allowed=True, state=state)
+            return KeyAdmission(allowed=True, state=state), int(tokens)
         self._hold(key.id, token)
-        return KeyAdmission(allowed=True, state=state, lease=token)
+        return KeyAdmission(allowed=True, state=state, lease=token), int(tokens)
 
     async def charge_tokens(self, key: GatewayKey, tokens: int) -> None:
         """Queued, not awaited: the request does not wait a round trip for its count. The
@@ -337,6 +451,7 @@ class RedisKeyLimiter:
         if key.limits.tokens_per_minute is None or tokens <= 0:
             return
         self._charging[key.id] = self._charging.get(key.id, 0) + tokens
+        self._charged[key.id] = self._charged.get(key.id, 0) + tokens
         if self._delayed is None and (self._settler is None or self._settler.done()):
             self._delayed = asyncio.get_running_loop().call_later(CHARGE_DELAY_S, self._settle_soon)
 
@@ -352,6 +467,13 @@ class RedisKeyLimiter:
         self._free(key.id, lease)
 
     async def aclose(self) -> None:
+        self._closing = True
+        for task in list(self._admitting_ahead.values()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for key_id, ahead in list(self._ahead.items()):
+            self._give_back(key_id, ahead)
+        self._ahead.clear()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
