@@ -319,10 +319,18 @@ def test_memory_event_log_bounds_expiry_and_cancels() -> None:
     asyncio.run(scenario())
 
 
-def test_redis_event_log_bounds_expiry_hash_tags_and_cancels(redis_server: RedisServer) -> None:
-    settings = replace(Settings(), redis_url=redis_server.url, storage="redis")
+@pytest.mark.parametrize("topology", ["plain", "cluster"])
+def test_redis_event_log_bounds_expiry_hash_tags_and_cancels(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    """On a plain Redis and on a three-master cluster (every key of a response on one slot)."""
+    fixture = "redis_server" if topology == "plain" else "redis_cluster"
+    server: Any = request.getfixturevalue(fixture)
+    settings = replace(
+        Settings(), redis_url=server.url, storage="redis", redis_cluster=topology == "cluster"
+    )
 
-    async def scenario() -> None:
+    async def scenario() -> list[int]:
         redis = build_shared_redis(settings)
         assert redis is not None
         log = RedisEventLog(redis, max_events=4, max_bytes=100_000, ttl_s=30)
@@ -339,14 +347,17 @@ def test_redis_event_log_bounds_expiry_hash_tags_and_cancels(redis_server: Redis
         assert not await log.requested("resp_r")
         await log.request("resp_r")
         assert await log.requested("resp_r")
-        await redis.aclose()
+        keys = ["xr:{resp_r}:c", "xr:{resp_r}:e", "xr:{resp_r}:em"]
 
-    asyncio.run(scenario())
-    keys = sorted(redis_server.cli("--scan", "--pattern", "*resp_r*").split())
-    assert keys == ["xr:{resp_r}:c", "xr:{resp_r}:e", "xr:{resp_r}:em"]
-    for key in keys:
-        ttl = int(redis_server.cli("PTTL", key))
-        assert 0 < ttl <= 30_000, (key, ttl)
+        async def ttls(client: Any) -> list[int]:
+            return [int(await client.pttl(key)) for key in keys]
+
+        found = await redis.run("read the TTLs", ttls)
+        await redis.aclose()
+        return found
+
+    for ttl in asyncio.run(scenario()):
+        assert 0 < ttl <= 30_000, ttl
 
 
 # --- two gateway processes on one Redis ------------------------------------------------------
