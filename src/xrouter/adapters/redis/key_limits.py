@@ -32,9 +32,10 @@ Admission ahead (keys with large limits only: every limit set is at least PREFET
 requests or concurrent requests, PREFETCH_MIN_TOKENS tokens): after admitting a request, the
 process admits the key's next request in the background, by the same script, and keeps that
 admission (its request counted, its lease taken) for the next request of the key, which then
-waits for no round trip. So the limits are never exceeded; what a held admission costs is at
-most one request of the window and one concurrent slot per key and process that others
-cannot use, for at most PREFETCH_TTL_S (it is given back unused after that, or when its
+waits for no round trip (made only while no request of the process waits for the script:
+under load the round trips overlap anyway). So the limits are never exceeded; what a held
+admission costs is at most one request of the window and one concurrent slot per key and
+process that others cannot use, for at most PREFETCH_TTL_S (it is given back unused after that, or when its
 window ends). A held admission is used only while the key's tokens, as the script saw them
 plus this process's charges since, are under the tokens limit; else the request is admitted
 by the script as usual. Keys with small limits are always admitted by the script.
@@ -319,6 +320,8 @@ class RedisKeyLimiter:
         self._delayed: asyncio.TimerHandle | None = None
         """A charge's wait for company (CHARGE_DELAY_S), when one is pending."""
         self._closing = False
+        self._waiting = 0
+        """Requests of this process waiting for the admission script now."""
         self._ahead: dict[str, _Ahead] = {}
         """Key id -> the admission made ahead for its next request."""
         self._admitting_ahead: dict[str, asyncio.Task[None]] = {}
@@ -335,7 +338,11 @@ class RedisKeyLimiter:
         if ahead is not None:
             self._admit_ahead(key)
             return ahead
-        admission, _ = await self._run_admit(key)
+        self._waiting += 1
+        try:
+            admission, _ = await self._run_admit(key)
+        finally:
+            self._waiting -= 1
         if admission.allowed and _prefetchable(key):
             self._admit_ahead(key)
         return admission
@@ -355,8 +362,11 @@ class RedisKeyLimiter:
         return None
 
     def _admit_ahead(self, key: GatewayKey) -> None:
-        """Admit the key's next request in the background (one at a time per key)."""
-        if key.id in self._ahead or key.id in self._admitting_ahead:
+        """Admit the key's next request in the background (one at a time per key), when no
+        request of this process is waiting for its admission: under load the round trips of
+        many requests overlap anyway (and go out together), and admitting ahead would only
+        add calls of its own."""
+        if self._waiting or key.id in self._ahead or key.id in self._admitting_ahead:
             return
         self._admitting_ahead[key.id] = asyncio.get_running_loop().create_task(self._ahead_of(key))
 
