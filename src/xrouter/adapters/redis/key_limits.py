@@ -35,8 +35,8 @@ admission (its request counted, its lease taken) for the next request of the key
 waits for no round trip (made only while no request of the process waits for the script:
 under load the round trips overlap anyway). So the limits are never exceeded; what a held
 admission costs is at most one request of the window and one concurrent slot per key and
-process that others cannot use, for at most PREFETCH_TTL_S (it is given back unused after that, or when its
-window ends). A held admission is used only while the key's tokens, as the script saw them
+process that others cannot use, for at most PREFETCH_TTL_S (it is given back unused after
+that, or when its window ends). A held admission is used only while the key's tokens, as the script saw them
 plus this process's charges since, are under the tokens limit; else the request is admitted
 by the script as usual. Keys with small limits are always admitted by the script.
 
