@@ -32,13 +32,13 @@ Admission ahead (keys with large limits only: every limit set is at least PREFET
 requests or concurrent requests, PREFETCH_MIN_TOKENS tokens): after admitting a request, the
 process admits the key's next request in the background, by the same script, and keeps that
 admission (its request counted, its lease taken) for the next request of the key, which then
-waits for no round trip (made only while no request of the process waits for the script:
-under load the round trips overlap anyway). So the limits are never exceeded; what a held
-admission costs is at most one request of the window and one concurrent slot per key and
-process that others cannot use, for at most PREFETCH_TTL_S (it is given back unused after
-that, or when its window ends). A held admission is used only while the key's tokens, as the script saw them
-plus this process's charges since, are under the tokens limit; else the request is admitted
-by the script as usual. Keys with small limits are always admitted by the script.
+waits for no round trip (made only while no request of the process waits for the script: under
+load the round trips overlap anyway). So the limits are never exceeded; what a held admission
+costs is at most one request of the window and one concurrent slot per key and process that
+others cannot use, for at most PREFETCH_TTL_S (it is given back unused after that, or when its
+window ends). A held admission is used only while the key's tokens, as the script saw them plus
+this process's charges since, are under the tokens limit; else the request is admitted by the
+script as usual. Keys with small limits are always admitted by the script.
 
 Redis unavailable: `admit` raises StorageUnavailable (503). This FAILS CLOSED on purpose: a
 key with limits must not go unlimited because Redis is down (an outage would otherwise lift
