@@ -68,6 +68,15 @@ def test_json_with_parameters_is_accepted(client: httpx.Client, content_type: st
     assert response.json()["status"] == "completed"
 
 
+def test_a_post_with_no_body_needs_no_content_type(client: httpx.Client) -> None:
+    """`curl -X POST .../cancel` sends neither a body nor a Content-Type: it reaches the route
+    (here: an unknown response, 404), while a body sent without one is still a 415."""
+    bare = client.post("/v1/responses/resp_unknown/cancel")
+    assert bare.status_code == 404, bare.text
+    with_body = client.post("/v1/responses/resp_unknown/cancel", content=b"{}")
+    assert assert_envelope(with_body, 415)["code"] == "unsupported_media_type"
+
+
 def test_routing_errors_come_before_the_content_type_check(client: httpx.Client) -> None:
     assert client.post("/v1/nothing", content=b"x").status_code == 404
     assert client.post("/v1/models", content=b"x").status_code == 405

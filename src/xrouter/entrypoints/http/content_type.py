@@ -6,6 +6,9 @@ operator's credit. Every API body is JSON anyway; refusing other declared types 
 that door. Browsers may only send `application/json` cross-origin after a preflight, which
 `XR_CORS_ORIGINS` decides.
 
+A POST with no body and no Content-Type (`curl -X POST .../cancel`) passes: there is nothing
+to declare, and a body-less POST cannot carry a request that spends anything.
+
 Installed as Litestar middleware, so it runs after routing: unknown paths and wrong methods
 still get their 404 and 405.
 """
@@ -27,11 +30,19 @@ def declares_json(content_type: bytes | None) -> bool:
     return content_type.split(b";", 1)[0].strip().lower() == JSON_MEDIA_TYPE
 
 
-def _content_type(scope: Scope) -> bytes | None:
+def _content_type(scope: Scope) -> tuple[bytes | None, bool]:
+    """The Content-Type, and whether the request says it has a body (a Content-Length other
+    than 0, or a Transfer-Encoding)."""
+    content_type = None
+    has_body = False
     for name, value in scope["headers"]:
         if name == b"content-type":
-            return value
-    return None
+            content_type = value
+        elif name == b"content-length":
+            has_body = has_body or value.strip() != b"0"
+        elif name == b"transfer-encoding":
+            has_body = True
+    return content_type, has_body
 
 
 def _refusal(content_type: bytes | None) -> bytes:
@@ -60,8 +71,8 @@ def require_json_body(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP or scope["method"] not in _BODY_METHODS:
             await app(scope, receive, send)
             return
-        content_type = _content_type(scope)
-        if declares_json(content_type):
+        content_type, has_body = _content_type(scope)
+        if declares_json(content_type) or (content_type is None and not has_body):
             await app(scope, receive, send)
             return
         body = _refusal(content_type)
