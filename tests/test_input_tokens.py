@@ -207,6 +207,20 @@ def test_previous_response_history_is_counted(sdk: openai.OpenAI) -> None:
     assert chained.input_tokens == created.usage.input_tokens > alone.input_tokens
 
 
+def test_a_conversations_items_are_counted(sdk: openai.OpenAI) -> None:
+    """`conversation`: its items are read before the input, as create reads them."""
+    conversation = sdk.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "one two three four five"}]
+    )
+    alone = sdk.responses.input_tokens.count(model="local/echo", input="six")
+    counted = sdk.responses.input_tokens.count(
+        model="local/echo", input="six", conversation=conversation.id
+    )
+    created = sdk.responses.create(model="local/echo", input="six", conversation=conversation.id)
+    assert created.usage is not None
+    assert counted.input_tokens == created.usage.input_tokens > alone.input_tokens
+
+
 @pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])
 def test_every_api_prefix_serves_it(server: LiveServer, prefix: str) -> None:
     with server.client() as client:

@@ -6,8 +6,8 @@ Disconnect semantics (DESIGN.md section 1, formal/xrouter.tla):
   to its terminal state, usage is recorded and a stored response is completed; only the
   writes to the client stop (the execution is "detached").
 
-The engine composes small parts: `Admission` (who may start), `ConversationHistory`
-(`previous_response_id`), `Pump` (the generation task) and `Recorder` (store and usage), with
+The engine composes small parts: `Admission` (who may start), `TurnInput` (what the model reads
+before the request's input), `Pump` (the generation task) and `Recorder` (store and usage), with
 `RunningGenerations` as the registry of what is generating now. It knows nothing of HTTP: the
 caller hands it a `DisconnectSignal` that the transport sets when the client leaves.
 """
@@ -24,10 +24,10 @@ from xrouter.application.access import AccessControl
 from xrouter.application.admission import Admission
 from xrouter.application.background import Background
 from xrouter.application.compaction_items import CompactionItems
-from xrouter.application.conversations import Conversations, conversation_history
+from xrouter.application.conversations import Conversations
 from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.generation import Generation
-from xrouter.application.history import ConversationHistory, LocalTurns
+from xrouter.application.history import LocalTurns
 from xrouter.application.lifecycle_trace import LifecycleTracer
 from xrouter.application.ports import (
     CallContext,
@@ -46,6 +46,7 @@ from xrouter.application.pump import Pump
 from xrouter.application.recording import Recorder
 from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
 from xrouter.application.running import RunningGenerations
+from xrouter.application.turn_input import TurnInput
 from xrouter.domain import ingest
 from xrouter.domain.builder import ResponseBuilder
 from xrouter.domain.errors import (
@@ -121,10 +122,9 @@ class ExecutionEngine:
         """`access`: gateway keys, model permissions and per-key limits (gateway keys on);
         None: auth off. `compaction`: opens the gateway's sealed compaction items (None: no
         key, every compaction item is refused unless the upstream compacts natively)."""
-        self._compaction = compaction or CompactionItems.without_key()
-        self._conversations = conversations
-        """The history of a request's `conversation` and where its finished turn goes
-        (application/conversations.py); None refuses `conversation` (400)."""
+        # What the model reads before the request's input: history, a conversation's items
+        # (`conversations` None refuses `conversation`, 400), sealed compaction items opened.
+        self._turn_input = TurnInput(store, conversations=conversations, compaction=compaction)
         self._background = background
         """`background: true` responses (stored at once, events logged, cancel): None refuses
         them (400)."""
@@ -140,7 +140,6 @@ class ExecutionEngine:
             settings.overload_retry_after_s,
             max_inflight_setting=settings.setting_names("max_inflight"),
         )
-        self._history = ConversationHistory(store)
         self._recorder = Recorder(
             store, outcome_sink, ids, clock, self._tracer, conversations=conversations
         )
@@ -325,18 +324,8 @@ class ExecutionEngine:
             raise
         try:
             own_items = ingest.input_items(request)
-            history = await self._history.load(
-                request.previous_response_id, owner=principal.owner, local=local_turns
-            )
-            if request.conversation is not None:  # never with previous_response_id
-                history = await conversation_history(
-                    self._conversations, request, incoming=own_items, owner=principal.owner
-                )
-            ingest.check_tool_outputs(history, own_items)
-            items = history + own_items if history else own_items
-            # Sealed compaction items become their summaries: no upstream reads them.
-            items = self._compaction.expand(
-                items, own_from=len(history), owner=principal.owner, provider=provider
+            items = await self._turn_input.items(
+                request, own_items, owner=principal.owner, provider=provider, local=local_turns
             )
         except GatewayError as refused:
             refuse(Reason.INVALID_REQUEST, refused)

@@ -234,6 +234,8 @@ class Container(containers.DeclarativeContainer):
         counter=model_token_counters,
         store=response_store,
         access=access,
+        conversations=conversations,
+        compaction=compaction_items,
     )
     compact_responses = providers.Singleton(
         CompactResponses,

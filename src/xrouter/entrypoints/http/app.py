@@ -180,6 +180,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
         for provider in catalog.providers:
             await provider.aclose()
         await store.aclose()
+        await container.conversation_store().aclose()
         # After the engine (its last outcomes are queued), before Redis (the queue drains there).
         await analytics.aclose(settings.shutdown_grace_s)
         await telemetry.aclose()
