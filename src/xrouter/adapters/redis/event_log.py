@@ -14,6 +14,8 @@ terminal one, so followers still see the end; a warning names the setting), and 
 expires `ttl_s` after the last write. An append is one script (atomic: bounds, order and TTL
 together); an event already kept (a sequence number not above `l`) is skipped, so the
 stream's ids always increase.
+Scripts and commands run as the stores' do (scripts.py): on the lean client for a plain
+Redis, on redis-py's cluster client otherwise.
 
 Followers poll (no XREAD BLOCK: a blocking read would hold a pooled connection and stall the
 lean client's pipeline); the application bounds the interval (`background_poll_s`).
@@ -24,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
-from xrouter.adapters.redis.connection import RedisClient, RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.resp import Arg
+from xrouter.adapters.redis.scripts import RedisScript, run_command
 from xrouter.adapters.storage.event_log_memory import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENTS,
@@ -38,8 +42,6 @@ from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.events import TERMINAL_EVENTS, StreamEvent
 
 log = logging.getLogger("xrouter.background")
-
-T = TypeVar("T")
 
 _MAX_ID_CHARS = 256
 
@@ -112,9 +114,8 @@ class RedisEventLog:
         self._setting_names = setting_names
         self._encoder = msgspec.json.Encoder()
         self._decoder: msgspec.json.Decoder[StreamEvent] = msgspec.json.Decoder(StreamEvent)
-        client = redis.client
-        self._append = client.register_script(_APPEND)
-        self._read = client.register_script(_READ)
+        self._append = RedisScript(redis, _APPEND)
+        self._read = RedisScript(redis, _READ)
 
     def __repr__(self) -> str:
         return f"RedisEventLog({self._redis!r})"
@@ -125,15 +126,11 @@ class RedisEventLog:
         keys = self._keys(response_id)
         if keys is None or not events:
             return
-        args: list[Any] = [self._ttl_ms, self._max_events, self._max_bytes]
+        args: list[Arg] = [self._ttl_ms, self._max_events, self._max_bytes]
         for event in events:
             terminal = "1" if isinstance(event, TERMINAL_EVENTS) else "0"
             args.extend((event.sequence_number, terminal, self._encoder.encode(event)))
-
-        async def append(client: RedisClient) -> Any:
-            return await self._append(keys=keys[:2], args=args, client=client)
-
-        dropped, before = await self._run("log background events", append)
+        dropped, before = await self._run(self._append.run("log background events", keys[:2], args))
         if int(dropped) and not int(before):
             log.warning(
                 "background response %s: events past %d or %d bytes are not kept for replay "
@@ -150,11 +147,7 @@ class RedisEventLog:
         if keys is None:
             return None
         start = "-" if after < 0 else f"({after}-1"
-
-        async def read(client: RedisClient) -> Any:
-            return await self._read(keys=keys[:2], args=[start, limit], client=client)
-
-        found = await self._run("read background events", read)
+        found = await self._run(self._read.run("read background events", keys[:2], [start, limit]))
         if found is None:
             return None
         decode = self._decoder.decode
@@ -170,22 +163,16 @@ class RedisEventLog:
         keys = self._keys(response_id)
         if keys is None:
             return
-        ttl_ms = self._ttl_ms
-
-        async def flag(client: RedisClient) -> Any:
-            return await client.set(keys[2], b"1", px=ttl_ms)
-
-        await self._run("ask to cancel a background response", flag)
+        what = "ask to cancel a background response"
+        await self._run(run_command(self._redis, what, "SET", keys[2], b"1", "PX", self._ttl_ms))
 
     async def requested(self, response_id: str) -> bool:
         keys = self._keys(response_id)
         if keys is None:
             return False
-
-        async def exists(client: RedisClient) -> Any:
-            return await client.exists(keys[2])
-
-        return bool(await self._run("look for a cancel", exists))
+        return bool(
+            await self._run(run_command(self._redis, "look for a cancel", "EXISTS", keys[2]))
+        )
 
     # --- internals -------------------------------------------------------------------------
 
@@ -202,9 +189,11 @@ class RedisEventLog:
         base = f"{self._prefix}:{{{response_id}}}:"
         return base + "e", base + "em", base + "c"
 
-    async def _run(self, what: str, operation: Callable[[RedisClient], Awaitable[T]]) -> T:
+    async def _run(self, call: Awaitable[Any]) -> Any:
+        """`call` (a script or command not yet awaited), StorageUnavailable for Redis's
+        failure."""
         try:
-            return await self._redis.run(what, operation)
+            return await call
         except RedisUnavailable as exc:
             raise StorageUnavailable(
                 f"The background event log (Redis) is unavailable: {exc}"

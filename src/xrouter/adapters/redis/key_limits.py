@@ -55,7 +55,7 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from xrouter.adapters.limits import (
     CONCURRENT,
@@ -66,8 +66,9 @@ from xrouter.adapters.limits import (
     rate_state,
     refusal,
 )
-from xrouter.adapters.redis.connection import RedisClient, RedisUnavailable, SharedRedis
-from xrouter.adapters.redis.resp import Arg, Lane, Script
+from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.resp import Arg
+from xrouter.adapters.redis.scripts import RedisScript
 from xrouter.application.ports import KeyAdmission
 from xrouter.application.refusal_log import RefusalLog
 from xrouter.domain.errors import StorageUnavailable
@@ -213,32 +214,6 @@ return 1
 _REFUSED_BY: Final = {1: REQUESTS, 2: TOKENS, 3: CONCURRENT}
 
 
-class _Script:
-    """A Lua script on the lean client (resp.py) when the process has one, else on redis-py's
-    (a cluster routes it by its keys' slot); both load it again after a Redis restart."""
-
-    __slots__ = ("lean", "registered")
-
-    def __init__(self, redis: SharedRedis, source: str) -> None:
-        self.lean = Script(source)
-        self.registered = redis.client.register_script(source)
-
-    async def run(
-        self, redis: SharedRedis, what: str, keys: Sequence[str], args: Sequence[Arg]
-    ) -> Any:
-        if redis.lean is not None:
-
-            async def on_lane(lane: Lane) -> Any:
-                return await self.lean(lane, keys, args)
-
-            return await redis.run_lean(what, on_lane)
-
-        async def on_client(client: RedisClient) -> Any:
-            return await self.registered(keys=keys, args=args, client=client)
-
-        return await redis.run(what, on_client)
-
-
 def _keys(key_id: str) -> tuple[str, str]:
     tag = f"{{xrouter:key:{key_id}}}"
     return f"{tag}:window", f"{tag}:leases"
@@ -299,9 +274,9 @@ class RedisKeyLimiter:
         self._keep_ms = str(_ms(2 * lease_s) + MARGIN_MS)
         self._per_key_calls = redis.settings.cluster
         """A cluster runs a script on one slot: renewals and releases go key by key."""
-        self._admit = _Script(redis, _ADMIT)
-        self._renew = _Script(redis, _RENEW)
-        self._settle = _Script(redis, _SETTLE)
+        self._admit = RedisScript(redis, _ADMIT)
+        self._renew = RedisScript(redis, _RENEW)
+        self._settle = RedisScript(redis, _SETTLE)
         self._refusals = RefusalLog(log)
         self._lease_prefix = secrets.token_hex(8)
         self._lease_numbers = itertools.count()
@@ -427,7 +402,7 @@ class RedisKeyLimiter:
         )
         try:
             refused, requests, tokens, reset_ms = await self._admit.run(
-                self._redis, "check a key's limits", _keys(key.id), args
+                "check a key's limits", _keys(key.id), args
             )
         except RedisUnavailable as exc:
             self._recharge(key.id, int(args[-1]))
@@ -507,7 +482,6 @@ class RedisKeyLimiter:
             for keys, args in self._calls([(key_id, token) for token, key_id in held]):
                 try:
                     answer = await self._renew.run(
-                        self._redis,
                         "renew key leases",
                         keys,
                         (self._lease_ms, self._keep_ms, *args),
@@ -571,7 +545,6 @@ class RedisKeyLimiter:
             for keys, args in self._calls(batch, charges):
                 try:
                     await self._settle.run(
-                        self._redis,
                         "settle key leases and tokens",
                         keys,
                         (self._window_ms, self._margin_ms, *args),

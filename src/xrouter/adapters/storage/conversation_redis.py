@@ -18,19 +18,17 @@ while a turn was generating stays deleted: the turn's append finds no conversati
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 
-from xrouter.adapters.redis.connection import RedisClient, RedisUnavailable, SharedRedis
-from xrouter.adapters.redis.resp import Arg, Lane, Script
+from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.resp import Arg
+from xrouter.adapters.redis.scripts import RedisScript, run_command
 from xrouter.adapters.storage.conversation_codec import ConversationCodec
 from xrouter.application.ports import ConversationFull, DuplicateItem, ItemsPage, UnknownItem
 from xrouter.domain.conversations import Conversation
 from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.responses import InputItem
-
-_Operation = tuple[Callable[[Any], Awaitable[Any]], bool]
-"""An operation and whether it runs on a lean lane (True) or on redis-py's client."""
 
 _MAX_ID_CHARS = 256
 """Longer ids are never ours (`conv_` + 48 hex digits): unknown, no key is built."""
@@ -219,11 +217,7 @@ class RedisConversationStore:
         self._ttl_ms = _ms(ttl_s)
         self._prefix = key_prefix
         self._codec = ConversationCodec()
-        self._lean = redis.lean is not None
-        client = redis.client
-        self._scripts = {
-            source: (Script(source), client.register_script(source)) for source in _SCRIPTS
-        }
+        self._scripts = {source: RedisScript(redis, source) for source in _SCRIPTS}
 
     def __repr__(self) -> str:
         return f"RedisConversationStore({self._redis!r})"
@@ -400,46 +394,18 @@ class RedisConversationStore:
     ) -> Any:
         """One script (`source`), or a GET of `keys[0]` when `source` is None, in one round
         trip through the breaker; StorageUnavailable when Redis cannot answer."""
-        operation = self._operation(source, keys, args)
-        run, lean = operation
+        call: Awaitable[Any] = (
+            run_command(self._redis, what, "GET", keys[0])
+            if source is None
+            else self._scripts[source].run(what, keys, args)
+        )
         try:
-            if lean:
-                return await self._redis.run_lean(what, run)
-            return await self._redis.run(what, run)
+            return await call
         except RedisUnavailable as exc:
             raise StorageUnavailable(
                 f"The conversation store (Redis) is unavailable: {exc} Requests that use no "
                 "conversation and no stored response are still served."
             ) from None
-
-    def _operation(
-        self, source: str | None, keys: Sequence[str], args: Sequence[Arg]
-    ) -> _Operation:
-        if source is None:
-            key = keys[0]
-            if self._lean:
-
-                async def get_on_lane(lane: Lane) -> Any:
-                    return await lane.execute("GET", key)
-
-                return get_on_lane, True
-
-            async def get_on_client(client: RedisClient) -> Any:
-                return await client.execute_command("GET", key)
-
-            return get_on_client, False
-        lean, registered = self._scripts[source]
-        if self._lean:
-
-            async def on_lane(lane: Lane) -> Any:
-                return await lean(lane, keys, args)
-
-            return on_lane, True
-
-        async def on_client(client: RedisClient) -> Any:
-            return await registered(keys=keys, args=args, client=client)
-
-        return on_client, False
 
 
 def _text(value: bytes | str) -> str:

@@ -37,20 +37,18 @@ open: SharedRedis) every method raises StorageUnavailable; failed saves are coun
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from xrouter.adapters.redis.connection import RedisClient, RedisUnavailable, SharedRedis
-from xrouter.adapters.redis.resp import Arg, Lane, Script
+from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.resp import Arg
+from xrouter.adapters.redis.scripts import RedisScript, run_command
 from xrouter.adapters.storage.codec import StoredCodec
 from xrouter.application.ports import ItemsPage, UnknownItem
 from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.responses import Response, StoredResponse
 
 log = logging.getLogger("xrouter.storage")
-
-_Operation = tuple[Callable[[Any], Awaitable[Any]], bool]
-"""An operation and whether it runs on a lean lane (True) or on redis-py's client."""
 
 TOMBSTONE_S = 1800.0
 """How long a delete keeps a later save from storing the response again: longer than a
@@ -182,12 +180,10 @@ class RedisResponseStore:
         self._prefix = key_prefix
         self._setting_names = setting_names
         self._codec = StoredCodec()
-        self._lean = redis.lean is not None
-        client = redis.client
-        self._scripts = {
-            source: (Script(source), client.register_script(source))
-            for source in (_SAVE, _GET, _PAGE, _DELETE)
-        }
+        self._save = RedisScript(redis, _SAVE)
+        self._get = RedisScript(redis, _GET)
+        self._page = RedisScript(redis, _PAGE)
+        self._delete = RedisScript(redis, _DELETE)
         self.not_stored = 0
         """Responses refused for their size (the metric of the record size limit)."""
         self.failed_writes = 0
@@ -214,12 +210,14 @@ class RedisResponseStore:
                 self._setting_names("store_max_record_bytes"),
             )
             # An older version of it must not be served instead.
-            await self._write("drop an oversized response", self._command("DEL", *keys[:3]))
+            await self._write(
+                run_command(self._redis, "drop an oversized response", "DEL", *keys[:3])
+            )
             return False
         args: list[Arg] = [self._ttl_ms, len(items), encoded, *items]
         args.extend([item.id or "" for item in stored.input_items])
         save_keys = keys if stored.owner is None else (*keys, _owner_tombstone(keys, stored.owner))
-        if not await self._write("store a response", self._script(_SAVE, save_keys, args)):
+        if not await self._write(self._save.run("store a response", save_keys, args)):
             log.info("response %s not stored: it was deleted while it was generating", response_id)
             return False
         return True
@@ -228,7 +226,7 @@ class RedisResponseStore:
         keys = self._keys(response_id)
         if keys is None:
             return None
-        found = await self._read("read a stored response", self._script(_GET, keys[:2], ()))
+        found = await self._read(self._get.run("read a stored response", keys[:2]))
         if found is None:
             return None
         stored = self._codec.decode_stored(found[0], found[1])
@@ -238,7 +236,9 @@ class RedisResponseStore:
         keys = self._keys(response_id)
         if keys is None:
             return None
-        encoded = await self._read("read a stored response", self._command("GET", keys[0]))
+        encoded = await self._read(
+            run_command(self._redis, "read a stored response", "GET", keys[0])
+        )
         if encoded is None:
             return None
         found, response = self._codec.decode_record(encoded)
@@ -258,7 +258,7 @@ class RedisResponseStore:
             return None
         args: list[Arg] = ["0" if after is None else "1", after or "", limit, order]
         args.append(b"" if owner is None else self._codec.owner_prefix(owner))
-        found = await self._read("read stored input items", self._script(_PAGE, keys[:3], args))
+        found = await self._read(self._page.run("read stored input items", keys[:3], args))
         if found[0] == 0:
             return None
         if found[0] == 1:
@@ -270,13 +270,14 @@ class RedisResponseStore:
         keys = self._keys(response_id)
         if keys is None:
             return False
+        what = "delete a stored response"
         if owner is None:
-            delete = self._script(_DELETE, keys, [self._tombstone_ms, b""])
+            delete = self._delete.run(what, keys, [self._tombstone_ms, b""])
         else:
             owned = (*keys[:3], _owner_tombstone(keys, owner))
             args: list[Arg] = [self._tombstone_ms, self._codec.owner_prefix(owner)]
-            delete = self._script(_DELETE, owned, args)
-        return bool(await self._read("delete a stored response", delete))
+            delete = self._delete.run(what, owned, args)
+        return bool(await self._read(delete))
 
     async def aclose(self) -> None:
         """Nothing of its own: the SharedRedis client is closed by its owner (the container),
@@ -297,50 +298,18 @@ class RedisResponseStore:
         base = f"{self._prefix}:{{{response_id}}}:"
         return base + "r", base + "i", base + "x", base + "t"
 
-    def _script(self, source: str, keys: Sequence[str], args: Sequence[Arg]) -> _Operation:
-        """Running one of the scripts, on the lean client or on redis-py's."""
-        lean, registered = self._scripts[source]
-        if self._lean:
-
-            async def on_lane(lane: Lane) -> Any:
-                return await lean(lane, keys, args)
-
-            return on_lane, True
-
-        async def on_client(client: RedisClient) -> Any:
-            return await registered(keys=keys, args=args, client=client)
-
-        return on_client, False
-
-    def _command(self, *command: Arg) -> _Operation:
-        """One plain command (GET, DEL), on the lean client or on redis-py's."""
-        if self._lean:
-
-            async def on_lane(lane: Lane) -> Any:
-                return await lane.execute(*command)
-
-            return on_lane, True
-
-        async def on_client(client: RedisClient) -> Any:
-            return await client.execute_command(*command)
-
-        return on_client, False
-
-    async def _run(self, what: str, operation: _Operation) -> Any:
-        run, lean = operation
-        if lean:
-            return await self._redis.run_lean(what, run)
-        return await self._redis.run(what, run)
-
-    async def _read(self, what: str, operation: _Operation) -> Any:
+    async def _read(self, call: Awaitable[Any]) -> Any:
+        """`call` (a script or command not yet awaited), StorageUnavailable for Redis's
+        failure."""
         try:
-            return await self._run(what, operation)
+            return await call
         except RedisUnavailable as exc:
             raise _unavailable(exc) from None
 
-    async def _write(self, what: str, operation: _Operation) -> Any:
+    async def _write(self, call: Awaitable[Any]) -> Any:
+        """`_read` for a write: a failure counts in `failed_writes`."""
         try:
-            return await self._run(what, operation)
+            return await call
         except RedisUnavailable as exc:
             self.failed_writes += 1
             raise _unavailable(exc) from None
