@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.hash_tags import check_key_prefix, tagged_base
 from xrouter.adapters.redis.resp import Arg
 from xrouter.adapters.redis.scripts import RedisScript, run_command
 from xrouter.adapters.storage.event_log_memory import (
@@ -42,8 +43,6 @@ from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.events import TERMINAL_EVENTS, StreamEvent
 
 log = logging.getLogger("xrouter.background")
-
-_MAX_ID_CHARS = 256
 
 # KEYS: stream, meta. ARGV: ttl_ms, max_events, max_bytes, then per event: sequence number,
 # '1' for a terminal event else '0', its JSON. Returns {dropped now, dropped before}.
@@ -104,8 +103,7 @@ class RedisEventLog:
         key_prefix: str = "xr",
         setting_names: Callable[[str], str] = _field_name,
     ) -> None:
-        if "{" in key_prefix or "}" in key_prefix:
-            raise ValueError("key_prefix must not contain braces (they make the hash tag)")
+        check_key_prefix(key_prefix)
         self._redis = redis
         self._max_events = max_events
         self._max_bytes = max_bytes
@@ -177,16 +175,10 @@ class RedisEventLog:
     # --- internals -------------------------------------------------------------------------
 
     def _keys(self, response_id: str) -> tuple[str, str, str] | None:
-        """The response's keys, or None for an id that cannot name one (empty, too long, or
-        with a brace, which would change the hash tag)."""
-        if (
-            not response_id
-            or len(response_id) > _MAX_ID_CHARS
-            or "{" in response_id
-            or "}" in response_id
-        ):
+        """The response's keys, or None for an id that cannot name one (hash_tags.py)."""
+        base = tagged_base(self._prefix, response_id)
+        if base is None:
             return None
-        base = f"{self._prefix}:{{{response_id}}}:"
         return base + "e", base + "em", base + "c"
 
     async def _run(self, call: Awaitable[Any]) -> Any:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 
 from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.hash_tags import check_key_prefix, tagged_base
 from xrouter.adapters.redis.resp import Arg
 from xrouter.adapters.redis.scripts import RedisScript, run_command
 from xrouter.adapters.storage.conversation_codec import ConversationCodec
@@ -29,9 +30,6 @@ from xrouter.application.ports import ConversationFull, DuplicateItem, ItemsPage
 from xrouter.domain.conversations import Conversation
 from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.responses import InputItem
-
-_MAX_ID_CHARS = 256
-"""Longer ids are never ours (`conv_` + 48 hex digits): unknown, no key is built."""
 
 _CHUNK = 1000
 """Values handed to one Redis command inside a script: Lua's unpack() has a stack limit
@@ -211,8 +209,7 @@ class RedisConversationStore:
     def __init__(
         self, redis: SharedRedis, *, ttl_s: float = 30 * 24 * 3600.0, key_prefix: str = "xr"
     ) -> None:
-        if "{" in key_prefix or "}" in key_prefix:
-            raise ValueError("key_prefix must not contain braces (they make the hash tag)")
+        check_key_prefix(key_prefix)
         self._redis = redis
         self._ttl_ms = _ms(ttl_s)
         self._prefix = key_prefix
@@ -366,16 +363,10 @@ class RedisConversationStore:
     # -- internals -----------------------------------------------------------------------
 
     def _keys(self, conversation_id: str) -> tuple[str, str, str] | None:
-        """The conversation's keys, or None for an id that is not ours: empty, too long, or
-        with a brace (it would change which part of the key is hashed)."""
-        if (
-            not conversation_id
-            or len(conversation_id) > _MAX_ID_CHARS
-            or "{" in conversation_id
-            or "}" in conversation_id
-        ):
+        """The conversation's keys, or None for an id that is not ours (hash_tags.py)."""
+        base = tagged_base(self._prefix, conversation_id)
+        if base is None:
             return None
-        base = f"{self._prefix}:{{{conversation_id}}}:"
         return base + "m", base + "o", base + "h"
 
     def _prefix_of(self, owner: str | None) -> bytes:

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.hash_tags import check_key_prefix, tagged_base
 from xrouter.adapters.redis.resp import Arg
 from xrouter.adapters.redis.scripts import RedisScript, run_command
 from xrouter.adapters.storage.codec import StoredCodec
@@ -54,9 +55,6 @@ TOMBSTONE_S = 1800.0
 """How long a delete keeps a later save from storing the response again: longer than a
 generation normally runs, so a response deleted (from another worker) while it was still
 generating stays deleted when its generation ends."""
-
-_MAX_ID_CHARS = 256
-"""Longer ids are never ours (ids are `resp_` + 48 hex digits): unknown, no key is built."""
 
 _CHUNK = 1000
 """Values handed to one RPUSH inside a script: Lua's unpack() has a stack limit (about 8,000
@@ -171,8 +169,7 @@ class RedisResponseStore:
     ) -> None:
         """`setting_names`: the operator's name of a setting (`store_max_record_bytes` ->
         its variable), for the log line that says which limit acted."""
-        if "{" in key_prefix or "}" in key_prefix:
-            raise ValueError("key_prefix must not contain braces (they make the hash tag)")
+        check_key_prefix(key_prefix)
         self._redis = redis
         self._ttl_ms = _ms(ttl_s)
         self._tombstone_ms = _ms(tombstone_s)
@@ -286,16 +283,10 @@ class RedisResponseStore:
     # -- internals -----------------------------------------------------------------------
 
     def _keys(self, response_id: str) -> tuple[str, str, str, str] | None:
-        """The response's keys, or None for an id that is not ours: empty, too long, or with
-        a brace (it would change which part of the key is hashed)."""
-        if (
-            not response_id
-            or len(response_id) > _MAX_ID_CHARS
-            or "{" in response_id
-            or "}" in response_id
-        ):
+        """The response's keys, or None for an id that is not ours (hash_tags.py)."""
+        base = tagged_base(self._prefix, response_id)
+        if base is None:
             return None
-        base = f"{self._prefix}:{{{response_id}}}:"
         return base + "r", base + "i", base + "x", base + "t"
 
     async def _read(self, call: Awaitable[Any]) -> Any:
