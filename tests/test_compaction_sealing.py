@@ -10,12 +10,17 @@ import base64
 from collections.abc import Callable
 
 import httpx
+import msgspec
 import pytest
 
 from tests.conftest import LiveServer, make_container
 from tests.test_access_control import SECRET, Keys
 from xrouter.adapters.crypto.sealer import MARKER, AeadSealer
+from xrouter.application.compaction_items import CompactionItems, SealedSummary
 from xrouter.application.ports import ItemSealer
+from xrouter.domain.errors import InvalidRequest
+from xrouter.domain.responses import InputItem
+from xrouter.entrypoints.compaction_config import build_compaction_items
 from xrouter.entrypoints.config import ConfigError, Settings
 
 WINDOW = [{"role": "user", "content": "Remember the code word: slate."}]
@@ -95,3 +100,27 @@ def test_a_compaction_item_belongs_to_the_key_that_made_it(
 def test_the_key_setting_is_refused_when_short() -> None:
     with pytest.raises(ConfigError, match="XR_COMPACTION_KEY is 5 characters long"):
         Settings.from_env({"XR_COMPACTION_KEY": "short"})
+
+
+def test_without_a_compaction_key_the_auth_secret_gives_every_process_one_key() -> None:
+    """No XR_COMPACTION_KEY: a keyed gateway's workers and instances share XR_AUTH_SECRET, and
+    the key derived from it opens what any of them sealed; with neither secret, a process's
+    random key opens only its own items."""
+
+    def built(**values: str) -> CompactionItems:
+        return build_compaction_items(Settings(**values))
+
+    summary = SealedSummary(summary="the gist", owner=None, model="local/echo", created_at=0)
+
+    def item(token: str) -> list[InputItem]:
+        return [
+            msgspec.convert(
+                {"type": "compaction", "id": "cmp_1", "encrypted_content": token}, InputItem
+            )
+        ]
+
+    shared = built(auth_secret=SECRET).seal(summary)
+    opened = built(auth_secret=SECRET).expand(item(shared), own_from=0, owner=None, provider=None)
+    assert opened[0].type == "message" and "the gist" in msgspec.json.encode(opened[0]).decode()
+    with pytest.raises(InvalidRequest, match="could not be verified"):
+        built().expand(item(built().seal(summary)), own_from=0, owner=None, provider=None)

@@ -316,8 +316,9 @@ class Settings:
         None,
         str,
         "Secret the gateway's compaction items are sealed with (AES-256-GCM, key derived with "
-        "HKDF; at least 16 characters), the same on every worker and instance. Unset: a random "
-        "key per process, so items do not survive a restart or reach another worker. "
+        "HKDF; at least 16 characters), the same on every worker and instance. Unset: derived "
+        "from XR_AUTH_SECRET when that is set, else a random key per process, so items do not "
+        "survive a restart or reach another worker. "
         "docs/compaction.md.",
         secret=True,
     )
