@@ -26,10 +26,10 @@ def build_compaction_items(settings: Settings) -> CompactionItems:
         )
         return CompactionItems(AeadSealer.from_secret(settings.auth_secret))
     log.warning(
-        "neither %s nor %s is set: compaction items are sealed with a random key of this process, so "
-        "they cannot be used after a restart or by another worker or instance (a 400 that "
-        "says the item could not be verified). Set %s to the same random value everywhere "
-        "(python -c 'import secrets; print(secrets.token_urlsafe(32))').",
+        "neither %s nor %s is set: compaction items are sealed with a random key of this "
+        "process, so they cannot be used after a restart or by another worker or instance "
+        "(a 400 that says the item could not be verified). Set %s to the same random value "
+        "everywhere (python -c 'import secrets; print(secrets.token_urlsafe(32))').",
         env_name("compaction_key"),
         env_name("auth_secret"),
         env_name("compaction_key"),
