@@ -20,10 +20,10 @@ from xrouter.domain.conversations import (
     DeletedConversation,
     UpdateConversation,
 )
-from xrouter.domain.errors import InvalidRequest
 from xrouter.domain.responses import InputItem
 from xrouter.entrypoints.http.codec import Codec, decode
 from xrouter.entrypoints.http.openapi import documented
+from xrouter.entrypoints.http.paging import page_query
 from xrouter.entrypoints.http.routes import JSON, _credentials
 
 AnyRequest = Request[Any, Any, Any]
@@ -99,17 +99,12 @@ def build_conversation_routes(
     async def list_items(
         request: AnyRequest, conversation_id: FromPath[str]
     ) -> HTTPResponse[bytes]:
-        query = request.query_params
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequest(
-                "`order` must be 'asc' or 'desc'.", param="order", code="invalid_value"
-            )
+        query = page_query(request.query_params)
         page = await conversations.list_items(
             conversation_id,
-            after=query.get("after"),
-            limit=_int_param(query.get("limit", "20"), "limit"),
-            order="asc" if order == "asc" else "desc",
+            after=query.after,
+            limit=query.limit,
+            order=query.order,
             api_key=api_key(request),
         )
         return json(page)
@@ -164,12 +159,3 @@ def build_conversation_routes(
         retrieve_item,
         delete_item,
     ]
-
-
-def _int_param(raw: str, name: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(
-            f"`{name}` must be an integer.", param=name, code="invalid_value"
-        ) from None

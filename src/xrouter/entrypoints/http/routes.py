@@ -29,7 +29,7 @@ from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatRequest
-from xrouter.domain.errors import ClientDisconnected, InvalidRequest
+from xrouter.domain.errors import ClientDisconnected
 from xrouter.domain.models import ModelInfo, ModelList
 from xrouter.domain.responses import (
     DeletedResponse,
@@ -42,6 +42,7 @@ from xrouter.entrypoints.http.background_routes import replay_stream, wants_stre
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.errors import bearer_token
 from xrouter.entrypoints.http.openapi import documented
+from xrouter.entrypoints.http.paging import page_query
 from xrouter.entrypoints.http.request_id import request_id_of
 from xrouter.entrypoints.http.sse import SSEWriter
 
@@ -225,18 +226,12 @@ def build_api_routes(
     async def list_input_items(
         request: AnyRequest, response_id: FromPath[str]
     ) -> HTTPResponse[bytes]:
-        query = request.query_params
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequest(
-                "`order` must be 'asc' or 'desc'.", param="order", code="invalid_value"
-            )
-        limit = _int_param(query.get("limit", "20"), "limit")
+        query = page_query(request.query_params)
         page = await use_cases.get_response.input_items(
             response_id,
-            after=query.get("after"),
-            limit=limit,
-            order="asc" if order == "asc" else "desc",
+            after=query.after,
+            limit=query.limit,
+            order=query.order,
             api_key=api_key(request),
         )
         return json(page)
@@ -266,15 +261,6 @@ def build_api_routes(
         list_models,
         retrieve_model,
     ]
-
-
-def _int_param(raw: str, name: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(
-            f"`{name}` must be an integer.", param=name, code="invalid_value"
-        ) from None
 
 
 def build_probe_routes(
