@@ -24,7 +24,6 @@ lean client's pipeline); the application bounds the interval (`background_poll_s
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -38,11 +37,10 @@ from xrouter.adapters.storage.event_log_memory import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_TTL_S,
+    warn_dropped,
 )
 from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.events import TERMINAL_EVENTS, StreamEvent
-
-log = logging.getLogger("xrouter.background")
 
 # KEYS: stream, meta. ARGV: ttl_ms, max_events, max_bytes, then per event: sequence number,
 # '1' for a terminal event else '0', its JSON. Returns {dropped now, dropped before}.
@@ -130,15 +128,7 @@ class RedisEventLog:
             args.extend((event.sequence_number, terminal, self._encoder.encode(event)))
         dropped, before = await self._run(self._append.run("log background events", keys[:2], args))
         if int(dropped) and not int(before):
-            log.warning(
-                "background response %s: events past %d or %d bytes are not kept for replay "
-                "(%s, %s); the terminal event still is",
-                response_id,
-                self._max_events,
-                self._max_bytes,
-                self._setting_names("background_events_max"),
-                self._setting_names("background_events_max_bytes"),
-            )
+            warn_dropped(response_id, self._max_events, self._max_bytes, self._setting_names)
 
     async def read(self, response_id: str, *, after: int, limit: int) -> list[StreamEvent] | None:
         keys = self._keys(response_id)

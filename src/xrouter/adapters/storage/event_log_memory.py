@@ -78,7 +78,9 @@ class MemoryEventLog:
             over = len(entry.events) >= self._max_events or entry.size + size > self._max_bytes
             if over and not isinstance(event, TERMINAL_EVENTS):
                 if entry.dropped == 0:
-                    self._warn(response_id)
+                    warn_dropped(
+                        response_id, self._max_events, self._max_bytes, self._setting_names
+                    )
                 entry.dropped += 1
                 continue
             entry.events.append(event)
@@ -134,16 +136,21 @@ class MemoryEventLog:
             del self._logs[response_id]
             _wake(oldest)
 
-    def _warn(self, response_id: str) -> None:
-        log.warning(
-            "background response %s: events past %d or %d bytes are not kept for replay "
-            "(%s, %s); the terminal event still is",
-            response_id,
-            self._max_events,
-            self._max_bytes,
-            self._setting_names("background_events_max"),
-            self._setting_names("background_events_max_bytes"),
-        )
+
+def warn_dropped(
+    response_id: str, max_events: int, max_bytes: int, setting_names: Callable[[str], str]
+) -> None:
+    """The warning, once per response, that its events went past a bound: the same words from
+    the memory and the Redis event log, naming the settings (`setting_names`)."""
+    log.warning(
+        "background response %s: events past %d or %d bytes are not kept for replay "
+        "(%s, %s); the terminal event still is",
+        response_id,
+        max_events,
+        max_bytes,
+        setting_names("background_events_max"),
+        setting_names("background_events_max_bytes"),
+    )
 
 
 def _sequence(event: StreamEvent) -> int:
