@@ -233,11 +233,8 @@ class RedisConversationStore:
         keys = self._keys(conversation_id)
         if keys is None:
             return None
-        blob = await self._call("read a conversation", None, keys[:1], ())
-        if blob is None:
-            return None
-        found, conversation = self._codec.decode_meta(blob)
-        return None if owner is not None and found != owner else conversation
+        meta = await self._owned_meta(keys, owner)
+        return None if meta is None else meta[1]
 
     async def set_metadata(
         self, conversation_id: str, metadata: dict[str, str], *, owner: str | None = None
@@ -245,12 +242,10 @@ class RedisConversationStore:
         keys = self._keys(conversation_id)
         if keys is None:
             return None
-        blob = await self._call("read a conversation", None, keys[:1], ())
-        if blob is None:
+        meta = await self._owned_meta(keys, owner)
+        if meta is None:
             return None
-        found, current = self._codec.decode_meta(blob)
-        if owner is not None and found != owner:
-            return None
+        found, current = meta
         updated = Conversation(id=current.id, created_at=current.created_at, metadata=metadata)
         # The script checks the owner again: a delete in between leaves nothing to update.
         args: list[Arg] = [
@@ -368,6 +363,19 @@ class RedisConversationStore:
         if base is None:
             return None
         return base + "m", base + "o", base + "h"
+
+    async def _owned_meta(
+        self, keys: tuple[str, str, str], owner: str | None
+    ) -> tuple[str | None, Conversation] | None:
+        """The conversation and its stored owner (one GET); None when it is unknown or, with
+        `owner` given, another owner's."""
+        blob = await self._call("read a conversation", None, keys[:1], ())
+        if blob is None:
+            return None
+        found, conversation = self._codec.decode_meta(blob)
+        if owner is not None and found != owner:
+            return None
+        return found, conversation
 
     def _prefix_of(self, owner: str | None) -> bytes:
         return b"" if owner is None else self._codec.owner_prefix(owner)
