@@ -25,8 +25,10 @@ from typing import Any
 
 import msgspec
 
-from xrouter.adapters.redis.connection import RedisClient, RedisUnavailable, SharedRedis
-from xrouter.adapters.redis.resp import Arg, Lane, Script
+from xrouter.adapters.redis.connection import RedisUnavailable, SharedRedis
+from xrouter.adapters.redis.hash_tags import check_key_prefix
+from xrouter.adapters.redis.resp import Arg
+from xrouter.adapters.redis.scripts import RedisScript, run_command
 from xrouter.domain.errors import StorageUnavailable
 from xrouter.domain.keys import GatewayKey
 
@@ -71,8 +73,7 @@ class RedisKeyStore:
     """Implements the KeyStore port on the process's SharedRedis (timeouts, breaker)."""
 
     def __init__(self, redis: SharedRedis, *, key_prefix: str = "xrouter") -> None:
-        if "{" in key_prefix or "}" in key_prefix:
-            raise ValueError("key_prefix must not contain braces (they make the hash tag)")
+        check_key_prefix(key_prefix)
         self._redis = redis
         base = f"{key_prefix}:{{keys}}:"
         self._id_prefix = base + "id:"
@@ -82,11 +83,7 @@ class RedisKeyStore:
         """Every save publishes the key's id here (revocation, rotation, a new limit)."""
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(GatewayKey).decode
-        client = redis.client
-        self._scripts = {
-            source: (Script(source), client.register_script(source))
-            for source in (_SAVE, _FIND, _LIST)
-        }
+        self._scripts = {source: RedisScript(redis, source) for source in (_SAVE, _FIND, _LIST)}
 
     def __repr__(self) -> str:
         return f"RedisKeyStore({self._redis!r})"
@@ -147,35 +144,14 @@ class RedisKeyStore:
     # -- internals -----------------------------------------------------------------------
 
     async def _run(self, what: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        lean_script, registered = self._scripts[source]
         try:
-            if self._redis.lean is not None:
-
-                async def on_lane(lane: Lane) -> Any:
-                    return await lean_script(lane, keys, args)
-
-                return await self._redis.run_lean(what, on_lane)
-
-            async def on_client(client: RedisClient) -> Any:
-                return await registered(keys=keys, args=args, client=client)
-
-            return await self._redis.run(what, on_client)
+            return await self._scripts[source].run(what, keys, args)
         except RedisUnavailable as exc:
             raise _unavailable(exc) from None
 
     async def _command(self, what: str, *command: Arg) -> Any:
         try:
-            if self._redis.lean is not None:
-
-                async def on_lane(lane: Lane) -> Any:
-                    return await lane.execute(*command)
-
-                return await self._redis.run_lean(what, on_lane)
-
-            async def on_client(client: RedisClient) -> Any:
-                return await client.execute_command(*command)
-
-            return await self._redis.run(what, on_client)
+            return await run_command(self._redis, what, *command)
         except RedisUnavailable as exc:
             raise _unavailable(exc) from None
 

@@ -26,7 +26,8 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from xrouter.adapters.redis.connection import RedisClient, RedisUnavailable, SharedRedis
-from xrouter.adapters.redis.resp import Arg, Lane, Script
+from xrouter.adapters.redis.resp import Arg
+from xrouter.adapters.redis.scripts import RedisScript
 from xrouter.application.outcome import RequestOutcome
 
 log = logging.getLogger("xrouter.analytics")
@@ -106,27 +107,14 @@ class RedisStream:
         self.key = key
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(RequestOutcome).decode
-        self._lean_script = Script(_XADD_ALL)
-        self._script = redis.client.register_script(_XADD_ALL)
+        self._script = RedisScript(redis, _XADD_ALL)
 
     def __repr__(self) -> str:
         return f"RedisStream({self.key!r}, {self._redis!r})"
 
     async def write(self, batch: Sequence[RequestOutcome]) -> None:
         args: list[Arg] = [self._maxlen, *(self._encode(record) for record in batch)]
-        keys = [self.key]
-        if self._redis.lean is not None:
-
-            async def on_lane(lane: Lane) -> Any:
-                return await self._lean_script(lane, keys, args)
-
-            await self._redis.run_lean("write analytics records", on_lane)
-            return
-
-        async def on_client(client: RedisClient) -> Any:
-            return await self._script(keys=keys, args=args, client=client)
-
-        await self._redis.run("write analytics records", on_client)
+        await self._script.run("write analytics records", [self.key], args)
 
     async def window(self, since: float, limit: int = READ_LIMIT) -> RecordWindow:
         """Newest first in pages (XREVRANGE from the end down to the stream id of `since`),
