@@ -665,6 +665,33 @@ async def test_small_limits_are_always_admitted_by_the_script(redis_server: Redi
         await redis.aclose()
 
 
+async def test_admissions_asked_together_go_in_one_script_call_in_order(
+    redis_server: RedisServer,
+) -> None:
+    """The requests of one key that ask in the same turn of the event loop are decided by one
+    script call, one after the other: exactly the limit is admitted, the rest refused."""
+    redis = shared_redis(redis_server.url)
+    limiter = RedisKeyLimiter(redis, 5.0)
+    key = make_key("key_ba7c400000000001", rpm=50, concurrent=5)
+    try:
+        await limiter.admit(make_key("key_ba7c400000000002", rpm=50))  # scripts loaded
+        calls_before = _evalsha_calls(redis_server)
+        admissions = await asyncio.gather(*(limiter.admit(key) for _ in range(20)))
+        assert _evalsha_calls(redis_server) - calls_before == 1
+        allowed = [admission for admission in admissions if admission.allowed]
+        assert len(allowed) == 5
+        assert {admission.refused_by for admission in admissions if not admission.allowed} == {
+            "concurrent"
+        }
+        assert len({admission.lease for admission in allowed}) == 5
+        assert redis_server.cli("ZCARD", redis_keys(key)[1]) == "5"
+        remaining = [admission.state.remaining_requests for admission in allowed]
+        assert remaining == [49, 48, 47, 46, 45]
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
 def _evalsha_calls(server: RedisServer) -> int:
     for line in server.cli("INFO", "commandstats").splitlines():
         if line.startswith("cmdstat_evalsha:"):

@@ -102,10 +102,11 @@ local keep_ms = reset_ms + tonumber(ARGV[2])
 """
 
 # KEYS: window, leases. ARGV: window_ms, margin_ms, rpm, tpm, concurrent (-1: no such limit),
-# lease token, lease_ms, leases_keep_ms, tokens charged before the check (this process's
-# pending charges of the key).
-# Returns {refused (0 admitted, 1 requests, 2 tokens, 3 concurrent), requests, tokens,
-# reset_ms}: the window's counts after this request.
+# lease_ms, leases_keep_ms, tokens charged before the checks (this process's pending charges
+# of the key), then one lease token per request to admit ("" without a concurrency limit).
+# The requests are decided one after the other, as separate calls would be. Returns, per
+# request, {refused (0 admitted, 1 requests, 2 tokens, 3 concurrent), requests, tokens,
+# reset_ms}: the window's counts after it.
 _ADMIT = (
     _NOW
     + _WINDOW
@@ -120,7 +121,7 @@ if current then
     requests = tonumber(counts[2]) or 0
     tokens = tonumber(counts[3]) or 0
 end
-local pending = tonumber(ARGV[9])
+local pending = tonumber(ARGV[8])
 if pending > 0 then
     if current then
         tokens = redis.call('HINCRBY', KEYS[1], 't', pending)
@@ -131,30 +132,43 @@ if pending > 0 then
     end
     redis.call('PEXPIRE', KEYS[1], keep_ms)
 end
-if rpm >= 0 and requests >= rpm then
-    return {1, requests, tokens, reset_ms}
-end
-if tpm >= 0 and tokens >= tpm then
-    return {2, requests, tokens, reset_ms}
-end
+local held = -1
 if concurrent >= 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-    if redis.call('ZCARD', KEYS[2]) >= concurrent then
-        return {3, requests, tokens, reset_ms}
-    end
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), ARGV[6])
-    redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
+    held = redis.call('ZCARD', KEYS[2])
 end
-if rpm >= 0 or tpm >= 0 then
-    if current then
-        requests = redis.call('HINCRBY', KEYS[1], 'r', 1)
+local answers = {}
+for i = 9, #ARGV do
+    local refused = 0
+    if rpm >= 0 and requests >= rpm then
+        refused = 1
+    elseif tpm >= 0 and tokens >= tpm then
+        refused = 2
+    elseif concurrent >= 0 and held >= concurrent then
+        refused = 3
     else
-        redis.call('HSET', KEYS[1], 'w', index, 'r', 1, 't', 0)
-        requests = 1
+        if concurrent >= 0 then
+            redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), ARGV[i])
+            redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[7]))
+            held = held + 1
+        end
+        if rpm >= 0 or tpm >= 0 then
+            if current then
+                requests = redis.call('HINCRBY', KEYS[1], 'r', 1)
+            else
+                redis.call('HSET', KEYS[1], 'w', index, 'r', 1, 't', 0)
+                current = true
+                requests = 1
+            end
+            redis.call('PEXPIRE', KEYS[1], keep_ms)
+        end
     end
-    redis.call('PEXPIRE', KEYS[1], keep_ms)
+    answers[#answers + 1] = refused
+    answers[#answers + 1] = requests
+    answers[#answers + 1] = tokens
+    answers[#answers + 1] = reset_ms
 end
-return {0, requests, tokens, reset_ms}
+return answers
 """
 )
 
@@ -294,6 +308,11 @@ class RedisKeyLimiter:
         """The one background task that sends releases and charges (module docstring)."""
         self._delayed: asyncio.TimerHandle | None = None
         """A charge's wait for company (CHARGE_DELAY_S), when one is pending."""
+        self._asking: dict[
+            str, tuple[GatewayKey, list[tuple[str, asyncio.Future[tuple[KeyAdmission, int]]]]]
+        ] = {}
+        """Key id -> the requests asking for admission in this turn of the event loop."""
+        self._admitting: set[asyncio.Task[None]] = set()
         self._closing = False
         self._waiting = 0
         """Requests of this process waiting for the admission script now."""
@@ -381,53 +400,91 @@ class RedisKeyLimiter:
             self._free(key_id, lease)
 
     async def _run_admit(self, key: GatewayKey) -> tuple[KeyAdmission, int]:
-        """The admission script for one request: the decision, and the window's tokens as
-        the script saw them."""
-        limits = key.limits
+        """The admission script's decision for one request, and the window's tokens as the
+        script saw them. The requests of one key that ask in the same turn of the event loop
+        go in one script call (decided in order, as separate calls would be)."""
         token = (
             f"{self._lease_prefix}{next(self._lease_numbers):x}"
-            if limits.concurrent is not None
+            if key.limits.concurrent is not None
             else ""
         )
-        args = (
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[KeyAdmission, int]] = loop.create_future()
+        batch = self._asking.get(key.id)
+        if batch is None:
+            batch = self._asking[key.id] = (key, [])
+            loop.call_soon(self._send_admissions, key.id)
+        batch[1].append((token, waiter))
+        return await waiter
+
+    def _send_admissions(self, key_id: str) -> None:
+        key, asking = self._asking.pop(key_id)
+        task = asyncio.get_running_loop().create_task(self._admit_all(key, asking))
+        self._admitting.add(task)
+        task.add_done_callback(self._admitting.discard)
+
+    async def _admit_all(
+        self, key: GatewayKey, asking: list[tuple[str, asyncio.Future[tuple[KeyAdmission, int]]]]
+    ) -> None:
+        limits = key.limits
+        pending = self._charging.pop(key.id, 0)
+        args: list[Arg] = [
             self._window_ms,
             self._margin_ms,
             _limit(limits.requests_per_minute),
             _limit(limits.tokens_per_minute),
             _limit(limits.concurrent),
-            token,
             self._lease_ms,
             self._keep_ms,
-            self._charging.pop(key.id, 0),
-        )
+            pending,
+            *(token for token, _ in asking),
+        ]
         try:
-            refused, requests, tokens, reset_ms = await self._admit.run(
-                "check a key's limits", _keys(key.id), args
+            answers = await self._admit.run("check a key's limits", _keys(key.id), args)
+        except BaseException as exc:  # unavailable, or cancelled: the script may have run
+            self._recharge(key.id, pending)
+            for token, waiter in asking:
+                if token:
+                    self._free(key.id, token)
+                if waiter.done():
+                    continue
+                if isinstance(exc, RedisUnavailable):
+                    waiter.set_exception(
+                        StorageUnavailable(
+                            f"The limits of key '{key.name}' cannot be checked: {exc} Requests "
+                            "of keys with limits are refused until Redis answers again; retry "
+                            "shortly.",
+                            retry_after=1.0,
+                        )
+                    )
+                else:
+                    waiter.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for number, (token, waiter) in enumerate(asking):
+            refused, requests, tokens, reset_ms = answers[4 * number : 4 * number + 4]
+            decided = self._decided(
+                key, token, int(refused), int(requests), int(tokens), int(reset_ms)
             )
-        except RedisUnavailable as exc:
-            self._recharge(key.id, int(args[-1]))
-            if token:
-                self._free(key.id, token)  # in case the script ran before the answer was lost
-            raise StorageUnavailable(
-                f"The limits of key '{key.name}' cannot be checked: {exc} Requests of keys "
-                "with limits are refused until Redis answers again; retry shortly.",
-                retry_after=1.0,
-            ) from None
-        except BaseException:  # cancelled: the script may have run all the same
-            self._recharge(key.id, int(args[-1]))
-            if token:
-                self._free(key.id, token)
-            raise
-        reset_s = int(reset_ms) / 1000
-        state = rate_state(
-            limits, requests_used=int(requests), tokens_used=int(tokens), reset_s=reset_s
-        )
+            if waiter.done():  # its caller gave up: a lease it was given goes back
+                if decided.lease is not None:
+                    self.release(key, decided.lease)
+                continue
+            waiter.set_result((decided, int(tokens)))
+
+    def _decided(
+        self, key: GatewayKey, token: str, refused: int, requests: int, tokens: int, reset_ms: int
+    ) -> KeyAdmission:
+        """One request's answer from the script, as the admission the caller gets."""
+        reset_s = reset_ms / 1000
+        state = rate_state(key.limits, requests_used=requests, tokens_used=tokens, reset_s=reset_s)
         if refused:
-            return refusal(_REFUSED_BY[int(refused)], state, reset_s), int(tokens)
+            return refusal(_REFUSED_BY[refused], state, reset_s)
         if not token:
-            return KeyAdmission(allowed=True, state=state), int(tokens)
+            return KeyAdmission(allowed=True, state=state)
         self._hold(key.id, token)
-        return KeyAdmission(allowed=True, state=state, lease=token), int(tokens)
+        return KeyAdmission(allowed=True, state=state, lease=token)
 
     async def charge_tokens(self, key: GatewayKey, tokens: int) -> None:
         """Queued, not awaited: the request does not wait a round trip for its count. The
@@ -453,6 +510,8 @@ class RedisKeyLimiter:
 
     async def aclose(self) -> None:
         self._closing = True
+        if self._admitting:  # admissions on the wire: their leases are held or given back
+            await asyncio.gather(*self._admitting, return_exceptions=True)
         for task in list(self._admitting_ahead.values()):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
