@@ -29,6 +29,7 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_HEAD_BYTES,
 )
+from xrouter.adapters.providers.deepseek.spec import DEEPSEEK_BASE_URL, DeepSeekSpec
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec
 from xrouter.adapters.providers.transport_settings import SettingNames, TransportSettings
 from xrouter.entrypoints.env_fields import (
@@ -46,12 +47,13 @@ from xrouter.entrypoints.env_fields import (
 
 log = logging.getLogger("xrouter.config")
 
-ProviderKind = Literal["openai_compatible", "openrouter"]
+ProviderKind = Literal["openai_compatible", "openrouter", "deepseek"]
 Protocol = Literal["chat", "responses"]
 
 WELL_KNOWN: dict[str, dict[str, Any]] = {
     "openai": {"kind": "openai_compatible", "base_url": "https://api.openai.com/v1"},
     "openrouter": {"kind": "openrouter", "base_url": "https://openrouter.ai/api/v1"},
+    "deepseek": {"kind": "deepseek", "base_url": DEEPSEEK_BASE_URL},
 }
 # Names whose XR_<NAME>_* variables belong to something else (their own provider module, or
 # the gateway's own settings).
@@ -70,7 +72,7 @@ def wait_seconds(raw: str) -> float:
 
 _POSITIVE_FLOAT = positive(float)
 _POSITIVE_INT = positive(int)
-_KIND = one_of("openai_compatible", "openrouter")
+_KIND = one_of("openai_compatible", "openrouter", "deepseek")
 _PROTOCOL = one_of("chat", "responses")
 
 
@@ -82,7 +84,7 @@ class ProviderConfig:
     kind: ProviderKind = setting(
         "openai_compatible",
         _KIND,
-        "`openai_compatible` (OpenAI, vLLM, Ollama, DeepSeek...) or `openrouter`.",
+        "`openai_compatible` (OpenAI, vLLM, Ollama...), `openrouter` or `deepseek`.",
     )
     base_url: str | None = setting(None, str, "Upstream API root, e.g. `http://127.0.0.1:9000/v1`.")
     api_key: str | None = setting(
@@ -221,6 +223,15 @@ def provider_spec(config: ProviderConfig, byok: bool) -> ProviderSpec:
             static_models=config.models,
             referer=config.referer,
             title=config.title,
+        )
+    if config.kind == "deepseek":
+        return DeepSeekSpec(
+            name=config.name,
+            transport=transport,
+            api_key=config.api_key,
+            protocol=config.protocol,
+            byok=byok,
+            static_models=config.models,
         )
     return ProviderSpec(
         name=config.name,

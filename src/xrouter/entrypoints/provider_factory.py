@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from xrouter.adapters.providers.deepseek.spec import DeepSeekSpec
 from xrouter.adapters.providers.inflight import InflightFactory
 from xrouter.adapters.providers.local import LocalProvider
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec
@@ -21,10 +22,13 @@ log = logging.getLogger("xrouter.providers")
 def build_provider(spec: ProviderSpec, inflight: InflightFactory | None = None) -> Provider:
     # Imported here, not at the top: a gateway with no upstream configured never loads the
     # HTTP stack, which is a third of the cold start.
+    from xrouter.adapters.providers.deepseek.provider import DeepSeekProvider
     from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
     from xrouter.adapters.providers.openrouter import OpenRouterProvider
 
     limiter = inflight(spec.name, spec.transport) if inflight is not None else None
+    if isinstance(spec, DeepSeekSpec):
+        return DeepSeekProvider(spec, limiter=limiter)
     if isinstance(spec, OpenRouterSpec):
         return OpenRouterProvider(spec, limiter=limiter)
     return OpenAICompatibleProvider(spec, limiter=limiter)
