@@ -30,7 +30,7 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_HEAD_BYTES,
 )
 from xrouter.adapters.providers.deepseek.spec import DEEPSEEK_BASE_URL, DeepSeekSpec
-from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec
+from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec, ZaiSpec
 from xrouter.adapters.providers.transport_settings import SettingNames, TransportSettings
 from xrouter.entrypoints.env_fields import (
     ConfigError,
@@ -47,14 +47,29 @@ from xrouter.entrypoints.env_fields import (
 
 log = logging.getLogger("xrouter.config")
 
-ProviderKind = Literal["openai_compatible", "openrouter", "deepseek"]
+ProviderKind = Literal[
+    "openai_compatible", "openrouter", "deepseek", "zai", "ollama", "self_hosted"
+]
 Protocol = Literal["chat", "responses"]
 
 WELL_KNOWN: dict[str, dict[str, Any]] = {
     "openai": {"kind": "openai_compatible", "base_url": "https://api.openai.com/v1"},
     "openrouter": {"kind": "openrouter", "base_url": "https://openrouter.ai/api/v1"},
     "deepseek": {"kind": "deepseek", "base_url": DEEPSEEK_BASE_URL},
+    "zai": {"kind": "zai"},
+    "ollama": {"kind": "ollama"},
 }
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "zai": {"base_url": "https://api.z.ai/api/paas/v4"},
+    "deepseek": {"base_url": DEEPSEEK_BASE_URL},
+    # Presets for servers on the operator's own machines: a local base URL and no key needed
+    # (served without an API key unless ENABLED=false). Several servers of one preset are
+    # several providers with different names and the same kind.
+    "ollama": {"base_url": "http://127.0.0.1:11434/v1", "enabled": True},
+    "self_hosted": {"base_url": "http://127.0.0.1:8000/v1", "enabled": True},
+}
+"""Defaults a provider's kind brings, under whatever name it is configured; the file and the
+environment override them field by field."""
 # Names whose XR_<NAME>_* variables belong to something else (their own provider module, or
 # the gateway's own settings).
 RESERVED_NAMES = frozenset({"gigachat", "local", "api", "max", "store", "log", "docs"})
@@ -72,7 +87,7 @@ def wait_seconds(raw: str) -> float:
 
 _POSITIVE_FLOAT = positive(float)
 _POSITIVE_INT = positive(int)
-_KIND = one_of("openai_compatible", "openrouter", "deepseek")
+_KIND = one_of("openai_compatible", "openrouter", "deepseek", "zai", "ollama", "self_hosted")
 _PROTOCOL = one_of("chat", "responses")
 
 
@@ -84,7 +99,8 @@ class ProviderConfig:
     kind: ProviderKind = setting(
         "openai_compatible",
         _KIND,
-        "`openai_compatible` (OpenAI, vLLM, Ollama...), `openrouter` or `deepseek`.",
+        "`openai_compatible` (OpenAI, vLLM...), `openrouter`, `zai`, `deepseek`, or the keyless "
+        "local presets `ollama` and `self_hosted`.",
     )
     base_url: str | None = setting(None, str, "Upstream API root, e.g. `http://127.0.0.1:9000/v1`.")
     api_key: str | None = setting(
@@ -233,6 +249,15 @@ def provider_spec(config: ProviderConfig, byok: bool) -> ProviderSpec:
             byok=byok,
             static_models=config.models,
         )
+    if config.kind == "zai":
+        return ZaiSpec(
+            name=config.name,
+            transport=transport,
+            api_key=config.api_key,
+            protocol=config.protocol,
+            byok=byok,
+            static_models=config.models,
+        )
     return ProviderSpec(
         name=config.name,
         transport=transport,
@@ -352,6 +377,8 @@ def load_gateway_config(
             if f.name != "name" and environ.get(prefix + f.name.upper())
         }
         values.update(_parse_fields(f"{prefix}*", env_values))
+        kind = values.get("kind", "openai_compatible")
+        values = {**KIND_DEFAULTS.get(kind, {}), **values}
         provider = replace(ProviderConfig(name=name), **values)
         mentioned = name in in_file or any(key.startswith(prefix) for key in environ)
         if not mentioned:

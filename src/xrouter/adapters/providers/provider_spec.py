@@ -56,3 +56,8 @@ class OpenRouterSpec(ProviderSpec):
     """Site URL sent as `HTTP-Referer`."""
     title: str | None = None
     """App name sent as `X-OpenRouter-Title` (and the legacy `X-Title`)."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ZaiSpec(ProviderSpec):
+    """Z.AI (GLM): an OpenAI-compatible chat upstream with its own knobs (`zai.py`)."""

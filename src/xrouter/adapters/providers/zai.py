@@ -1,0 +1,112 @@
+"""Z.AI (GLM): a Chat Completions upstream with its own request knobs (docs.z.ai).
+
+What differs from a plain OpenAI-compatible server, and lives only here:
+
+- `max_tokens` rather than `max_completion_tokens` (GLM knows only the former);
+- `thinking: {"type": "enabled" | "disabled"}` rather than `reasoning_effort`: Z.AI's switch
+  is binary, so `reasoning.effort = "none"` disables thinking and any other effort enables it
+  (GLM-4.5+ models think by default when nothing is sent); the effort level itself is not
+  sent, as GLM has its own ladder (`low | high | max` on recent models only);
+- `tool_stream: true` on a streamed call with tools: without it Z.AI buffers a tool call's
+  arguments and sends them as one chunk after the whole call is generated (minutes of
+  silence on a long argument), with it they arrive as ordinary argument fragments;
+- `tool_choice`: Z.AI accepts only `"auto"`. `"none"` is honoured by sending no tools (the
+  model then cannot call one, which is what the client asked); a forced choice (`"required"`,
+  a named function, `allowed_tools` in `required` mode) cannot be honoured and is a 400
+  naming `tool_choice`, never silently downgraded to `auto`. `parallel_tool_calls` is not a
+  Z.AI field and is not sent.
+
+Its 5xx answers ("Operation failed", "Internal Error") are transient: the shared transport
+retries every 5xx before the first byte (`RETRYABLE_STATUSES`), which covers them. Thinking
+text arrives as `reasoning_content`, which the shared chat parser already reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from xrouter.adapters.providers.inflight import InflightLimiter
+from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
+from xrouter.adapters.providers.provider_spec import ProviderSpec
+from xrouter.adapters.providers.transport import HttpTransport
+from xrouter.application.ports import GenerationRequest
+from xrouter.domain.errors import InvalidRequest
+
+ZAI_BASE_URL = "https://api.z.ai/api/paas/v4"
+
+ZAI_DIALECT = ChatDialect(max_tokens_field="max_tokens")
+
+_TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+
+
+def thinking_for(effort: str | None) -> dict[str, str] | None:
+    """Z.AI's `thinking` switch for a Responses `reasoning.effort`; None when the client said
+    nothing (the model's own default then applies)."""
+    if not effort:
+        return None
+    return {"type": "disabled" if effort == "none" else "enabled"}
+
+
+def zai_tool_options(payload: dict[str, Any]) -> None:
+    """Make the chat payload's tool options ones Z.AI accepts, in place, or refuse (400)."""
+    if "tools" not in payload:
+        return
+    choice = payload.get("tool_choice", "auto")
+    if choice == "none":
+        # Honoured exactly: with no tools offered the model cannot call one.
+        for key in _TOOL_FIELDS:
+            payload.pop(key, None)
+        return
+    if choice != "auto":
+        shown = choice if isinstance(choice, str) else "a named function"
+        raise InvalidRequest(
+            f"Z.AI accepts only tool_choice 'auto' (or 'none'), so {shown!r} cannot be "
+            "forced on this provider; send tool_choice 'auto' and describe in the prompt "
+            "which tool to call.",
+            param="tool_choice",
+            code="unsupported_value",
+        )
+    payload["tool_choice"] = "auto"
+    payload.pop("parallel_tool_calls", None)  # not a Z.AI field
+    if payload.get("stream"):
+        payload["tool_stream"] = True
+
+
+class ZaiProvider(OpenAICompatibleProvider):
+    """Z.AI over the shared transport; Chat Completions only (Z.AI has no Responses API)."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        *,
+        transport: HttpTransport | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        limiter: InflightLimiter | None = None,
+    ) -> None:
+        if spec.protocol != "chat":
+            raise ValueError(
+                f"provider {spec.name!r} is of kind 'zai', which speaks Chat Completions only; "
+                "set its protocol to 'chat'."
+            )
+        super().__init__(
+            spec,
+            transport=transport,
+            limiter=limiter,
+            extra_headers=extra_headers,
+            dialect=ZAI_DIALECT,
+        )
+
+    @property
+    def compacts_natively(self) -> bool:
+        """No `/responses/compact` on a chat upstream: the gateway compacts with the model."""
+        return False
+
+    def adjust_payload(self, payload: dict[str, Any], call: GenerationRequest) -> dict[str, Any]:
+        zai_tool_options(payload)
+        payload.pop("reasoning_effort", None)  # expressed as `thinking` below
+        reasoning = call.request.reasoning
+        thinking = thinking_for(reasoning.effort if reasoning is not None else None)
+        if thinking is not None:
+            payload.setdefault("thinking", thinking)  # a client's own `thinking` object wins
+        return payload
