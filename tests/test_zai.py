@@ -317,3 +317,84 @@ def test_operation_failed_after_the_retries_is_a_502_naming_zai(
     assert "zai" in reply.json()["error"]["message"]
     assert "Operation failed" in reply.json()["error"]["message"]
     assert upstream.hits(CHAT_PATH) == 2
+
+
+FAILED_INSIDE_200 = {"error": {"code": "500", "message": "Operation failed"}}
+
+
+def test_operation_failed_inside_a_200_is_retried(serve_with: Any, upstream: FakeUpstream) -> None:
+    upstream.script(CHAT_PATH, Reply.json(FAILED_INSIDE_200))  # then the default echo
+    server = gateway(serve_with, upstream, max_retries=1, backoff_initial_s=0.01)
+    with server.client() as client:
+        answer = create(client, {"model": MODEL, "input": "hello there"})
+    assert answer["output"][0]["content"][0]["text"] == "hello there"
+    assert upstream.hits(CHAT_PATH) == 2
+
+
+def test_a_transient_first_stream_event_is_retried_on_both_apis(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    network = {"error": {"code": "1234", "message": "Network error, error id: e1"}}
+    upstream.script(
+        CHAT_PATH,
+        [Reply.sse([chunk({"role": "assistant"}) | network], done=False),
+         Reply.sse([network], done=False)],
+    )  # fmt: skip
+    server = gateway(serve_with, upstream, max_retries=2, backoff_initial_s=0.01)
+    with server.client() as client:
+        events = stream(client, {"model": MODEL, "input": "hello there"}).events
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"model": MODEL, "stream": True,
+                  "messages": [{"role": "user", "content": "two words"}]},
+        )  # fmt: skip
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "hello there"
+    chunks, others = sse_events(chat.text)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert (text, others) == ("two words", ["[DONE]"])
+    assert upstream.hits(CHAT_PATH) == 4  # two failed attempts, then one call per API
+
+
+def test_no_new_attempt_once_output_went_out(serve_with: Any, upstream: FakeUpstream) -> None:
+    upstream.script(
+        CHAT_PATH, Reply.sse([chunk({"content": "Par"}), FAILED_INSIDE_200], done=False)
+    )
+    server = gateway(serve_with, upstream, max_retries=2, backoff_initial_s=0.01)
+    with server.client() as client:
+        reply = client.post(
+            "/v1/chat/completions",
+            json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        )
+    chunks, _ = sse_events(reply.text)
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+    )
+    assert text == "Par"
+    assert "Operation failed" in chunks[-1]["error"]["message"]
+    assert upstream.hits(CHAT_PATH) == 1
+
+
+def test_a_transient_failure_inside_a_200_after_the_retries_is_a_502(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    upstream.script(CHAT_PATH, [Reply.json(FAILED_INSIDE_200)] * 2)
+    server = gateway(serve_with, upstream, max_retries=1, backoff_initial_s=0.01)
+    with server.client() as client:
+        reply = client.post("/v1/responses", json={"model": MODEL, "input": "hi"})
+    assert reply.status_code == 502
+    assert "Operation failed" in reply.json()["error"]["message"]
+    assert upstream.hits(CHAT_PATH) == 2
+
+
+def test_a_client_error_inside_a_200_is_not_retried(
+    serve_with: Any, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        CHAT_PATH, Reply.json({"error": {"code": "1214", "message": "Invalid messages"}})
+    )
+    server = gateway(serve_with, upstream, max_retries=2, backoff_initial_s=0.01)
+    with server.client() as client:
+        reply = client.post("/v1/responses", json={"model": MODEL, "input": "hi"})
+    assert reply.status_code == 502
+    assert upstream.hits(CHAT_PATH) == 1

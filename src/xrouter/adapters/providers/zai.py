@@ -16,28 +16,53 @@ What differs from a plain OpenAI-compatible server, and lives only here:
   naming `tool_choice`, never silently downgraded to `auto`. `parallel_tool_calls` is not a
   Z.AI field and is not sent.
 
-Its 5xx answers ("Operation failed", "Internal Error") are transient: the shared transport
-retries every 5xx before the first byte (`RETRYABLE_STATUSES`), which covers them. Thinking
-text arrives as `reasoning_content`, which the shared chat parser already reads.
+Its 5xx answers ("Operation failed", "Internal Error") are transient. As an HTTP status, the
+shared transport retries them like every 5xx (`RETRYABLE_STATUSES`). The same failure can also
+come inside a 200, as an error object instead of a completion or as a stream's first event
+(code `"500"`, or business code 1230 "API call process error" / 1234 "Network error"): then
+nothing has reached the client yet, so the call is made again, up to the provider's
+`max_retries` with the transport's backoff. Once an output event was produced, never.
+Thinking text arrives as `reasoning_content`, which the shared chat parser already reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from xrouter.adapters.providers.inflight import InflightLimiter
 from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
 from xrouter.adapters.providers.provider_spec import ProviderSpec
 from xrouter.adapters.providers.transport import HttpTransport
+from xrouter.adapters.providers.upstream_errors import map_stream_error
 from xrouter.application.ports import GenerationRequest
-from xrouter.domain.errors import InvalidRequest
+from xrouter.domain.errors import GatewayError, InvalidRequest, ProviderError
+from xrouter.domain.provider_events import ProviderEvent, UpstreamInfo
+
+log = logging.getLogger(__name__)
 
 ZAI_BASE_URL = "https://api.z.ai/api/paas/v4"
 
 ZAI_DIALECT = ChatDialect(max_tokens_field="max_tokens")
 
 _TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+_TRANSIENT_CODES = frozenset({"1230", "1234"})
+"""Z.AI business codes of a failure on its side that a new attempt may not meet."""
+
+
+class ZaiTransientError(ProviderError):
+    """Z.AI failed on its side inside a 200 answer; worth another attempt before any output."""
+
+
+def transient_failure(error: Mapping[str, Any]) -> bool:
+    """Whether an error object Z.AI sent inside a 200 is its transient failure: a 5xx code,
+    a transient business code, or its "Operation failed" message."""
+    code = str(error.get("code") or "")
+    message = str(error.get("message") or "").lower()
+    server_side = len(code) == 3 and code.startswith("5") and code.isdigit()
+    return server_side or code in _TRANSIENT_CODES or "operation failed" in message
 
 
 def thinking_for(effort: str | None) -> dict[str, str] | None:
@@ -96,6 +121,53 @@ class ZaiProvider(OpenAICompatibleProvider):
             extra_headers=extra_headers,
             dialect=ZAI_DIALECT,
         )
+        self._retry = spec.transport
+        names = spec.setting_names
+
+        def map_error(error: Mapping[str, Any]) -> GatewayError:
+            mapped = map_stream_error(spec.name, error, setting_names=names)
+            if type(mapped) is ProviderError and transient_failure(error):
+                transient = ZaiTransientError(mapped.message)
+                transient.upstream_status = mapped.upstream_status
+                return transient
+            return mapped
+
+        self._map_error = map_error
+
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        """The call's events; a transient failure inside a 200 before any output event (the
+        upstream's identity aside) makes the call again, up to `max_retries` times."""
+        retries = 0
+        while True:
+            held: list[ProviderEvent] | None = []  # None once output went out
+            try:
+                async for event in super().stream(call):
+                    if held is None:
+                        yield event
+                    elif isinstance(event, UpstreamInfo):
+                        held.append(event)
+                    else:
+                        for early in held:
+                            yield early
+                        held = None
+                        yield event
+            except ZaiTransientError as error:
+                if held is None or retries >= self._retry.max_retries:
+                    raise
+                retries += 1
+                wait = min(self._retry.backoff_max_s, self._retry.backoff_initial_s * 2**retries)
+                log.info(
+                    "retrying a call to %s after its failure inside a 200 (retry %d of %d): %s",
+                    self.name,
+                    retries,
+                    self._retry.max_retries,
+                    error.message,
+                )
+                await asyncio.sleep(wait)
+                continue
+            for early in held or ():
+                yield early
+            return
 
     @property
     def compacts_natively(self) -> bool:
