@@ -33,7 +33,11 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from xrouter.adapters.providers.inflight import InflightLimiter
-from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
+from xrouter.adapters.providers.openai_compatible import (
+    ChatDialect,
+    OpenAICompatibleProvider,
+    require_chat_protocol,
+)
 from xrouter.adapters.providers.provider_spec import ProviderSpec
 from xrouter.adapters.providers.transport import HttpTransport
 from xrouter.adapters.providers.upstream_errors import map_stream_error
@@ -109,11 +113,7 @@ class ZaiProvider(OpenAICompatibleProvider):
         extra_headers: Mapping[str, str] | None = None,
         limiter: InflightLimiter | None = None,
     ) -> None:
-        if spec.protocol != "chat":
-            raise ValueError(
-                f"provider {spec.name!r} is of kind 'zai', which speaks Chat Completions only; "
-                "set its protocol to 'chat'."
-            )
+        require_chat_protocol(spec, "Z.AI")
         super().__init__(
             spec,
             transport=transport,

@@ -22,7 +22,11 @@ from xrouter.adapters.providers.deepseek.catalog import CATALOG, find_model
 from xrouter.adapters.providers.deepseek.dsml import DsmlExtractor, Piece, RecoveredCall
 from xrouter.adapters.providers.deepseek.spec import DEEPSEEK_BASE_URL, DeepSeekSpec
 from xrouter.adapters.providers.inflight import InflightLimiter
-from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
+from xrouter.adapters.providers.openai_compatible import (
+    ChatDialect,
+    OpenAICompatibleProvider,
+    require_chat_protocol,
+)
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
 from xrouter.application.ports import GenerationRequest
 from xrouter.domain.models import ModelInfo
@@ -102,11 +106,7 @@ class DeepSeekProvider(OpenAICompatibleProvider):
         extra_headers: Mapping[str, str] | None = None,
         limiter: InflightLimiter | None = None,
     ) -> None:
-        if spec.protocol != "chat":
-            raise ValueError(
-                f"The DeepSeek provider '{spec.name}' speaks Chat Completions only; "
-                "set its protocol to `chat`."
-            )
+        require_chat_protocol(spec, "DeepSeek")
         super().__init__(
             spec,
             transport=transport,

@@ -53,6 +53,16 @@ class _ModelList(msgspec.Struct):
     data: list[_Model]
 
 
+def require_chat_protocol(spec: ProviderSpec, vendor: str) -> None:
+    """Refuse (ValueError, at startup) a vendor that has no Responses API configured to speak
+    it: every call would fail at the upstream."""
+    if spec.protocol != "chat":
+        raise ValueError(
+            f"The {vendor} provider '{spec.name}' speaks Chat Completions only; set its "
+            "protocol to `chat`."
+        )
+
+
 class OpenAICompatibleProvider:
     """Implements the Provider port for one configured upstream."""
 
