@@ -32,6 +32,7 @@ from xrouter.adapters.providers.body_limits import (
 from xrouter.adapters.providers.deepseek.spec import DEEPSEEK_BASE_URL, DeepSeekSpec
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec, ZaiSpec
 from xrouter.adapters.providers.transport_settings import SettingNames, TransportSettings
+from xrouter.adapters.providers.yandex.spec import YANDEX_BASE_URL, YandexAuth, YandexSpec
 from xrouter.entrypoints.env_fields import (
     ConfigError,
     EnvNames,
@@ -48,7 +49,7 @@ from xrouter.entrypoints.env_fields import (
 log = logging.getLogger("xrouter.config")
 
 ProviderKind = Literal[
-    "openai_compatible", "openrouter", "deepseek", "zai", "ollama", "self_hosted"
+    "openai_compatible", "openrouter", "deepseek", "zai", "ollama", "self_hosted", "yandex"
 ]
 Protocol = Literal["chat", "responses"]
 
@@ -58,10 +59,12 @@ WELL_KNOWN: dict[str, dict[str, Any]] = {
     "deepseek": {"kind": "deepseek", "base_url": DEEPSEEK_BASE_URL},
     "zai": {"kind": "zai"},
     "ollama": {"kind": "ollama"},
+    "yandex": {"kind": "yandex"},
 }
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "zai": {"base_url": "https://api.z.ai/api/paas/v4"},
     "deepseek": {"base_url": DEEPSEEK_BASE_URL},
+    "yandex": {"base_url": YANDEX_BASE_URL, "protocol": "responses"},
     # Presets for servers on the operator's own machines: a local base URL and no key needed
     # (served without an API key unless ENABLED=false). Several servers of one preset are
     # several providers with different names and the same kind.
@@ -87,8 +90,11 @@ def wait_seconds(raw: str) -> float:
 
 _POSITIVE_FLOAT = positive(float)
 _POSITIVE_INT = positive(int)
-_KIND = one_of("openai_compatible", "openrouter", "deepseek", "zai", "ollama", "self_hosted")
+_KIND = one_of(
+    "openai_compatible", "openrouter", "deepseek", "zai", "ollama", "self_hosted", "yandex"
+)
 _PROTOCOL = one_of("chat", "responses")
+_YANDEX_AUTH = one_of("api_key", "iam")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +105,8 @@ class ProviderConfig:
     kind: ProviderKind = setting(
         "openai_compatible",
         _KIND,
-        "`openai_compatible` (OpenAI, vLLM...), `openrouter`, `zai`, `deepseek`, or the keyless "
-        "local presets `ollama` and `self_hosted`.",
+        "`openai_compatible` (OpenAI, vLLM...), `openrouter`, `zai`, `deepseek`, `yandex`, or "
+        "the keyless local presets `ollama` and `self_hosted`.",
     )
     base_url: str | None = setting(None, str, "Upstream API root, e.g. `http://127.0.0.1:9000/v1`.")
     api_key: str | None = setting(
@@ -173,6 +179,17 @@ class ProviderConfig:
         None, str, "OpenRouter only: app name sent as X-OpenRouter-Title / X-Title."
     )
     referer: str | None = setting(None, str, "OpenRouter only: site URL sent as HTTP-Referer.")
+    folder_id: str | None = setting(
+        None,
+        str,
+        "Yandex only: cloud folder id; models become `gpt://<folder>/<model>`, sent as "
+        "`OpenAI-Project`.",
+    )
+    auth_scheme: YandexAuth = setting(
+        "api_key",
+        _YANDEX_AUTH,
+        "Yandex only: `api_key` (`Authorization: Api-Key`) or `iam` (an IAM token, `Bearer`).",
+    )
 
     def __repr__(self) -> str:
         return masked_repr(self)
@@ -239,6 +256,17 @@ def provider_spec(config: ProviderConfig, byok: bool) -> ProviderSpec:
             static_models=config.models,
             referer=config.referer,
             title=config.title,
+        )
+    if config.kind == "yandex":
+        return YandexSpec(
+            name=config.name,
+            transport=transport,
+            api_key=config.api_key,
+            protocol=config.protocol,
+            byok=byok,
+            static_models=config.models,
+            folder_id=config.folder_id,
+            auth=config.auth_scheme,
         )
     if config.kind == "deepseek":
         return DeepSeekSpec(

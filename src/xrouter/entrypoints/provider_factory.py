@@ -11,6 +11,7 @@ from xrouter.adapters.providers.deepseek.spec import DeepSeekSpec
 from xrouter.adapters.providers.inflight import InflightFactory
 from xrouter.adapters.providers.local import LocalProvider
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec, ZaiSpec
+from xrouter.adapters.providers.yandex.spec import YandexSpec
 from xrouter.application.ports import Provider
 from xrouter.domain.secrets import SecretRegistry
 from xrouter.entrypoints.gigachat_config import build_gigachat, load_gigachat_config
@@ -25,6 +26,7 @@ def build_provider(spec: ProviderSpec, inflight: InflightFactory | None = None) 
     from xrouter.adapters.providers.deepseek.provider import DeepSeekProvider
     from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
     from xrouter.adapters.providers.openrouter import OpenRouterProvider
+    from xrouter.adapters.providers.yandex.provider import YandexProvider
     from xrouter.adapters.providers.zai import ZaiProvider
 
     limiter = inflight(spec.name, spec.transport) if inflight is not None else None
@@ -32,6 +34,8 @@ def build_provider(spec: ProviderSpec, inflight: InflightFactory | None = None) 
         return DeepSeekProvider(spec, limiter=limiter)
     if isinstance(spec, OpenRouterSpec):
         return OpenRouterProvider(spec, limiter=limiter)
+    if isinstance(spec, YandexSpec):
+        return YandexProvider(spec, limiter=limiter)
     if isinstance(spec, ZaiSpec):
         return ZaiProvider(spec, limiter=limiter)
     return OpenAICompatibleProvider(spec, limiter=limiter)
