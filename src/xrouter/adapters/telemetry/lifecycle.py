@@ -30,6 +30,8 @@ class RecordingLifecycleListener:
     def traces(self) -> dict[str, list[LifecycleEvent]]:
         """Events grouped by request id, in order."""
         grouped: dict[str, list[LifecycleEvent]] = {}
-        for event in self.events:
+        # Copied first, in one C call (the GIL held throughout): the server may record from
+        # another thread (a test's server thread) while this reads.
+        for event in tuple(self.events):
             grouped.setdefault(event.request_id, []).append(event)
         return grouped
