@@ -246,54 +246,24 @@ def provider_spec(config: ProviderConfig, byok: bool) -> ProviderSpec:
         max_inflight=config.max_inflight,
         names=EnvNames(env_prefix(config.name)),
     )
+    # What every kind's spec has; each kind adds its own fields (the spec types are typed).
+    common: dict[str, Any] = {
+        "name": config.name,
+        "transport": transport,
+        "api_key": config.api_key,
+        "protocol": config.protocol,
+        "byok": byok,
+        "static_models": config.models,
+    }
     if config.kind == "openrouter":
-        return OpenRouterSpec(
-            name=config.name,
-            transport=transport,
-            api_key=config.api_key,
-            protocol=config.protocol,
-            byok=byok,
-            static_models=config.models,
-            referer=config.referer,
-            title=config.title,
-        )
+        return OpenRouterSpec(**common, referer=config.referer, title=config.title)
     if config.kind == "yandex":
-        return YandexSpec(
-            name=config.name,
-            transport=transport,
-            api_key=config.api_key,
-            protocol=config.protocol,
-            byok=byok,
-            static_models=config.models,
-            folder_id=config.folder_id,
-            auth=config.auth_scheme,
-        )
+        return YandexSpec(**common, folder_id=config.folder_id, auth=config.auth_scheme)
     if config.kind == "deepseek":
-        return DeepSeekSpec(
-            name=config.name,
-            transport=transport,
-            api_key=config.api_key,
-            protocol=config.protocol,
-            byok=byok,
-            static_models=config.models,
-        )
+        return DeepSeekSpec(**common)
     if config.kind == "zai":
-        return ZaiSpec(
-            name=config.name,
-            transport=transport,
-            api_key=config.api_key,
-            protocol=config.protocol,
-            byok=byok,
-            static_models=config.models,
-        )
-    return ProviderSpec(
-        name=config.name,
-        transport=transport,
-        api_key=config.api_key,
-        protocol=config.protocol,
-        byok=byok,
-        static_models=config.models,
-    )
+        return ZaiSpec(**common)
+    return ProviderSpec(**common)
 
 
 @dataclass(frozen=True, slots=True)
