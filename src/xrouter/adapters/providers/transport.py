@@ -31,9 +31,11 @@ module only moves bytes. It never logs or reports a header: not a key, not a val
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,6 +49,7 @@ from xrouter.adapters.providers.body_limits import (
     head_too_large,
 )
 from xrouter.adapters.providers.decoding import ACCEPTED_ENCODINGS
+from xrouter.adapters.providers.deployments import DeploymentSelector
 from xrouter.adapters.providers.http1 import (
     Http1Transport,
     ResponseHeadTooLarge,
@@ -67,7 +70,12 @@ from xrouter.adapters.providers.upstream_errors import (
     map_upstream_error,
     parse_retry_after,
 )
-from xrouter.adapters.providers.upstream_spans import AttemptSpan, AttemptSpans, end_attempt
+from xrouter.adapters.providers.upstream_spans import (
+    AttemptSpan,
+    AttemptSpans,
+    StreamModel,
+    end_attempt,
+)
 from xrouter.domain.errors import GatewayError, ProviderError
 
 __all__ = [
@@ -140,6 +148,15 @@ class HttpTransport:
             provider, settings, proxy_for(settings.base_url, trust_env=settings.trust_env)
         )
         self._spans = AttemptSpans(provider, settings.base_url)
+        # Several deployments: each attempt picks one (`deployments.py`); None keeps the
+        # single-URL path as it was.
+        self._deployments = (
+            DeploymentSelector(
+                settings.deployments, strategy=settings.strategy, cooldown_s=settings.cooldown_s
+            )
+            if settings.deployments
+            else None
+        )
         self._timeout = call_timeout(settings)
         # The connection's read timeout is the larger of the first-byte and idle timeouts;
         # the transport times the smaller one itself (none when they are equal).
@@ -275,7 +292,7 @@ class HttpTransport:
         span = self._spans.start(method, path, headers)
         status = None
         try:
-            response = await self._send(method, path, body, headers)
+            response = await self._send(method, path, body, headers, byok)
             status = response.status_code
             try:
                 if not response.is_success:
@@ -294,7 +311,7 @@ class HttpTransport:
         except BaseException as exc:
             end_attempt(span, status, exc.error if isinstance(exc, _Retry) else exc)
             raise
-        end_attempt(span, status, None)
+        end_attempt(span, status, None, answer=reply.content if method == "POST" else None)
         return reply
 
     async def _stream(
@@ -306,6 +323,7 @@ class HttpTransport:
                 lambda: self._open_stream(path, body, headers, byok), deadline=None
             )
             failure: BaseException | None = None
+            named = StreamModel(span)  # the answering model, for the attempt's span
             try:
                 await self._check_event_stream(response)
                 reader = BodyReader(
@@ -325,6 +343,7 @@ class HttpTransport:
                         if event.data == "[DONE]":
                             await reader.drain(ERROR_BODY_LIMIT, DRAIN_AFTER_DONE_S)
                             return
+                        named.see(event.data)
                         yield event
                     if piece is None:
                         if require_done:
@@ -334,7 +353,7 @@ class HttpTransport:
                 failure = exc
                 raise
             finally:
-                end_attempt(span, response.status_code, failure)
+                end_attempt(span, response.status_code, failure, model=named.model)
                 await response.aclose()
         finally:
             self._limiter.release(lease)
@@ -368,7 +387,7 @@ class HttpTransport:
         span = self._spans.start("POST", path, headers)
         status = None
         try:
-            response = await self._send("POST", path, body, headers)
+            response = await self._send("POST", path, body, headers, byok)
             status = response.status_code
             if response.is_success:
                 return response, span
@@ -382,13 +401,69 @@ class HttpTransport:
             raise
 
     async def _send(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str], byok: bool
     ) -> httpx.Response:
         """Send the request and wait for the status line and headers."""
-        failures = self._failures
+        if self._deployments is not None:
+            return await self._send_deployed(self._deployments, method, path, body, headers, byok)
         request = self._client.build_request(
             method, path, content=body, headers=headers, timeout=self._timeout
         )
+        return await self._send_request(request)
+
+    async def _send_deployed(
+        self,
+        selector: DeploymentSelector,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        byok: bool,
+    ) -> httpx.Response:
+        """`_send` to the deployment the selector picks. A connect error, 429 or 5xx cools it
+        down (a retry then goes elsewhere); with all cooling down the last error is raised at
+        once. The deployment counts the call in flight until the response is closed."""
+        index = selector.pick()
+        if index is None:
+            last = selector.last_error
+            if last is None:  # unreachable: only a failure cools a deployment down
+                raise ProviderError(f"Every deployment of {self._provider} is cooling down.")
+            raise copy.copy(last).with_traceback(None)
+        deployment = selector.deployments[index]
+        if deployment.api_key and not byok:
+            scheme = headers.get("authorization", "Bearer ").split(" ", 1)[0] or "Bearer"
+            headers = {**headers, "authorization": f"{scheme} {deployment.api_key}"}
+        request = self._client.build_request(
+            method,
+            deployment.base_url.rstrip("/") + path,
+            content=body,
+            headers=headers,
+            timeout=self._timeout,
+        )
+        selector.started(index)
+        began = time.monotonic()
+        try:
+            response = await self._send_request(request)
+            status = response.status_code
+            if status == 429 or status >= 500:
+                try:
+                    content = await self._error_body(response)
+                finally:
+                    await response.aclose()
+                raise self._status_failure(response, content, byok)
+        except BaseException as exc:
+            selector.ended(index)
+            if isinstance(exc, _Retry):
+                selector.failed(index, exc.error)
+            elif isinstance(exc, GatewayError):
+                selector.failed(index, exc)
+            raise
+        selector.succeeded(index, time.monotonic() - began)
+        response.stream = _CountedStream(response.stream, lambda: selector.ended(index))
+        return response
+
+    async def _send_request(self, request: httpx.Request) -> httpx.Response:
+        failures = self._failures
         try:
             if self._head_timer_s is None:
                 return await self._client.send(request, stream=True)
@@ -423,7 +498,9 @@ class HttpTransport:
             try:
                 return await attempt_once()
             except _Retry as retry:
-                if attempt >= settings.max_retries:
+                if attempt >= settings.max_retries or (
+                    self._deployments is not None and not self._deployments.any_up()
+                ):
                     raise retry.error from None
                 wait = self._backoff(attempt, retry.hint)
                 if wait is None or (
@@ -488,6 +565,27 @@ class HttpTransport:
         return ProviderError(
             f"{self._provider} answered a streaming request with JSON instead of an event stream."
         )
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    """A deployment's response body that tells the selector when it is closed, so a stream
+    counts in flight until it ends."""
+
+    def __init__(self, inner: Any, on_close: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_close: Callable[[], None] | None = on_close
+
+    async def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
 
 
 def _tls(provider: str, settings: TransportSettings) -> ssl.SSLContext | bool:

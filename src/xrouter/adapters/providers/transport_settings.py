@@ -16,6 +16,7 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_HEAD_BYTES,
 )
+from xrouter.adapters.providers.deployments import Deployment, Strategy
 
 SettingNames = Callable[[str], str]
 """The name the operator sets a provider setting by, from the setting's field name:
@@ -80,3 +81,9 @@ class TransportSettings:
     setting_names: SettingNames = field_names
     """How the operator names this provider's settings (these fields, and `api_key`), for
     the messages that say which one to change."""
+    deployments: tuple[Deployment, ...] = ()
+    """Several places to send calls to instead of `base_url` (`deployments.py`); empty: one."""
+    strategy: Strategy = "least_inflight"
+    """How the deployment of each attempt is chosen."""
+    cooldown_s: float = 30.0
+    """How long a deployment whose attempt failed (connect error, 429, 5xx) is skipped."""
