@@ -3,6 +3,8 @@ control, only those the caller's key may use."""
 
 from __future__ import annotations
 
+import msgspec
+
 from xrouter.application.access import AccessControl
 from xrouter.application.ports import ModelCatalog
 from xrouter.domain.errors import ModelNotFound
@@ -23,12 +25,15 @@ class ListModels:
         return ModelList(data=models)
 
     async def retrieve(self, model_id: str, api_key: str | None = None) -> ModelInfo:
-        """The model as the list shows it (an alias too); a model the gateway routes without
-        listing it (a provider that serves any name, discovery off) as its provider's. A
-        model not served, and one the key may not use, are both ModelNotFound (404): the
-        same answer, so a key learns nothing of the models it cannot use."""
+        """The model as the list shows it (an alias too); a bare name (`echo` for
+        `local/echo`) as the list shows the model it routes to, under the id asked for; a
+        model the gateway routes without listing it (a provider that serves any name,
+        discovery off) as its provider's. A model not served, and one the key may not use,
+        are both ModelNotFound (404): the same answer, so a key learns nothing of the models
+        it cannot use."""
         key = await self._key(api_key)
-        for model in await self._catalog.list_models():
+        models = await self._catalog.list_models()
+        for model in models:
             if model.id == model_id:
                 if key is not None and not key.allows((model_id,)):
                     break
@@ -37,6 +42,9 @@ class ListModels:
             route, _ = await self._catalog.resolve(model_id)  # ModelNotFound when not served
             routed = f"{route.provider}/{route.upstream_model}"
             if key is None or key.allows((model_id, routed)):
+                listed = next((model for model in models if model.id == routed), None)
+                if listed is not None:
+                    return msgspec.structs.replace(listed, id=model_id)
                 return ModelInfo(id=model_id, owned_by=route.provider)
         raise ModelNotFound(model_id)
 

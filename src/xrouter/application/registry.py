@@ -6,6 +6,16 @@ back: an unknown provider prefix or alias, or a model its provider refuses up fr
 `model_not_found`, so a typo never quietly reaches another provider. A remote provider accepts
 any model name: the upstream's own 404 becomes `model_not_found`.
 
+Bare names: an id whose first segment names no provider or alias (`gpt-4o-mini`, or
+`Qwen/Qwen2.5-7B` with a slash of its own) is looked up in the catalog by the part after each
+provider's prefix. Exactly one provider lists it (configured models, a static catalog, or
+discovery): routed there. Several: the default provider when it is one of them, else a
+`model_not_found` naming the candidates, so the gateway never picks one silently. None: the
+default provider when one is set (it takes the name as its own), else `model_not_found`. An id
+whose first segment names a provider keeps the strict rule above: `local/nope` never becomes a
+bare name. So clients that strip or reject prefixes (the Agents SDK strips `openai/` and reads
+`local/echo` as a provider `local`) send the bare name and reach the same route.
+
 Catalog: `GET /v1/models` lists, per provider, what discovery last found (each provider's own
 `list_models`, refreshed in the background every `ttl_s`). Discovery never blocks startup for
 longer than its bound, and a failing upstream keeps its last good list.
@@ -42,6 +52,19 @@ _POLL_MAX_S = 0.5
 _DEFAULT_TTL_S = 600.0  # for `refresh()` called before `start_discovery` (tests, tools)
 
 
+class AmbiguousModel(ModelNotFound):
+    """A bare model name that several providers serve: a 404 like any model not served (the
+    client named no model the gateway can route), whose message lists the full ids to use."""
+
+    def __init__(self, model: str, candidates: list[str], default_setting: str) -> None:
+        super().__init__(model)
+        self.message = (
+            f"The model '{model}' is served by several providers: {', '.join(candidates)}. "
+            f"Name one of them, or set {default_setting} to the provider to prefer."
+        )
+        self.args = (self.message,)
+
+
 class LocalDiscovery:
     """The DiscoveryCache of one process: nothing is shared, every refresh discovers."""
 
@@ -70,18 +93,28 @@ class ModelRegistry:
         *,
         cache: DiscoveryCache | None = None,
         setting_names: Callable[[str], str] = lambda name: name,
+        default_provider: str | None = None,
     ) -> None:
         """`cache` shares discovery with the other workers and instances (None: this
         process discovers by itself); `setting_names` gives the operator's name of a
-        setting for log lines."""
+        setting for messages; `default_provider` serves the bare names that no provider, or
+        several including it, list (None: those are `model_not_found`)."""
         self._providers = {provider.name: provider for provider in providers}
         self._aliases = dict(aliases or {})
+        self._names = setting_names
+        if default_provider is not None and default_provider not in self._providers:
+            raise ValueError(
+                f"{setting_names('default_provider')}={default_provider!r} names no configured "
+                f"provider (configured: {', '.join(self._providers) or 'none'})"
+            )
+        self._default = default_provider
         # Route objects are immutable: cache them so the hot path builds nothing.
         self._routes: dict[str, tuple[ModelRoute, Provider]] = {}
         self._discovered: dict[str, list[ModelInfo]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._cache: DiscoveryCache = cache if cache is not None else LocalDiscovery()
-        self._names = setting_names
+        # Bare name -> the providers listing it; None until needed after the catalog changed.
+        self._bare: dict[str, list[str]] | None = None
         self._ttl_s = _DEFAULT_TTL_S
         self._cache_down = False  # so an outage is logged once, not once per refresh
 
@@ -95,17 +128,53 @@ class ModelRegistry:
             return cached
         target = self._aliases.get(model, model)
         parts = split_model_id(target)
-        if parts is None:
-            raise ModelNotFound(model)
-        provider = self._providers.get(parts[0])
-        if provider is None or not provider.knows_model(parts[1]):
+        if parts is not None and (parts[0] in self._providers or parts[0] in self._aliases):
+            name, upstream_model = parts
+        else:
+            name, upstream_model = self._bare_route(model, target), target
+        provider = self._providers.get(name)
+        if provider is None or not provider.knows_model(upstream_model):
             raise ModelNotFound(model)
         # The response echoes what the client asked for (the alias), as OpenAI echoes its
         # own aliases; the route says where it really went.
-        route = ModelRoute(provider=parts[0], upstream_model=parts[1])
+        route = ModelRoute(provider=name, upstream_model=upstream_model)
         if len(self._routes) < _MAX_CACHED_ROUTES:
             self._routes[model] = (route, provider)
         return route, provider
+
+    def _bare_route(self, model: str, bare: str) -> str:
+        """The provider a bare name goes to (the module docstring says how); `model` is what
+        the client asked for, for the error."""
+        candidates = self._bare_index().get(bare, [])
+        if len(candidates) == 1:
+            return candidates[0]
+        if self._default is not None and (not candidates or self._default in candidates):
+            return self._default
+        if candidates:
+            raise AmbiguousModel(
+                model, [f"{name}/{bare}" for name in candidates], self._names("default_provider")
+            )
+        raise ModelNotFound(model)
+
+    def _bare_index(self) -> dict[str, list[str]]:
+        if self._bare is None:
+            index: dict[str, list[str]] = {}
+            for name, provider in self._providers.items():
+                prefix = f"{name}/"
+                for info in [*provider.static_models(), *self._discovered.get(name, [])]:
+                    if info.id.startswith(prefix):
+                        owners = index.setdefault(info.id[len(prefix) :], [])
+                        if name not in owners:
+                            owners.append(name)
+            self._bare = index
+        return self._bare
+
+    def _set_discovered(self, name: str, models: list[ModelInfo]) -> None:
+        """Keep `name`'s newest list. A bare name's route may change with it: the bare index
+        and the cached routes are rebuilt on demand."""
+        self._discovered[name] = models
+        self._bare = None
+        self._routes.clear()
 
     async def list_models(self) -> list[ModelInfo]:
         """Static models, then discovered ones not already listed, then aliases."""
@@ -182,13 +251,13 @@ class ModelRegistry:
         cached = await self._cache.read(name)
         self._cache_answered()
         if cached is not None and cached.fresh_for_s > 0:
-            self._discovered[name] = cached.models
+            self._set_discovered(name, cached.models)
             return cached.fresh_for_s
         if await self._cache.try_lock(name, lock_s):
             return await self._refresh_as_holder(name, ttl_s, lock_s)
         # Another worker is refreshing: until it is done, the stale list is the newest one.
         if cached is not None:
-            self._discovered[name] = cached.models
+            self._set_discovered(name, cached.models)
         return await self._await_refresher(name, ttl_s, lock_s)
 
     async def _refresh_as_holder(self, name: str, ttl_s: float, lock_s: float) -> float:
@@ -196,7 +265,7 @@ class ModelRegistry:
             # A refresher may have finished between our read and our lock: no second call.
             cached = await self._cache.read(name)
             if cached is not None and cached.fresh_for_s > 0:
-                self._discovered[name] = cached.models
+                self._set_discovered(name, cached.models)
                 return cached.fresh_for_s
             # Bounded by the lock's time, so no second refresher starts while this one runs.
             models = await self._discover(name, bound_s=lock_s)
@@ -221,7 +290,7 @@ class ModelRegistry:
             await asyncio.sleep(poll_s)
             cached = await self._cache.read(name)
             if cached is not None and cached.fresh_for_s > 0:
-                self._discovered[name] = cached.models
+                self._set_discovered(name, cached.models)
                 return cached.fresh_for_s
         log.info(
             "no fresh model list for %s from the worker refreshing it within %.1f s; "
@@ -254,7 +323,7 @@ class ModelRegistry:
                 len(self._discovered.get(name, [])),
             )
             return None
-        self._discovered[name] = models
+        self._set_discovered(name, models)
         return models
 
     def _cache_failed(self, exc: CacheUnavailable) -> None:

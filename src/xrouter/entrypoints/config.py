@@ -328,6 +328,12 @@ class Settings:
         "TOML file of gateway keys (hashes only) when there is no XR_REDIS_URL; the server "
         "re-reads it when it changes, `xrouter keys` writes it.",
     )
+    default_provider: str | None = setting(
+        None,
+        str,
+        "Provider that serves a bare model name (no `provider/` prefix) that no provider lists, "
+        "or several including it; unset, those are 404 `model_not_found`. docs/providers.md.",
+    )
     discovery: bool = setting(True, parse_bool, "Discover each upstream's models from its /models.")
     discovery_ttl_s: float = setting(
         600.0, positive(float), "How long discovered models are cached before a refresh."

@@ -145,6 +145,7 @@ class Container(containers.DeclarativeContainer):
         aliases=gateway_config.provided.aliases,
         cache=catalog_cache,
         setting_names=env_name,
+        default_provider=settings.provided.default_provider,
     )
 
     # Gateway keys (XR_AUTH=keys): where they live, how secrets are hashed, per-key limits.
