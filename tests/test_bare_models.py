@@ -16,7 +16,11 @@ from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
 from tests.test_openai_sdk import make_client
+from tests.test_registry import DiscoveringProvider
 from tests.upstreams import FakeUpstream
+from xrouter.application.registry import ModelRegistry
+from xrouter.domain.errors import ModelNotFound
+from xrouter.domain.models import ModelRoute
 
 SHARED = "gpt-4o-mini"
 SLASHED = "Qwen/Qwen2.5-7B"
@@ -204,3 +208,22 @@ def test_a_default_provider_that_is_not_configured_stops_startup() -> None:
     container = make_container(default_provider="ghost")
     with pytest.raises(ValueError, match="XR_DEFAULT_PROVIDER='ghost' names no configured"):
         container.catalog()
+
+
+async def test_a_bare_route_follows_discovery() -> None:
+    """A route found for a bare name is not kept past the catalog it came from: when a second
+    provider starts listing the name, it becomes ambiguous; when the first stops, it moves."""
+    first = DiscoveringProvider("first", ["m"])
+    second = DiscoveringProvider("second", [])
+    registry = ModelRegistry([first, second])
+    await registry.refresh()
+    route, _ = await registry.resolve("m")
+    assert route == ModelRoute(provider="first", upstream_model="m")
+    second.found = ["m"]
+    await registry.refresh()
+    with pytest.raises(ModelNotFound, match="first/m, second/m"):
+        await registry.resolve("m")
+    first.found = []
+    await registry.refresh()
+    route, _ = await registry.resolve("m")
+    assert route == ModelRoute(provider="second", upstream_model="m")
