@@ -34,6 +34,21 @@ def test_bad_configuration_exits_2_with_the_variable_named() -> None:
     assert "XR_PORT" in result.stderr
 
 
+def test_a_default_provider_nobody_serves_exits_2_before_serving() -> None:
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("XR_")}
+    env = {**clean, "XR_DEFAULT_PROVIDER": "nope"}
+    result = subprocess.run(
+        [XROUTER, "serve", "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "XR_DEFAULT_PROVIDER='nope' names no provider" in result.stderr
+    assert "served: local" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_serve_answers_and_shuts_down_cleanly() -> None:
     port = _free_port()
     process = subprocess.Popen(

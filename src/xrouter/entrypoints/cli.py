@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from xrouter import __version__
@@ -114,6 +114,27 @@ def open_door_warning(settings: Settings, host: str) -> str | None:
     )
 
 
+def default_provider_refusal(settings: Settings, environ: Mapping[str, str]) -> str | None:
+    """Why XR_DEFAULT_PROVIDER cannot be used (it names no provider this gateway could serve),
+    said before any worker starts; None when it is unset or fine."""
+    wanted = settings.default_provider
+    if wanted is None:
+        return None
+    from xrouter.entrypoints.gigachat_config import load_gigachat_config
+    from xrouter.entrypoints.provider_config import load_gateway_config
+
+    config = load_gateway_config(environ, settings.config_file, settings.byok)
+    names = {"local", *(provider.name for provider in config.providers)}
+    if load_gigachat_config(environ) is not None:
+        names.add("gigachat")
+    if wanted in names:
+        return None
+    return (
+        f"{env_name('default_provider')}={wanted!r} names no provider this gateway serves "
+        f"(served: {', '.join(sorted(names))})."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
@@ -133,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             check_environment(os.environ)
+            refusal = default_provider_refusal(settings, os.environ)
+            if refusal is not None:
+                raise ConfigError(refusal)
         except ConfigError as exc:
             print(f"xrouter: configuration error: {exc}", file=sys.stderr)
             return 2
