@@ -8,8 +8,9 @@ Sources, later ones winning field by field:
 
 A provider is served when it has a base URL and either an API key, BYOK mode, or
 `enabled = true` (a local server that needs no key). One without credentials is skipped with
-a log line that says which variable to set; it never stops the gateway. docs/providers.md
-documents every field.
+a log line that says which variable to set; it never stops the gateway. Several deployments of
+one provider (`[[providers.<name>.deployments]]`) come from the file only: they are a list of
+tables, which no single variable spells. docs/providers.md documents every field.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from xrouter.adapters.providers.body_limits import (
     DEFAULT_MAX_HEAD_BYTES,
 )
 from xrouter.adapters.providers.deepseek.spec import DEEPSEEK_BASE_URL, DeepSeekSpec
+from xrouter.adapters.providers.deployments import STRATEGIES, Deployment, Strategy
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec, ProviderSpec, ZaiSpec
 from xrouter.adapters.providers.transport_settings import SettingNames, TransportSettings
 from xrouter.adapters.providers.yandex.spec import YANDEX_BASE_URL, YandexAuth, YandexSpec
@@ -95,6 +97,7 @@ _KIND = one_of(
 )
 _PROTOCOL = one_of("chat", "responses")
 _YANDEX_AUTH = one_of("api_key", "iam")
+_STRATEGY = one_of(*STRATEGIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,21 @@ class ProviderConfig:
         _YANDEX_AUTH,
         "Yandex only: `api_key` (`Authorization: Api-Key`) or `iam` (an IAM token, `Bearer`).",
     )
+    strategy: Strategy = setting(
+        "least_inflight",
+        _STRATEGY,
+        "With [deployments](#deployments): how each attempt's deployment is chosen: "
+        "`least_inflight`, `weighted` or `latency`.",
+    )
+    cooldown_s: float = setting(
+        30.0,
+        wait_seconds,
+        "With [deployments](#deployments): how long one whose attempt failed (connect error, "
+        "429, 5xx) is skipped.",
+    )
+    deployments: tuple[Deployment, ...] = field(default=())
+    """`[[providers.<name>.deployments]]` of the TOML file (no variable sets them): several
+    places the provider is served from; empty: `base_url` alone."""
 
     def __repr__(self) -> str:
         return masked_repr(self)
@@ -197,7 +215,17 @@ class ProviderConfig:
     def serves(self, byok: bool) -> bool:
         if self.enabled is not None:
             return self.enabled and self.base_url is not None
-        return self.base_url is not None and (self.api_key is not None or byok)
+        # Keys may be on the deployments alone, as long as every call gets one.
+        keyed = self.api_key is not None or bool(
+            self.deployments and all(d.api_key for d in self.deployments)
+        )
+        return self.base_url is not None and (keyed or byok)
+
+
+def setting_fields() -> list[Any]:
+    """The ProviderConfig fields set by name (`XR_<NAME>_<FIELD>` or a TOML key): all but
+    `name` and the file-only `deployments`."""
+    return [f for f in fields(ProviderConfig) if "parse" in f.metadata]
 
 
 TRANSPORT_FIELDS = (
@@ -224,15 +252,26 @@ def env_prefix(name: str) -> str:
 
 
 def transport_settings(
-    config: Any, *, base_url: str, max_inflight: int, names: SettingNames
+    config: Any,
+    *,
+    base_url: str,
+    max_inflight: int,
+    names: SettingNames,
+    deployments: tuple[Deployment, ...] = (),
+    strategy: Strategy = "least_inflight",
+    cooldown_s: float = 30.0,
 ) -> TransportSettings:
     """A provider's transport settings: its TRANSPORT_FIELDS as they are (one mapping for
     every provider, so a new transport setting cannot be forgotten in one of them), where it
-    is, its in-flight limit, and what the operator calls each setting."""
+    is, its in-flight limit, what the operator calls each setting, and its deployments if it
+    has several (only `ProviderConfig` does, so they are passed rather than read)."""
     return TransportSettings(
         base_url=base_url,
         max_inflight=max_inflight,
         setting_names=names,
+        deployments=deployments,
+        strategy=strategy,
+        cooldown_s=cooldown_s,
         **{name: getattr(config, name) for name in TRANSPORT_FIELDS},
     )
 
@@ -245,6 +284,9 @@ def provider_spec(config: ProviderConfig, byok: bool) -> ProviderSpec:
         base_url=config.base_url,
         max_inflight=config.max_inflight,
         names=EnvNames(env_prefix(config.name)),
+        deployments=config.deployments,
+        strategy=config.strategy,
+        cooldown_s=config.cooldown_s,
     )
     # What every kind's spec has; each kind adds its own fields (the spec types are typed).
     common: dict[str, Any] = {
@@ -276,16 +318,14 @@ class GatewayConfig:
 def provider_fields() -> list[tuple[str, str, str]]:
     """(FIELD, default, meaning) of every provider setting, for the docs."""
     rows = []
-    for f in fields(ProviderConfig):
-        if f.name == "name":
-            continue
+    for f in setting_fields():
         rows.append((f.name.upper(), show_default(f.default), f.metadata["doc"]))
     return rows
 
 
 def _parse_fields(source: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Provider fields from `values` (strings from the environment, or TOML values)."""
-    by_name = {f.name: f for f in fields(ProviderConfig) if f.name != "name"}
+    by_name = {f.name: f for f in setting_fields()}
     parsed: dict[str, Any] = {}
     for key, raw in values.items():
         spec = by_name.get(key)
@@ -327,8 +367,40 @@ def _file_tables(
         key_env = table.pop("api_key_env", None)
         if key_env is not None and environ.get(str(key_env)):
             table["api_key"] = environ[str(key_env)]
+        if "deployments" in table:
+            table["deployments"] = _deployments(
+                f"[[providers.{name}.deployments]]", table["deployments"], environ
+            )
         tables[name.lower()] = table
     return tables, dict(aliases)
+
+
+def _deployments(source: str, raw: Any, environ: Mapping[str, str]) -> tuple[Deployment, ...]:
+    """The deployments of one provider table: `base_url`, `api_key_env` (resolved like the
+    provider's own), `weight`; any mistake is a ConfigError naming the table and the field."""
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigError(f"{source}: deployments must be tables ([[...deployments]]).")
+    known = ("base_url", "api_key_env", "weight")
+    deployments = []
+    for number, table in enumerate(raw, start=1):
+        where = f"{source} #{number}"
+        for key in table:
+            if key not in known:
+                raise ConfigError(
+                    f"{where}: unknown deployment setting '{key}'; known: {', '.join(known)}."
+                )
+        base_url = table.get("base_url")
+        if not isinstance(base_url, str) or not base_url:
+            raise ConfigError(f"{where}: 'base_url' is required (the deployment's API root).")
+        weight = table.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ConfigError(f"{where}: 'weight' = {weight!r} is not a number.")
+        if not (math.isfinite(weight) and weight > 0):
+            raise ConfigError(f"{where}: 'weight' = {weight!r} is not valid: expected above 0.")
+        key_env = table.get("api_key_env")
+        api_key = (environ.get(str(key_env)) or None) if key_env is not None else None
+        deployments.append(Deployment(base_url=base_url, api_key=api_key, weight=float(weight)))
+    return tuple(deployments)
 
 
 def _aliases_from_env(raw: str) -> dict[str, str]:
@@ -367,16 +439,21 @@ def load_gateway_config(
     for name in sorted(names - RESERVED_NAMES):
         if not _NAME.match(name):
             raise ConfigError(f"Provider name '{name}' must be lowercase letters, digits, - or _.")
-        values = _parse_fields(f"[providers.{name}]", tables.get(name, {}))
+        table = dict(tables.get(name, {}))
+        deployments = table.pop("deployments", ())
+        values = _parse_fields(f"[providers.{name}]", table)
         prefix = env_prefix(name)
         env_values = {
             f.name: environ[prefix + f.name.upper()]
-            for f in fields(ProviderConfig)
-            if f.name != "name" and environ.get(prefix + f.name.upper())
+            for f in setting_fields()
+            if environ.get(prefix + f.name.upper())
         }
         values.update(_parse_fields(f"{prefix}*", env_values))
         kind = values.get("kind", "openai_compatible")
         values = {**KIND_DEFAULTS.get(kind, {}), **values}
+        if deployments:
+            # The first deployment stands for the provider where one URL is shown or needed.
+            values = {"base_url": deployments[0].base_url, **values, "deployments": deployments}
         provider = replace(ProviderConfig(name=name), **values)
         mentioned = name in in_file or any(key.startswith(prefix) for key in environ)
         if not mentioned:
