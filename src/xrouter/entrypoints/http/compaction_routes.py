@@ -16,9 +16,10 @@ from litestar.handlers import HTTPRouteHandler
 from xrouter.application.compaction import CompactResponses
 from xrouter.domain.compaction import CompactionResource, CompactRequest
 from xrouter.entrypoints.http.codec import Codec, decode
+from xrouter.entrypoints.http.credentials import call_context, credentials
 from xrouter.entrypoints.http.openapi import documented
 from xrouter.entrypoints.http.request_id import request_id_of
-from xrouter.entrypoints.http.routes import JSON, _call_context, _credentials
+from xrouter.entrypoints.http.routes import JSON
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -41,11 +42,11 @@ def build_compaction_routes(
     )
     async def compact_response(request: AnyRequest) -> HTTPResponse[bytes]:
         payload = decode(decoder, await request.body())
-        key, client_token = _credentials(request, gateway_keys)
+        key, client_token = credentials(request.headers, gateway_keys)
         resource = await compact.compact(
             payload,
             api_key=key,
-            context=_call_context(client_token, request),
+            context=call_context(client_token, request.headers),
             request_id=request_id_of(request.scope),
         )
         return HTTPResponse(codec.encode(resource), status_code=200, media_type=JSON)

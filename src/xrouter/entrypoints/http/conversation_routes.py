@@ -22,9 +22,10 @@ from xrouter.domain.conversations import (
 )
 from xrouter.domain.responses import InputItem
 from xrouter.entrypoints.http.codec import Codec, decode
+from xrouter.entrypoints.http.credentials import credentials
 from xrouter.entrypoints.http.openapi import documented
 from xrouter.entrypoints.http.paging import page_query
-from xrouter.entrypoints.http.routes import JSON, _credentials
+from xrouter.entrypoints.http.routes import JSON
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -39,7 +40,7 @@ def build_conversation_routes(
     items_body = msgspec.json.Decoder(AddItems)
 
     def api_key(request: AnyRequest) -> str | None:
-        return _credentials(request, gateway_keys)[0] if gateway_keys else None
+        return credentials(request.headers, gateway_keys)[0] if gateway_keys else None
 
     def json(value: object) -> HTTPResponse[bytes]:
         return HTTPResponse(codec.encode(value), status_code=200, media_type=JSON)

@@ -27,7 +27,6 @@ from xrouter.application.create_response import CreateResponse
 from xrouter.application.execution import DisconnectSignal
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
-from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatRequest
 from xrouter.domain.errors import ClientDisconnected
 from xrouter.domain.models import ModelInfo, ModelList
@@ -40,7 +39,7 @@ from xrouter.domain.responses import (
 )
 from xrouter.entrypoints.http.background_routes import replay_stream, wants_stream
 from xrouter.entrypoints.http.codec import Codec
-from xrouter.entrypoints.http.errors import bearer_token
+from xrouter.entrypoints.http.credentials import call_context, credentials
 from xrouter.entrypoints.http.openapi import documented
 from xrouter.entrypoints.http.paging import page_query
 from xrouter.entrypoints.http.request_id import request_id_of
@@ -84,26 +83,6 @@ async def _disconnect_watch(request: AnyRequest) -> AsyncIterator[DisconnectSign
         watcher.cancel()
 
 
-UPSTREAM_AUTHORIZATION = "x-upstream-authorization"
-"""With gateway keys and BYOK together: the client's own upstream key, as `Bearer ...`."""
-
-
-def _credentials(request: AnyRequest, gateway_keys: bool) -> tuple[str | None, str | None]:
-    """(the gateway key, the client's upstream token). With gateway keys the Authorization
-    header carries the gateway key and X-Upstream-Authorization the upstream key (BYOK);
-    without, Authorization carries the upstream key (used only in BYOK mode)."""
-    headers = request.headers
-    bearer = bearer_token(headers.get("authorization"))
-    if gateway_keys:
-        return bearer, bearer_token(headers.get(UPSTREAM_AUTHORIZATION))
-    return None, bearer
-
-
-def _call_context(client_token: str | None, request: AnyRequest) -> CallContext:
-    """The client's upstream token (used only in BYOK mode) and W3C trace context."""
-    return CallContext(client_token=client_token, traceparent=request.headers.get("traceparent"))
-
-
 async def _first(items: AsyncIterator[T]) -> T:
     """The stream's first item, before the response starts: a failure before any output
     raises here and becomes a JSON error; a client gone by then ends the handler."""
@@ -124,7 +103,7 @@ def build_api_routes(
     `gateway_keys`: XR_AUTH=keys (the Authorization header is the gateway key)."""
 
     def api_key(request: AnyRequest) -> str | None:
-        return _credentials(request, gateway_keys)[0] if gateway_keys else None
+        return credentials(request.headers, gateway_keys)[0] if gateway_keys else None
 
     def json(value: object, status: int = 200) -> HTTPResponse[bytes]:
         return HTTPResponse(codec.encode(value), status_code=status, media_type=JSON)
@@ -139,12 +118,12 @@ def build_api_routes(
     async def create_response(request: AnyRequest) -> HTTPResponse[Any]:
         payload = codec.decode_response_request(await request.body())
         async with _disconnect_watch(request) as disconnect:
-            key, client_token = _credentials(request, gateway_keys)
+            key, client_token = credentials(request.headers, gateway_keys)
             execution = await use_cases.create_response.start(
                 payload,
                 request_id=request_id_of(request.scope),
                 disconnect=disconnect,
-                context=_call_context(client_token, request),
+                context=call_context(client_token, request.headers),
                 api_key=key,
             )
             if not payload.stream:
@@ -163,12 +142,12 @@ def build_api_routes(
     async def create_chat_completion(request: AnyRequest) -> HTTPResponse[Any]:
         payload = codec.decode_chat_request(await request.body())
         async with _disconnect_watch(request) as disconnect:
-            key, client_token = _credentials(request, gateway_keys)
+            key, client_token = credentials(request.headers, gateway_keys)
             execution = await use_cases.chat_completions.start(
                 payload,
                 request_id=request_id_of(request.scope),
                 disconnect=disconnect,
-                context=_call_context(client_token, request),
+                context=call_context(client_token, request.headers),
                 api_key=key,
             )
             if not payload.stream:

@@ -36,15 +36,13 @@ from litestar.handlers import WebsocketRouteHandler
 
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.execution import DisconnectSignal
-from xrouter.application.ports import CallContext
 from xrouter.application.socket_session import SocketSession
 from xrouter.domain.errors import GatewayError, InvalidRequest
 from xrouter.domain.responses import ResponseRequest
 from xrouter.domain.secrets import SecretMasker
 from xrouter.entrypoints.config import Settings, env_name
 from xrouter.entrypoints.http.codec import Codec
-from xrouter.entrypoints.http.errors import bearer_token
-from xrouter.entrypoints.http.routes import UPSTREAM_AUTHORIZATION
+from xrouter.entrypoints.http.credentials import call_context, credentials
 
 log = logging.getLogger("xrouter.websocket")
 
@@ -118,17 +116,10 @@ class _Connection:
         limits: SocketLimits,
         gateway_keys: bool,
     ) -> None:
-        headers = socket.headers
-        bearer = bearer_token(headers.get("authorization"))
-        upstream = bearer_token(headers.get(UPSTREAM_AUTHORIZATION))
-        if gateway_keys:
-            self._api_key, client_token = bearer, upstream
-        else:
-            self._api_key, client_token = None, bearer
-        self._context = CallContext(
-            client_token=client_token, traceparent=headers.get("traceparent")
-        )
-        self._masker = masker.including(bearer, upstream)
+        self._api_key, client_token = credentials(socket.headers, gateway_keys)
+        self._context = call_context(client_token, socket.headers)
+        # Both tokens the handshake carries are masked, whichever of them this mode uses.
+        self._masker = masker.including(*credentials(socket.headers, gateway_keys=True))
         self._socket = socket
         self._session = session
         self._codec = codec
