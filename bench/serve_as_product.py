@@ -14,7 +14,7 @@ import functools
 import importlib.util
 import sys
 
-from xrouter.entrypoints import cli
+from xrouter.entrypoints.cli import main as cli
 
 
 def _serve_with(target: str) -> None:

@@ -25,7 +25,7 @@ from xrouter.adapters.keys.memory import MemoryKeyStore
 from xrouter.application.access import AccessControl
 from xrouter.domain.errors import Unauthorized
 from xrouter.domain.keys import GatewayKey, KeyLimits
-from xrouter.entrypoints.cli import open_door_warning
+from xrouter.entrypoints.cli.main import open_door_warning
 from xrouter.entrypoints.config import Settings
 
 SECRET = "test-server-secret-0123456789abcdef"

@@ -31,7 +31,7 @@ from xrouter.application.outcome import RequestOutcome
 from xrouter.application.usage_summary import percentile, summarize, summary
 from xrouter.domain.secrets import SecretMasker
 from xrouter.entrypoints.analytics_config import build_analytics
-from xrouter.entrypoints.cli import main
+from xrouter.entrypoints.cli.main import main
 from xrouter.entrypoints.config import Settings, env_name
 from xrouter.entrypoints.http.admin_routes import build_admin_routes
 from xrouter.entrypoints.http.errors import exception_handlers

@@ -18,7 +18,7 @@ import pytest
 from xrouter.adapters.keys.hashing import HmacKeyHasher
 from xrouter.application.ports import KeyStore
 from xrouter.domain.keys import GatewayKey
-from xrouter.entrypoints.cli import main
+from xrouter.entrypoints.cli.main import main
 from xrouter.entrypoints.config import ConfigError, Settings
 from xrouter.entrypoints.keys_config import build_key_store
 from xrouter.entrypoints.storage_config import build_shared_redis

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TextIO, cast
 import msgspec
 
 from xrouter.application.usage_summary import GROUP_BY, GroupBy, UsageRow, UsageSummary, summary
-from xrouter.entrypoints.command_failure import (
+from xrouter.entrypoints.cli.failure import (
     EXIT_BAD_ARGUMENTS,
     EXIT_FAILED,
     EXIT_OK,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
-from xrouter.entrypoints.command_failure import (
+from xrouter.entrypoints.cli.failure import (
     EXIT_BAD_ARGUMENTS,
     EXIT_FAILED,
     EXIT_OK,

@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from xrouter import __version__
+from xrouter.entrypoints.cli.keys import add_keys_parser, run_keys
+from xrouter.entrypoints.cli.usage import add_usage_parser, run_usage
 from xrouter.entrypoints.config import ConfigError, Settings, env_name
-from xrouter.entrypoints.keys_command import add_keys_parser, run_keys
-from xrouter.entrypoints.usage_command import add_usage_parser, run_usage
 
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
