@@ -21,6 +21,7 @@ class Stage(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    FALLBACK = "fallback"  # NextAttempt: the attempt failed before any output; the next model
     """A background response the client cancelled during generate (only there)."""
 
 
@@ -42,6 +43,7 @@ class Action(enum.StrEnum):
     DISCONNECT_LATE = "DisconnectLate"  # generate -> generate: writes stop, generation goes on
     RECORD_USAGE = "RecordUsage"  # done|failed|cancelled -> same: usage recorded, exactly once
     CANCEL = "Cancel"  # generate -> cancelled: a background response cancelled by its client
+    NEXT_ATTEMPT = "NextAttempt"  # generate -> generate: the next model, before any chunk
 
 
 class Reason(enum.StrEnum):
@@ -78,6 +80,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[Stage], Stage | None]] = {
     Action.DISCONNECT_LATE: (frozenset({Stage.GENERATE}), None),
     Action.RECORD_USAGE: (TERMINAL_STAGES, None),
     Action.CANCEL: (frozenset({Stage.GENERATE}), Stage.CANCELLED),
+    Action.NEXT_ATTEMPT: (frozenset({Stage.GENERATE}), None),
 }
 
 
@@ -101,6 +104,7 @@ class Lifecycle:
 
     __slots__ = (
         "background",
+        "chunks",
         "client_connected",
         "entered_generate",
         "failed_in",
@@ -120,6 +124,8 @@ class Lifecycle:
         self.entered_generate = False
         self.failed_in: Stage | None = None
         """The stage a failed request was in when it failed (ingest, tokenize, generate)."""
+        self.chunks = 0
+        """Output chunks produced (EmitChunk steps): once there is one, no other attempt."""
 
     def step(self, action: Action) -> tuple[Stage, Stage]:
         """Apply `action`; return (from, to). Raise IllegalTransition if it is not allowed."""
@@ -135,6 +141,12 @@ class Lifecycle:
             self.usage_recorded = True
         elif action is Action.CANCEL and not self.background:
             raise IllegalTransition("only a background response can be cancelled")
+        elif action is Action.EMIT_CHUNK:
+            self.chunks += 1
+        elif action is Action.NEXT_ATTEMPT and self.chunks:
+            # The model's NextAttempt needs chunks = 0: output of one model already went
+            # out, so another model's answer cannot follow it.
+            raise IllegalTransition("no other attempt once output was produced")
         elif action is Action.DISCONNECT_LATE or action is Action.DISCONNECT_EARLY:
             if not self.client_connected:
                 raise IllegalTransition("the client has already gone")
