@@ -21,7 +21,6 @@ class Stage(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    FALLBACK = "fallback"  # NextAttempt: the attempt failed before any output; the next model
     """A background response the client cancelled during generate (only there)."""
 
 
@@ -64,6 +63,7 @@ class Reason(enum.StrEnum):
     CLIENT_DISCONNECT = "client_disconnect"
     USAGE_RECORDED = "usage_recorded"
     CANCELLED = "cancelled"
+    FALLBACK = "fallback"  # NextAttempt: an attempt failed before any output; next model
 
 
 # action -> (stages it may start from, stage it leads to; None keeps the stage)
