@@ -37,7 +37,7 @@ import random
 import ssl
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -49,7 +49,7 @@ from xrouter.adapters.providers.body_limits import (
     head_too_large,
 )
 from xrouter.adapters.providers.decoding import ACCEPTED_ENCODINGS
-from xrouter.adapters.providers.deployments import DeploymentSelector
+from xrouter.adapters.providers.deployments import Deployment, DeploymentSelector
 from xrouter.adapters.providers.http1 import (
     Http1Transport,
     ResponseHeadTooLarge,
@@ -121,6 +121,23 @@ class _Retry(Exception):
         self.what = what
 
 
+@dataclass(slots=True)
+class _Call:
+    """One call's memory across its attempts: the deployment whose attempt failed last, which
+    the next attempt avoids even when no cooldown keeps it out (`cooldown_s = 0`)."""
+
+    failed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The deployment one attempt goes to, and the failures that name its host and proxy."""
+
+    index: int
+    deployment: Deployment
+    failures: TransportFailures
+
+
 class HttpTransport:
     """Moves requests and responses between the gateway and one upstream (`provider`)."""
 
@@ -156,6 +173,16 @@ class HttpTransport:
             )
             if settings.deployments
             else None
+        )
+        # Each deployment's messages name its own host and the proxy its URL goes through
+        # (the client's proxy mounts already route each request by its own URL).
+        self._deployment_failures = tuple(
+            TransportFailures(
+                provider,
+                replace(settings, base_url=d.base_url),
+                proxy_for(d.base_url, trust_env=settings.trust_env),
+            )
+            for d in settings.deployments
         )
         self._timeout = call_timeout(settings)
         # The connection's read timeout is the larger of the first-byte and idle timeouts;
@@ -277,22 +304,30 @@ class HttpTransport:
     ) -> UpstreamReply:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.total_timeout_s
+        call = _Call()
         try:
             async with asyncio.timeout_at(deadline):
                 return await self._with_retries(
-                    lambda: self._buffered(method, path, body, headers, byok),
+                    lambda: self._buffered(method, path, body, headers, byok, call),
                     deadline=deadline,
                 )
         except TimeoutError:
             raise self._failures.timeout("total") from None
 
     async def _buffered(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str], byok: bool
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        byok: bool,
+        call: _Call,
     ) -> UpstreamReply:
-        span = self._spans.start(method, path, headers)
+        target = self._aim(call)
+        span = self._spans.start(method, path, headers, _where(target))
         status = None
         try:
-            response = await self._send(method, path, body, headers, byok)
+            response = await self._send(target, call, method, path, body, headers, byok)
             status = response.status_code
             try:
                 if not response.is_success:
@@ -319,8 +354,9 @@ class HttpTransport:
     ) -> AsyncGenerator[SSEEvent, None]:
         lease = await self._limiter.acquire()
         try:
+            call = _Call()
             response, span = await self._with_retries(
-                lambda: self._open_stream(path, body, headers, byok), deadline=None
+                lambda: self._open_stream(path, body, headers, byok, call), deadline=None
             )
             failure: BaseException | None = None
             named = StreamModel(span)  # the answering model, for the attempt's span
@@ -380,14 +416,15 @@ class HttpTransport:
         raise self._failures.not_a_stream(response.status_code, media, size)
 
     async def _open_stream(
-        self, path: str, body: bytes, headers: dict[str, str], byok: bool
+        self, path: str, body: bytes, headers: dict[str, str], byok: bool, call: _Call
     ) -> tuple[httpx.Response, AttemptSpan]:
         """The response head of one attempt, with the attempt's span (ended by the caller
         once the stream ends; here when the attempt fails)."""
-        span = self._spans.start("POST", path, headers)
+        target = self._aim(call)
+        span = self._spans.start("POST", path, headers, _where(target))
         status = None
         try:
-            response = await self._send("POST", path, body, headers, byok)
+            response = await self._send(target, call, "POST", path, body, headers, byok)
             status = response.status_code
             if response.is_success:
                 return response, span
@@ -400,36 +437,58 @@ class HttpTransport:
             end_attempt(span, status, exc.error if isinstance(exc, _Retry) else exc)
             raise
 
-    async def _send(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str], byok: bool
-    ) -> httpx.Response:
-        """Send the request and wait for the status line and headers."""
-        if self._deployments is not None:
-            return await self._send_deployed(self._deployments, method, path, body, headers, byok)
-        request = self._client.build_request(
-            method, path, content=body, headers=headers, timeout=self._timeout
-        )
-        return await self._send_request(request)
+    def _aim(self, call: _Call) -> _Target | None:
+        """Where the next attempt of `call` goes: None for a provider without deployments,
+        else the deployment the selector picks, not the one that just failed when another is
+        up. With all cooling down, the last error is raised at once (no attempt is made)."""
+        selector = self._deployments
+        if selector is None:
+            return None
+        index = selector.pick(avoid=call.failed)
+        if index is None:
+            last = selector.last_error
+            if last is None:  # unreachable: only a failure cools a deployment down
+                raise ProviderError(f"Every deployment of {self._provider} is cooling down.")
+            raise copy.copy(last).with_traceback(None)
+        return _Target(index, selector.deployments[index], self._deployment_failures[index])
 
-    async def _send_deployed(
+    async def _send(
         self,
-        selector: DeploymentSelector,
+        target: _Target | None,
+        call: _Call,
         method: str,
         path: str,
         body: bytes | None,
         headers: dict[str, str],
         byok: bool,
     ) -> httpx.Response:
-        """`_send` to the deployment the selector picks. A connect error, 429 or 5xx cools it
-        down (a retry then goes elsewhere); with all cooling down the last error is raised at
-        once. The deployment counts the call in flight until the response is closed."""
-        index = selector.pick()
-        if index is None:
-            last = selector.last_error
-            if last is None:  # unreachable: only a failure cools a deployment down
-                raise ProviderError(f"Every deployment of {self._provider} is cooling down.")
-            raise copy.copy(last).with_traceback(None)
-        deployment = selector.deployments[index]
+        """Send the request (to `target` when the provider has deployments) and wait for the
+        status line and headers."""
+        if target is not None:
+            assert self._deployments is not None  # a target comes from the selector
+            return await self._send_deployed(
+                self._deployments, target, call, method, path, body, headers, byok
+            )
+        request = self._client.build_request(
+            method, path, content=body, headers=headers, timeout=self._timeout
+        )
+        return await self._send_request(request, self._failures)
+
+    async def _send_deployed(
+        self,
+        selector: DeploymentSelector,
+        target: _Target,
+        call: _Call,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        byok: bool,
+    ) -> httpx.Response:
+        """`_send` to the deployment `target`. A connect error, 429 or 5xx cools it down and
+        makes `call`'s next attempt avoid it. The deployment counts the call in flight until
+        the response is closed."""
+        index, deployment = target.index, target.deployment
         if deployment.api_key and not byok:
             scheme = headers.get("authorization", "Bearer ").split(" ", 1)[0] or "Bearer"
             headers = {**headers, "authorization": f"{scheme} {deployment.api_key}"}
@@ -443,7 +502,7 @@ class HttpTransport:
         selector.started(index)
         began = time.monotonic()
         try:
-            response = await self._send_request(request)
+            response = await self._send_request(request, target.failures)
             status = response.status_code
             if status == 429 or status >= 500:
                 try:
@@ -453,17 +512,18 @@ class HttpTransport:
                 raise self._status_failure(response, content, byok)
         except BaseException as exc:
             selector.ended(index)
-            if isinstance(exc, _Retry):
-                selector.failed(index, exc.error)
-            elif isinstance(exc, GatewayError):
-                selector.failed(index, exc)
+            if isinstance(exc, _Retry | GatewayError):
+                selector.failed(index, exc.error if isinstance(exc, _Retry) else exc)
+                call.failed = index
             raise
         selector.succeeded(index, time.monotonic() - began)
         response.stream = _CountedStream(response.stream, lambda: selector.ended(index))
         return response
 
-    async def _send_request(self, request: httpx.Request) -> httpx.Response:
-        failures = self._failures
+    async def _send_request(
+        self, request: httpx.Request, failures: TransportFailures
+    ) -> httpx.Response:
+        """Send `request` and wait for its head; `failures` names the host it went to."""
         try:
             if self._head_timer_s is None:
                 return await self._client.send(request, stream=True)
@@ -647,14 +707,20 @@ def call_timeout(settings: TransportSettings) -> httpx.Timeout:
 def _ssl_context(tls: ssl.SSLContext | bool, settings: TransportSettings) -> ssl.SSLContext | None:
     """`_tls`'s answer as the SSL context Http1Transport uses for https; None (plain http, or
     the default trust store from the environment) lets it build the default context on first
-    use."""
+    use. Any https deployment counts, not only the first, which stands for the provider."""
     if isinstance(tls, ssl.SSLContext):
         return tls
-    if not settings.base_url.lower().startswith("https:"):
+    urls = (settings.base_url, *(d.base_url for d in settings.deployments))
+    if not any(url.lower().startswith("https:") for url in urls):
         return None
     if tls is False:
         return client_ssl_context(verify=False)
     return client_ssl_context(verify=True, trust_env=settings.trust_env)
+
+
+def _where(target: _Target | None) -> str | None:
+    """The base URL an attempt goes to when it is a deployment's (None: the provider's)."""
+    return target.deployment.base_url if target is not None else None
 
 
 def _path_only(path: str) -> str:

@@ -3,9 +3,11 @@
 Each call the transport makes (a retry is one more) is counted on the request's
 `RequestFacts` (its outcome reports `attempts`) and, when the request has a server span, gets a
 client span of its own, child of that span, named `chat <model>` (`GET <path>` for
-discovery) with the GenAI request attributes, `server.address`, the HTTP status and
-`error.type`, and `gen_ai.response.model` when the answer names the model that answered
-(OpenRouter's `auto` routes to a concrete one): the top-level `model` of an answer or of a
+discovery) with the GenAI request attributes, `server.address`, `server.port` and
+`url.full` of the place called (a provider with several deployments: the one this attempt
+went to; credentials and the query are left out), the HTTP status and `error.type`, and
+`gen_ai.response.model` when the answer names the model that answered (OpenRouter's `auto`
+routes to a concrete one): the top-level `model` of an answer or of a
 stream's first events, or `response.model` of a Responses stream event. The span's context
 goes upstream as `traceparent`, so the upstream's spans join the trace. Without tracing
 nothing is made and the provider's own `traceparent` (the client's, forwarded) stays as it was.
@@ -14,7 +16,7 @@ nothing is made and the provider's own `traceparent` (the client's, forwarded) s
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -34,17 +36,18 @@ AttemptSpan = Span | NonRecordingSpan | None
 
 
 class AttemptSpans:
-    __slots__ = ("_address", "_port", "_provider")
+    __slots__ = ("_base_url", "_provider")
 
     def __init__(self, provider: str, base_url: str) -> None:
         self._provider = provider
-        parts = urlsplit(base_url)
-        self._address = parts.hostname or ""
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._base_url = base_url
 
-    def start(self, method: str, path: str, headers: dict[str, str]) -> AttemptSpan:
+    def start(
+        self, method: str, path: str, headers: dict[str, str], base_url: str | None = None
+    ) -> AttemptSpan:
         """Count the attempt (generation calls only: discovery is not the request's) and start
-        its span; `headers` gets the span's `traceparent`."""
+        its span; `headers` gets the span's `traceparent`. `base_url` is where this attempt
+        goes when it is not the provider's own (a deployment)."""
         facts = CURRENT_REQUEST.get()
         generation = method == "POST"
         if generation and facts is not None:
@@ -53,10 +56,13 @@ class AttemptSpans:
         if parent is None:
             return None
         model = facts.upstream_model if generation and facts is not None else None
+        root = base_url or self._base_url
+        parts = urlsplit(root)
         attributes: dict[str, object] = {
             "gen_ai.provider.name": self._provider,
-            "server.address": self._address,
-            "server.port": self._port,
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            "url.full": _url_full(root, path),
             "http.request.method": method,
         }
         if generation:
@@ -71,6 +77,13 @@ class AttemptSpans:
         span = start_child(parent, name, SpanKind.CLIENT, attributes)
         headers["traceparent"] = format_traceparent(span.context)
         return span
+
+
+def _url_full(base_url: str, path: str) -> str:
+    """The URL called, without what may be secret: credentials in the base URL and the
+    query string."""
+    parts = urlsplit(base_url.rstrip("/") + path.split("?", 1)[0])
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], fragment=""))
 
 
 PEEKED_EVENTS = 4
