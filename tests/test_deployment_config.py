@@ -6,6 +6,7 @@ naming the table and the field."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,26 @@ def test_the_docs_example_loads_as_it_says(tmp_path: Path) -> None:
         ("sk-e-0123456789", 3.0),
         ("sk-w-0123456789", 1.0),
     ]
+
+
+def test_a_deployment_without_its_key_is_named_in_the_not_served_warning(
+    tmp_path: Path, east: FakeUpstream, west: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = _two_deployments(east, west) + (
+        f'[[providers.pool.deployments]]\nbase_url = "{east.base_url}"\n'
+    )
+    path = _write(tmp_path, text)
+    with caplog.at_level(logging.WARNING, logger="xrouter.config"):
+        assert load_gateway_config({"EAST_KEY": KEYS["EAST_KEY"]}, path, byok=False).providers == ()
+    (warning,) = [r.getMessage() for r in caplog.records if "pool" in r.getMessage()]
+    assert warning.startswith("provider pool is not served: ")
+    assert "[[providers.pool.deployments]] #2 has no key: set WEST_KEY (its api_key_env)" in warning
+    assert "[[providers.pool.deployments]] #3 has no api_key_env" in warning
+    assert "#1" not in warning  # EAST_KEY is set
+    assert "XR_POOL_API_KEY" in warning and "sk-east" not in warning
+    # With every deployment keyed, nothing to say.
+    caplog.clear()
+    path = _write(tmp_path, _two_deployments(east, west))
+    with caplog.at_level(logging.WARNING, logger="xrouter.config"):
+        assert len(load_gateway_config(KEYS, path, byok=False).providers) == 1
+    assert not [r for r in caplog.records if "not served" in r.getMessage()]

@@ -368,11 +368,29 @@ def _file_tables(
         if key_env is not None and environ.get(str(key_env)):
             table["api_key"] = environ[str(key_env)]
         if "deployments" in table:
-            table["deployments"] = _deployments(
-                f"[[providers.{name}.deployments]]", table["deployments"], environ
-            )
+            source, raw = f"[[providers.{name}.deployments]]", table["deployments"]
+            table["deployments"] = _deployments(source, raw, environ)
+            # Kept for the "not served" warning, which names each keyless one's variable.
+            table[_UNKEYED] = _unkeyed(source, raw, environ)
         tables[name.lower()] = table
     return tables, dict(aliases)
+
+
+_UNKEYED = "unkeyed deployments"
+"""Internal key of a file table: what the warning says of its deployments without a key (a
+name no TOML key can be spelled as without quotes, and popped before the fields are read)."""
+
+
+def _unkeyed(source: str, raw: list[Any], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Each deployment whose call would carry no key of its own, and what to set for it."""
+    missing = []
+    for number, table in enumerate(raw, start=1):
+        key_env = table.get("api_key_env")
+        if key_env is None:
+            missing.append(f"{source} #{number} has no api_key_env")
+        elif not environ.get(str(key_env)):
+            missing.append(f"{source} #{number} has no key: set {key_env} (its api_key_env)")
+    return tuple(missing)
 
 
 def _deployments(source: str, raw: Any, environ: Mapping[str, str]) -> tuple[Deployment, ...]:
@@ -441,6 +459,7 @@ def load_gateway_config(
             raise ConfigError(f"Provider name '{name}' must be lowercase letters, digits, - or _.")
         table = dict(tables.get(name, {}))
         deployments = table.pop("deployments", ())
+        unkeyed: tuple[str, ...] = table.pop(_UNKEYED, ())
         values = _parse_fields(f"[providers.{name}]", table)
         prefix = env_prefix(name)
         env_values = {
@@ -462,6 +481,14 @@ def load_gateway_config(
             served.append(provider)
         elif provider.enabled is False:
             log.info("provider %s is disabled (%sENABLED=false)", name, prefix)
+        elif unkeyed and provider.api_key is None:
+            log.warning(
+                "provider %s is not served: %s. Or give it a key of its own (%sAPI_KEY), "
+                "which those deployments then use, or XR_BYOK=true.",
+                name,
+                "; ".join(unkeyed),
+                prefix,
+            )
         else:
             log.warning(
                 "provider %s is not served: it has no credentials or no base URL. Set "
