@@ -10,7 +10,6 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import ASGIApp
 
 from xrouter import __version__
@@ -20,6 +19,12 @@ from xrouter.entrypoints.config import Settings
 from xrouter.entrypoints.container import Container
 from xrouter.entrypoints.http.admin_routes import build_admin_routes
 from xrouter.entrypoints.http.allow import options_allow_middleware
+from xrouter.entrypoints.http.api_page import (
+    DOCS_PATH,
+    installed_swagger_ui,
+    swagger_assets_router,
+    swagger_page,
+)
 from xrouter.entrypoints.http.background_routes import build_background_routes
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.compaction_routes import build_compaction_routes
@@ -189,6 +194,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
         if redis is not None:
             await redis.aclose()
 
+    swagger_ui = installed_swagger_ui() if settings.docs_enabled else None
     openapi = (
         OpenAPIConfig(
             title="XRouter",
@@ -196,13 +202,13 @@ def create_litestar(container: Container | None = None) -> Litestar:
             description="An LLM gateway speaking the OpenAI Responses API.",
             # Under /docs: mounted at "/", its catch-all would answer unknown root paths
             # with an HTML 404 instead of the error envelope.
-            path="/docs",
+            path=DOCS_PATH,
             render_plugins=[
                 WireTypesJsonPlugin(path="/openapi.json"),
-                SwaggerRenderPlugin(path="/"),
+                swagger_page(swagger_ui),
             ],
         )
-        if settings.docs_enabled
+        if swagger_ui is not None
         else None
     )
 
@@ -215,6 +221,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
                 analytics, admin_key=settings.admin_key, keys=container.key_admin()
             ),
             *([openapi_document_route()] if settings.docs_enabled else []),
+            *([swagger_assets_router(swagger_ui)] if swagger_ui is not None else []),
         ],
         exception_handlers=exception_handlers(masker),
         on_startup=[on_startup],
