@@ -12,7 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from xrouter import __version__
+from xrouter.entrypoints.cli.config_check import add_config_parser, run_config
 from xrouter.entrypoints.cli.keys import add_keys_parser, run_keys
+from xrouter.entrypoints.cli.models import add_models_parser, run_models
 from xrouter.entrypoints.cli.usage import add_usage_parser, run_usage
 from xrouter.entrypoints.config import ConfigError, Settings, env_name
 
@@ -22,6 +24,9 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         prog="xrouter", description="XRouter, an LLM gateway (OpenAI Responses API)."
     )
     parser.add_argument("--version", action="version", version=f"xrouter {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback when a command fails"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument(
@@ -38,6 +43,8 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     )
     add_usage_parser(commands, settings)
     add_keys_parser(commands)
+    add_models_parser(commands)
+    add_config_parser(commands)
     return parser
 
 
@@ -136,13 +143,19 @@ def default_provider_refusal(settings: Settings, environ: Mapping[str, str]) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    settings_error: ConfigError | None = None
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        print(f"xrouter: configuration error: {exc}", file=sys.stderr)
-        return 2
+        settings, settings_error = Settings(), exc
     parser = _parser(settings)
     args = parser.parse_args(argv)
+    if args.command == "config":
+        # It loads the configuration itself, to report every bad variable, not the first.
+        return run_config(args)
+    if settings_error is not None:
+        print(f"xrouter: configuration error: {settings_error}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         if args.workers < 1:
             parser.error("--workers must be at least 1")
@@ -169,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_usage(settings, args)
     if args.command == "keys":
         return run_keys(settings, args)
+    if args.command == "models":
+        return run_models(settings, args)
     parser.print_help()
     return 0
 
