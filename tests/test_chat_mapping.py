@@ -327,7 +327,7 @@ async def test_chat_and_responses_reach_the_provider_as_the_same_canonical_reque
 
 
 def test_openrouter_extensions_pass_through_from_both_apis() -> None:
-    _, passthrough = to_canonical(
+    canonical, passthrough = to_canonical(
         chat(
             messages=[{"role": "user", "content": "x"}],
             provider={"order": ["anthropic"]},
@@ -336,12 +336,9 @@ def test_openrouter_extensions_pass_through_from_both_apis() -> None:
             transforms=[],
         )
     )
-    assert passthrough == {
-        "provider": {"order": ["anthropic"]},
-        "models": ["openrouter/a", "openrouter/b"],
-        "top_k": 40,
-        "transforms": [],
-    }
+    assert passthrough == {"provider": {"order": ["anthropic"]}, "top_k": 40, "transforms": []}
+    # `models` is the gateway's own fallback list (application/fallbacks.py), not passed on.
+    assert canonical.models == ["openrouter/a", "openrouter/b"]
     request = msgspec.convert(
         {"model": "m/x", "input": "x", "provider": {"allow_fallbacks": False}, "plugins": []},
         ResponseRequest,

@@ -84,7 +84,6 @@ def test_payload_uses_openrouter_names_and_passes_routing_through() -> None:
         {"input": "hi", "max_output_tokens": 100, "reasoning": {"effort": "high"}},
         passthrough={
             "provider": {"order": ["anthropic"], "allow_fallbacks": False},
-            "models": ["openrouter/anthropic/claude-sonnet-4", "openai/gpt-4o"],
             "transforms": ["middle-out"],
             "plugins": [{"id": "context-compression", "enabled": False}],
         },
@@ -98,7 +97,6 @@ def test_payload_uses_openrouter_names_and_passes_routing_through() -> None:
         "max_tokens": 100,
         "reasoning": {"effort": "high"},
         "provider": {"order": ["anthropic"], "allow_fallbacks": False},
-        "models": ["anthropic/claude-sonnet-4", "openai/gpt-4o"],
         "transforms": ["middle-out"],
         "plugins": [{"id": "context-compression", "enabled": False}],
     }

@@ -40,7 +40,6 @@ SAMPLES: JSONObject = {
     "prediction": {"type": "content", "content": "x"},
     "debug": {"echo_upstream_body": True},
     "provider": {"order": ["anthropic"]},
-    "models": ["a/b"],
     "transforms": ["middle-out"],
     "plugins": [{"id": "web"}],
 }

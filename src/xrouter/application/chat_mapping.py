@@ -83,6 +83,7 @@ def to_canonical(chat: ChatRequest) -> tuple[ResponseRequest, dict[str, Any]]:
         )
     request = ResponseRequest(
         model=chat.model,
+        models=chat.models,
         input=items,
         tools=[_tool(tool, index) for index, tool in enumerate(chat.tools or [])],
         tool_choice=_tool_choice(chat.tool_choice),

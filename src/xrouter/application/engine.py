@@ -26,6 +26,7 @@ from xrouter.application.background import Background
 from xrouter.application.compaction_items import CompactionItems
 from xrouter.application.conversations import Conversations
 from xrouter.application.execution import DisconnectSignal, Execution
+from xrouter.application.fallbacks import FallbackChains, FallbackPlan
 from xrouter.application.generation import Generation
 from xrouter.application.history import LocalTurns
 from xrouter.application.lifecycle_trace import LifecycleTracer
@@ -53,6 +54,7 @@ from xrouter.domain.errors import (
     ClientDisconnected,
     GatewayError,
     InvalidRequest,
+    ModelNotAllowed,
     RateLimited,
     ServerShuttingDown,
     Unauthorized,
@@ -99,6 +101,7 @@ class _Prepared(NamedTuple):
     input_tokens: int
     principal: Principal
     admission: KeyAdmission | None
+    fallbacks: FallbackPlan
 
 
 class ExecutionEngine:
@@ -118,10 +121,12 @@ class ExecutionEngine:
         compaction: CompactionItems | None = None,
         conversations: Conversations | None = None,
         background: Background | None = None,
+        fallbacks: FallbackChains | None = None,
     ) -> None:
         """`access`: gateway keys, model permissions and per-key limits (gateway keys on);
         None: auth off. `compaction`: opens the gateway's sealed compaction items (None: no
-        key, every compaction item is refused unless the upstream compacts natively)."""
+        key, every compaction item is refused unless the upstream compacts natively).
+        `fallbacks`: the configured fallback chains (None: only a request's own `models`)."""
         # What the model reads before the request's input: history, a conversation's items
         # (`conversations` None refuses `conversation`, 400), sealed compaction items opened.
         self._turn_input = TurnInput(store, conversations=conversations, compaction=compaction)
@@ -134,6 +139,7 @@ class ExecutionEngine:
         self._ids = ids
         self._settings = settings
         self._access = access or AccessControl.off(clock)
+        self._fallbacks = fallbacks or FallbackChains(catalog, self._access)
         self._tracer = LifecycleTracer(lifecycle_listener, clock)
         self._admission = Admission(
             settings.max_inflight,
@@ -319,8 +325,10 @@ class ExecutionEngine:
             raise
         try:
             access.check_model(principal, request.model, (request.model, facts.model))
+            fallbacks = await self._fallbacks.plan(request, route, principal)
         except GatewayError as refused:
-            refuse(Reason.MODEL_NOT_ALLOWED, refused)
+            denied = isinstance(refused, ModelNotAllowed)
+            refuse(Reason.MODEL_NOT_ALLOWED if denied else Reason.INVALID_REQUEST, refused)
             raise
         try:
             own_items = ingest.input_items(request)
@@ -356,7 +364,7 @@ class ExecutionEngine:
             passthrough=passthrough,
             context=context,
         )
-        return _Prepared(provider, call, own_items, input_tokens, principal, admission)
+        return _Prepared(provider, call, own_items, input_tokens, principal, admission, fallbacks)
 
     def _launch(
         self,
@@ -387,7 +395,9 @@ class ExecutionEngine:
             facts=facts,
             received_ns=received_ns,
             started_ns=self._clock.monotonic_ns(),
+            fallbacks=prepared.fallbacks,
         )
+        generation.attempt_started_ns = generation.started_ns
         facts.hold()  # the request is not over until generation is, client or no client
         execution.on_detach = lambda: self._pump.client_left(generation)
         self.running.add(generation)

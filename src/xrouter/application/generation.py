@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from xrouter.application.execution import Execution
+from xrouter.application.fallbacks import FallbackPlan
 from xrouter.application.ports import GenerationRequest, KeyAdmission, Provider
 from xrouter.application.request_facts import RequestFacts
 from xrouter.domain.builder import ResponseBuilder
@@ -38,6 +39,14 @@ class Generation:
     """When the request arrived (monotonic), for durations and time to first token."""
     started_ns: int
     """When generate began (monotonic)."""
+    fallbacks: FallbackPlan
+    """The models left to try when an attempt fails before any output, and those given up.
+    `provider`, `call.route` and `builder` are the current attempt's."""
+    attempt_started_ns: int = 0
+    """When the current attempt began (monotonic)."""
+    answer_sent: bool = False
+    """Some of the provider's answer went out (beyond a background response's opening
+    events): from then on no other model may be tried."""
     first_chunk_ns: int | None = None
     task: asyncio.Task[None] | None = None
     output_sent: bool = False

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from msgspec import Struct
 
+from xrouter.domain.fallbacks import SkippedAttempt
+
 
 class RequestOutcome(Struct, frozen=True, kw_only=True, gc=False):
     """gc=False: strings and numbers only, so it cannot be part of a cycle; a full ring of
@@ -53,6 +55,9 @@ class RequestOutcome(Struct, frozen=True, kw_only=True, gc=False):
     reasoning_tokens: int | None = None
     attempts: int = 0
     """Upstream attempts made (retries included); 0 when none was made."""
+    fallbacks: tuple[SkippedAttempt, ...] = ()
+    """The models given up before `model` served (or before the last one failed), first
+    tried first: every attempt of a fallback chain but the last."""
     cost: float | None = None
     key_id: str | None = None
     """The gateway key's public id and name when access control is on (never the key)."""

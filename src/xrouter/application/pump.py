@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from msgspec import structs
+
 from xrouter.application.background import Background
+from xrouter.application.fallbacks import Candidate
 from xrouter.application.generation import Generation
 from xrouter.application.lifecycle_trace import LifecycleTracer
 from xrouter.application.ports import Clock, TokenCounter
 from xrouter.application.recording import Recorder
 from xrouter.domain.errors import GatewayError, ProviderError, ProviderTimeout, ServerShuttingDown
 from xrouter.domain.events import StreamEvent
+from xrouter.domain.fallbacks import FallbackReason, SkippedAttempt
 from xrouter.domain.lifecycle import Action, Reason
 from xrouter.domain.responses import Usage
 from xrouter.domain.secrets import SecretMasker
@@ -127,6 +131,67 @@ class Pump:
             generation.pumping = False
 
     async def _pump(self, generation: Generation) -> None:
+        """The attempts: the first model, then each fallback, as long as an attempt fails
+        in a way another model can fix before any of its output went out."""
+        while True:
+            try:
+                await self._attempt(generation)
+                return
+            except GatewayError as error:
+                if generation.answer_sent:
+                    raise
+                following = generation.fallbacks.next_for(error)
+                if following is None:
+                    raise
+                self._next_attempt(generation, error, *following)
+
+    def _next_attempt(
+        self,
+        generation: Generation,
+        error: GatewayError,
+        candidate: Candidate,
+        reason: FallbackReason,
+    ) -> None:
+        """Give up the current model (the model's NextAttempt) and make `candidate` the one
+        the next attempt calls; the response then names it."""
+        now_ns = self._clock.monotonic_ns()
+        route = generation.call.route
+        failed_model = generation.builder.response.model
+        generation.fallbacks.skipped.append(
+            SkippedAttempt(
+                model=failed_model,
+                provider=route.provider,
+                status=error.upstream_status or error.status,
+                code=error.code,
+                reason=reason,
+                duration_s=(now_ns - generation.attempt_started_ns) / 1e9,
+            )
+        )
+        masked = self._masker.including(generation.call.context.client_token).mask_error(error)
+        log.warning(
+            "response %s: %s failed before any output (%s, %s: %s); trying %s",
+            generation.response_id,
+            failed_model,
+            reason,
+            error.status,
+            masked.message,
+            candidate.model,
+        )
+        self._tracer.step(generation.lifecycle, Action.NEXT_ATTEMPT, Reason.FALLBACK)
+        generation.provider = candidate.provider
+        generation.call = structs.replace(generation.call, route=candidate.route)
+        generation.builder = generation.builder.next_attempt(
+            candidate.model, keep_sequence=generation.output_sent
+        )
+        generation.attempt_started_ns = now_ns
+        facts = generation.facts
+        facts.model = f"{candidate.route.provider}/{candidate.route.upstream_model}"
+        facts.provider = candidate.route.provider
+        facts.upstream_model = candidate.route.upstream_model
+        facts.skipped_attempts = generation.fallbacks.skipped
+
+    async def _attempt(self, generation: Generation) -> None:
+        """One model's attempt: its stream relayed, until it finishes or fails."""
         builder = generation.builder
         # The opening events wait for the first output: until then a failure is still a
         # plain JSON error with its own status.
@@ -151,7 +216,7 @@ class Pump:
                     events = pending + events
                     pending = None
                 if events:
-                    generation.output_sent = True
+                    generation.output_sent = generation.answer_sent = True
                     await self._emit(generation, events)
         finally:
             await _aclose(stream)
@@ -164,7 +229,7 @@ class Pump:
             )
         if pending is not None:
             # Finished without output: still a valid stream (created ... completed).
-            generation.output_sent = True
+            generation.output_sent = generation.answer_sent = True
             await self._emit(generation, pending)
 
     async def _emit(self, generation: Generation, events: list[StreamEvent]) -> None:

@@ -176,6 +176,7 @@ class Recorder:
                 usage.output_tokens_details.reasoning_tokens if usage is not None else None
             ),
             attempts=generation.facts.upstream_attempts,
+            fallbacks=tuple(generation.fallbacks.skipped),
             cost=builder.provider_cost,
             temperature=request.temperature,
             top_p=request.top_p,

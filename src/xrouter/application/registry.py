@@ -2,8 +2,9 @@
 
 Routing: public ids are `provider/model` (the model part may itself contain `/`, as in
 `openrouter/anthropic/claude-sonnet-4`), or a configured alias of one. Routing never falls
-back: an unknown provider prefix or alias, or a model its provider refuses up front, is a
-`model_not_found`, so a typo never quietly reaches another provider. A remote provider accepts
+back silently: an unknown provider prefix or alias, or a model its provider refuses up front,
+is a `model_not_found`, so a typo never quietly reaches another provider (fallbacks to other
+models are explicit chains: `application/fallbacks.py`). A remote provider accepts
 any model name: the upstream's own 404 becomes `model_not_found`.
 
 Bare names: an id whose first segment names no provider or alias (`gpt-4o-mini`, or

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xrouter.application.outcome import RequestOutcome
+from xrouter.domain.fallbacks import SkippedAttempt
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +47,8 @@ class RequestFacts:
     output_tokens: int | None = None
     outcome: RequestOutcome | None = None
     upstream_attempts: int = 0
+    skipped_attempts: list[SkippedAttempt] | None = None
+    """The models given up before one served (fallbacks), first tried first; None: none."""
     span: Any = None
     """The host's server span (an adapter's object; the application never looks inside)."""
     capture_content: bool = False

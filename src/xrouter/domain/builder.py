@@ -86,6 +86,16 @@ class ResponseBuilder:
         self.upstream_response_id: str | None = None
         self.chunks = 0
 
+    def next_attempt(self, model: str, *, keep_sequence: bool) -> ResponseBuilder:
+        """A builder for another model's attempt, after this one failed before any of its
+        output reached the client: nothing it was fed is kept, the response names `model`.
+        `keep_sequence`: events were already sent (a background response's opening), so
+        numbering goes on from them instead of starting over."""
+        fresh = ResponseBuilder(structs.replace(self._snapshot(), model=model), self._new_id)
+        if keep_sequence:
+            fresh._seq = self._seq
+        return fresh
+
     # --- helpers ---------------------------------------------------------------------------
 
     def _next_seq(self) -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-RESPONSES_PASSTHROUGH: tuple[str, ...] = ("provider", "models", "transforms", "plugins")
-"""OpenRouter's routing extensions: fields of both APIs' requests, so both carry them."""
+RESPONSES_PASSTHROUGH: tuple[str, ...] = ("provider", "transforms", "plugins")
+"""OpenRouter's routing extensions: fields of both APIs' requests, so both carry them.
+(`models`, OpenRouter's fallback list, is the gateway's own: `application/fallbacks.py`.)"""
 
 CHAT_ONLY_PASSTHROUGH: tuple[str, ...] = (
     "stop",

@@ -27,6 +27,7 @@ from xrouter.application.conversations import Conversations
 from xrouter.application.count_input_tokens import CountInputTokens
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.engine import EngineSettings, ExecutionEngine
+from xrouter.application.fallbacks import FallbackChains
 from xrouter.application.get_response import GetResponse
 from xrouter.application.list_models import ListModels
 from xrouter.application.ports import LifecycleListener
@@ -194,6 +195,13 @@ class Container(containers.DeclarativeContainer):
         ids=ids,
         settings=background_config,
     )
+    fallback_chains = providers.Singleton(
+        FallbackChains,
+        catalog=catalog,
+        access=access,
+        chains=gateway_config.provided.fallbacks,
+        context_chains=gateway_config.provided.context_fallbacks,
+    )
     engine = providers.Singleton(
         ExecutionEngine,
         catalog=catalog,
@@ -211,6 +219,7 @@ class Container(containers.DeclarativeContainer):
         background=background,
         compaction=compaction_items,
         conversations=conversations,
+        fallbacks=fallback_chains,
     )
 
     create_response = providers.Singleton(CreateResponse, engine=engine)

@@ -47,6 +47,8 @@ from xrouter.entrypoints.env_fields import (
     setting,
     show_default,
 )
+from xrouter.entrypoints.fallback_config import TABLES as FALLBACK_TABLES
+from xrouter.entrypoints.fallback_config import fallback_chains
 
 log = logging.getLogger("xrouter.config")
 
@@ -313,6 +315,10 @@ class GatewayConfig:
     providers: tuple[ProviderConfig, ...] = ()
     """Providers that are served (enabled and configured)."""
     aliases: Mapping[str, str] = field(default_factory=dict)
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """`[fallbacks]`: model or alias -> models tried after it (entrypoints/fallback_config.py)."""
+    context_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """`[context_fallbacks]`: model or alias -> larger-context models, for inputs too long."""
 
 
 def provider_fields() -> list[tuple[str, str, str]]:
@@ -347,7 +353,7 @@ def _parse_fields(source: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _file_tables(
     path: str, environ: Mapping[str, str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any]]:
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as exc:
@@ -373,7 +379,7 @@ def _file_tables(
             # Kept for the "not served" warning, which names each keyless one's variable.
             table[_UNKEYED] = _unkeyed(source, raw, environ)
         tables[name.lower()] = table
-    return tables, dict(aliases)
+    return tables, dict(aliases), data
 
 
 _UNKEYED = "unkeyed deployments"
@@ -438,8 +444,10 @@ def load_gateway_config(
     tables: dict[str, dict[str, Any]] = {name: dict(v) for name, v in WELL_KNOWN.items()}
     aliases: dict[str, str] = {}
     in_file: set[str] = set()
+    chains: dict[str, dict[str, tuple[str, ...]]] = {table: {} for table in FALLBACK_TABLES}
     if config_file:
-        file_tables, file_aliases = _file_tables(config_file, environ)
+        file_tables, file_aliases, data = _file_tables(config_file, environ)
+        chains = {table: fallback_chains(config_file, data, table) for table in FALLBACK_TABLES}
         for name, table in file_tables.items():
             tables.setdefault(name, {}).update(table)
         in_file = set(file_tables)
@@ -504,4 +512,9 @@ def load_gateway_config(
             raise ConfigError(
                 f"Alias '{alias}' must point at a 'provider/model' id, not '{target}'."
             )
-    return GatewayConfig(providers=tuple(served), aliases=aliases)
+    return GatewayConfig(
+        providers=tuple(served),
+        aliases=aliases,
+        fallbacks=chains["fallbacks"],
+        context_fallbacks=chains["context_fallbacks"],
+    )

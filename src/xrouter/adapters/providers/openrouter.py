@@ -7,9 +7,9 @@ What differs from a plain OpenAI-compatible server, and lives only here:
   `reasoning_effort`;
 - `reasoning_details` kept from answers and sent back unchanged on the next assistant message
   (Claude needs them to continue a tool-call turn);
-- routing extensions passed through from the client: `provider`, `models` (fallbacks; our
-  `openrouter/` prefix is stripped from them), `reasoning`, `transforms`, `plugins` and the
-  extra samplers;
+- routing extensions passed through from the client: `provider`, `reasoning`, `transforms`,
+  `plugins` and the extra samplers (`models`, OpenRouter's fallback list, is the gateway's
+  own: it falls back across every provider, docs/providers.md "Fallbacks");
 - `usage.cost` (credits) carried on the usage report to the usage sink, off the wire.
 
 Errors inside a 200 (a per-choice `error`, a mid-stream error frame, `finish_reason:"error"`)
@@ -26,11 +26,10 @@ from xrouter.adapters.providers.inflight import InflightLimiter
 from xrouter.adapters.providers.openai_compatible import ChatDialect, OpenAICompatibleProvider
 from xrouter.adapters.providers.provider_spec import OpenRouterSpec
 from xrouter.adapters.providers.transport import HttpTransport, TransportSettings
-from xrouter.application.ports import GenerationRequest
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 
-# OpenRouter's own request fields (`provider`, `models`, `transforms`, `plugins`, sampling
+# OpenRouter's own request fields (`provider`, `transforms`, `plugins`, sampling
 # extras...) reach this provider as `GenerationRequest.passthrough`: the Chat Completions
 # adapter and the Responses request (`ResponseRequest.passthrough()`) take them from the one
 # list in `domain/passthrough.py`.
@@ -78,16 +77,6 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         """OpenRouter's Responses endpoint is stateless and has no `/responses/compact`: the
         gateway compacts with the model itself."""
         return False
-
-    def adjust_payload(self, payload: dict[str, Any], call: GenerationRequest) -> dict[str, Any]:
-        models = payload.get("models")
-        if isinstance(models, list):
-            # Clients name fallbacks as they name models here: `openrouter/<slug>`.
-            prefix = self.name + "/"
-            payload["models"] = [
-                m.removeprefix(prefix) if isinstance(m, str) else m for m in models
-            ]
-        return payload
 
 
 def openrouter_settings(base_url: str = OPENROUTER_BASE_URL, **overrides: Any) -> TransportSettings:

@@ -54,6 +54,8 @@ def set_outcome_attributes(span: Span | NonRecordingSpan, outcome: RequestOutcom
         put("xrouter.key.id", outcome.key_id)
     if outcome.attempts:
         put("xrouter.upstream.attempts", outcome.attempts)
+    if outcome.fallbacks:  # every model given up before the one that served, in order
+        put("xrouter.fallbacks", tuple(attempt.header_value() for attempt in outcome.fallbacks))
     if outcome.status == "failed":
         put("xrouter.failed_stage", str(outcome.failed_stage))
         span.set_error(outcome.error_type or "failed")

@@ -12,6 +12,7 @@ becomes an event on the request's server span, named after the stage it enters
 | DisconnectEarly | `disconnect`, then `failed` |
 | DisconnectLate | `disconnect` (generation goes on) |
 | RecordUsage | `record_usage` |
+| NextAttempt | `fallback` (a model failed before any output; the next one is tried) |
 
 Every event carries the action and reason (`xrouter.lifecycle.action`, `.reason`). EmitChunk
 is not an event (one per output chunk would swamp the span); the time to the first chunk is
@@ -39,6 +40,7 @@ _EVENTS: dict[Action, tuple[str, ...]] = {
     Action.DISCONNECT_LATE: ("disconnect",),
     Action.RECORD_USAGE: ("record_usage",),
     Action.CANCEL: ("cancelled",),
+    Action.NEXT_ATTEMPT: ("fallback",),
 }
 
 

@@ -20,6 +20,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from xrouter.application.request_facts import CURRENT_REQUEST, RequestFacts
+from xrouter.domain.fallbacks import fallback_header
 from xrouter.entrypoints.http.access_log import LOGGER, write_access_line
 from xrouter.entrypoints.http.http_telemetry import HttpTelemetry
 from xrouter.entrypoints.http.rate_headers import rate_limit_headers
@@ -27,6 +28,8 @@ from xrouter.entrypoints.http.rate_headers import rate_limit_headers
 SCOPE_KEY = "xrouter.request_id"
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _SSE = b"text/event-stream"
+FALLBACK_HEADER = b"x-xrouter-fallback"
+"""Names each model given up before one served, with its status and why (docs/providers.md)."""
 
 
 def request_id_of(scope: Mapping[str, Any]) -> str:
@@ -71,10 +74,14 @@ def request_id_middleware(
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", ())
-                if facts.rate is None:
-                    message["headers"] = [*headers, header]
-                else:  # a gateway key with limits
-                    message["headers"] = [*headers, header, *rate_limit_headers(facts.rate)]
+                added = [header]
+                if facts.rate is not None:  # a gateway key with limits
+                    added.extend(rate_limit_headers(facts.rate))
+                if facts.skipped_attempts:  # the models tried first, and why they were left
+                    added.append(
+                        (FALLBACK_HEADER, fallback_header(facts.skipped_attempts).encode())
+                    )
+                message["headers"] = [*headers, *added]
                 seen[0] = message["status"]
                 for name, value in headers:
                     if name == b"content-type":

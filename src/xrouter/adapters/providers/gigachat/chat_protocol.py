@@ -48,7 +48,6 @@ DROPPED_OPTIONS = (
     "web_search_options",
     # OpenRouter's extensions
     "provider",
-    "models",
     "transforms",
     "plugins",
     "route",
