@@ -23,6 +23,8 @@ from tests.test_telemetry import events, one, traced, wait_spans
 from tests.upstreams import FakeUpstream, Reply, sse_frame
 from xrouter.adapters.telemetry.tracing import SpanKind
 from xrouter.domain.lifecycle import Action
+from xrouter.entrypoints.env_fields import ConfigError
+from xrouter.entrypoints.provider_config import load_gateway_config
 
 CHAT = "/v1/chat/completions"
 
@@ -345,3 +347,41 @@ def test_the_trace_lists_every_attempt(
     assert events(root).index("fallback") < events(root).index("done")
     assert root.attributes["xrouter.fallbacks"] == ("alpha/big;status=429;reason=rate_limited",)
     assert root.attributes["gen_ai.provider.name"] == "beta"
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('[fallbacks]\n"alpha/big" = "beta/backup"\n', "'alpha/big' must be a list of model ids"),
+        ('[fallbacks]\n"alpha/big" = ["alpha/big"]\n', "lists itself"),
+        ('fallbacks = ["x"]\n', "[fallbacks] must be a table"),
+        ("[context_fallbacks]\nsmart = [1]\n", "[context_fallbacks] 'smart'"),
+    ],
+)
+def test_a_wrong_chain_stops_the_gateway_naming_it(tmp_path: Path, toml: str, named: str) -> None:
+    config = tmp_path / "xrouter.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError) as stopped:
+        load_gateway_config({}, str(config), byok=False)
+    assert named in str(stopped.value) and str(config) in str(stopped.value)
+
+
+def test_a_background_response_falls_back_too(
+    serve_with: Any, tmp_path: Path, alpha: FakeUpstream, beta: FakeUpstream
+) -> None:
+    """Answered at once (in progress, first model); polled, it completed on the next one."""
+    alpha.script(CHAT, Reply.error(503, "Down.", type="server_error"))
+    server = _gateway(serve_with, tmp_path, alpha, beta)
+    body = {"model": "alpha/big", "input": "late", "background": True, "models": ["beta/backup"]}
+    with server.client() as http:
+        accepted = http.post("/v1/responses", json=body).json()
+        assert accepted["status"] in ("queued", "in_progress")
+
+        def finished() -> bool:
+            got = http.get(f"/v1/responses/{accepted['id']}").json()
+            return bool(got["status"] == "completed")
+
+        wait_for(finished)
+        final = http.get(f"/v1/responses/{accepted['id']}").json()
+    assert final["model"] == "beta/backup"
+    assert final["output"][0]["content"][0]["text"] == "late"
