@@ -334,6 +334,12 @@ class Settings:
         "Provider that serves a bare model name (no `provider/` prefix) that no provider lists, "
         "or several including it; unset, those are 404 `model_not_found`. docs/providers.md.",
     )
+    default_model: str | None = setting(
+        None,
+        str,
+        "Model `xrouter ask` and `xrouter chat` use when `-m` is not given (e.g. `local/echo`); "
+        "the server never reads it.",
+    )
     discovery: bool = setting(True, parse_bool, "Discover each upstream's models from its /models.")
     discovery_ttl_s: float = setting(
         600.0, positive(float), "How long discovered models are cached before a refresh."

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from xrouter import __version__
+from xrouter.entrypoints.cli.ask import add_ask_parser, run_ask
+from xrouter.entrypoints.cli.chat import add_chat_parser, run_chat
 from xrouter.entrypoints.cli.config_check import add_config_parser, run_config
 from xrouter.entrypoints.cli.keys import add_keys_parser, run_keys
 from xrouter.entrypoints.cli.models import add_models_parser, run_models
@@ -45,6 +47,8 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     add_keys_parser(commands)
     add_models_parser(commands)
     add_config_parser(commands)
+    add_ask_parser(commands)
+    add_chat_parser(commands)
     return parser
 
 
@@ -182,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_usage(settings, args)
     if args.command == "keys":
         return run_keys(settings, args)
+    if args.command == "ask":
+        return run_ask(settings, args)
+    if args.command == "chat":
+        return run_chat(settings, args)
     if args.command == "models":
         return run_models(settings, args)
     parser.print_help()
