@@ -127,6 +127,9 @@ class _Call:
     the next attempt avoids even when no cooldown keeps it out (`cooldown_s = 0`)."""
 
     failed: int | None = None
+    status: int | None = None
+    """The status of the current attempt's answer when the deployment path read it (a 429 or
+    5xx that cooled the deployment down), for the attempt's span."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +347,11 @@ class HttpTransport:
             finally:
                 await response.aclose()
         except BaseException as exc:
-            end_attempt(span, status, exc.error if isinstance(exc, _Retry) else exc)
+            end_attempt(
+                span,
+                status if status is not None else call.status,
+                exc.error if isinstance(exc, _Retry) else exc,
+            )
             raise
         end_attempt(span, status, None, answer=reply.content if method == "POST" else None)
         return reply
@@ -434,13 +441,18 @@ class HttpTransport:
                 await response.aclose()
             raise self._status_failure(response, content, byok)
         except BaseException as exc:
-            end_attempt(span, status, exc.error if isinstance(exc, _Retry) else exc)
+            end_attempt(
+                span,
+                status if status is not None else call.status,
+                exc.error if isinstance(exc, _Retry) else exc,
+            )
             raise
 
     def _aim(self, call: _Call) -> _Target | None:
         """Where the next attempt of `call` goes: None for a provider without deployments,
         else the deployment the selector picks, not the one that just failed when another is
         up. With all cooling down, the last error is raised at once (no attempt is made)."""
+        call.status = None
         selector = self._deployments
         if selector is None:
             return None
@@ -505,6 +517,7 @@ class HttpTransport:
             response = await self._send_request(request, target.failures)
             status = response.status_code
             if status == 429 or status >= 500:
+                call.status = status
                 try:
                     content = await self._error_body(response)
                 finally:
