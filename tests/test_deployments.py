@@ -390,3 +390,26 @@ async def test_an_https_deployment_after_a_plain_http_one_keeps_the_tls_settings
             await transport.aclose()
         assert secure.hits("/v1/chat/completions") == 1
     assert upstreams[0].hits("/v1/chat/completions") == 1
+
+
+def test_latency_spreads_concurrent_calls_whose_time_grows_with_load() -> None:
+    # Simulated: a deployment answers in base * (1 + its calls open) and each call stays open
+    # 6 steps. Weighing the average by the calls open keeps every deployment measured: none is
+    # starved by an average that rose in a busy spell, the fastest takes the largest share.
+    selector = DeploymentSelector(_three(), strategy="latency")
+    base = (0.1, 0.2, 0.4)
+    ending: list[tuple[int, int]] = []
+    picks: Counter[int] = Counter()
+    for step in range(3000):
+        for done in [e for e in ending if e[0] == step]:
+            ending.remove(done)
+            selector.ended(done[1])
+        index = selector.pick()
+        assert index is not None
+        selector.succeeded(index, base[index] * (1 + selector.inflight(index)))
+        selector.started(index)
+        if step >= 1500:  # the second half: the steady state
+            picks[index] += 1
+        ending.append((step + 6, index))
+    assert picks[0] > picks[1] > picks[2] > 1500 // 10
+    assert picks[0] < 1500 * 0.6

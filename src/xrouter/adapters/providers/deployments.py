@@ -5,9 +5,11 @@ next attempt goes to.
 deployment before each attempt (a retry after a failure goes to another deployment when one
 is up) and reports back how the attempt went. Strategies: `least_inflight` (default: the
 fewest calls open now, ties in turn), `weighted` (random in proportion to `weight`),
-`latency` (the lowest moving average of the time to the answer's head; one never measured is
-tried first). A deployment whose attempt failed (connect error, 429, 5xx) is skipped for
-`cooldown_s`; when all are cooling down, the call fails at once with the last error.
+`latency` (the lowest moving average of the time to the answer's head, times the calls open
+there plus one; one never measured is tried first). A deployment whose attempt failed
+(connect error, 429, 5xx) is skipped for `cooldown_s`, and the call's next attempt avoids it
+even without a cooldown; when all are cooling down, the call fails at once with the last
+error.
 
 The state is this process's own: every worker counts its own in-flight calls, latencies
 and cooldowns (nothing is shared through Redis). Time comes from an injected clock.
@@ -122,9 +124,13 @@ class DeploymentSelector:
             weights = [self.deployments[i].weight for i in up]
             return self._rng.choices(up, weights)[0]
         if self._strategy == "latency":
-            # Never measured counts as fastest, so each deployment gets tried.
-            best = min(self._latency[i] or 0.0 for i in up)
-            candidates = [i for i in up if (self._latency[i] or 0.0) == best]
+            # The expected wait: the average grows only when a deployment is called, so
+            # without the open calls a busy fast one would keep all the traffic and one whose
+            # average rose in a slow spell would never be measured again. Never measured
+            # counts as fastest, so each deployment gets tried.
+            cost = {i: (self._latency[i] or 0.0) * (self._inflight[i] + 1) for i in up}
+            best = min(cost.values())
+            candidates = [i for i in up if cost[i] == best]
         else:
             least = min(self._inflight[i] for i in up)
             candidates = [i for i in up if self._inflight[i] == least]
