@@ -260,3 +260,22 @@ def test_probe_of_gigachat_goes_through_its_oauth(
     refused = _check("--probe", env=_gigachat_env(gigachat, certificates, "d3Jvbmc6a2V5LXZhbHVl"))
     assert refused.returncode == 1
     assert "XR_GIGACHAT_AUTH_KEY" in _rows(refused.stdout, "gigachat")[-1][2]
+
+
+def test_a_config_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    result = _check(env=_env(XR_CONFIG_FILE=str(missing)))
+    assert result.returncode == 2
+    [error] = _errors(result.stderr)
+    assert f"XR_CONFIG_FILE='{missing}' cannot be read" in error
+
+
+def test_probe_of_a_redis_that_is_down_fails_with_exit_1() -> None:
+    url = f"redis://:redis-password-0123456789@127.0.0.1:{_closed_port()}/0"
+    started = time.monotonic()
+    result = _check("--probe", "--timeout", "3", env=_env(XR_REDIS_URL=url))
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stdout + result.stderr
+    probe = _rows(result.stdout, "redis")[-1]
+    assert probe[1].startswith("127.0.0.1:") and not probe[2].startswith("ok")
+    assert "redis-password-0123456789" not in result.stdout + result.stderr

@@ -356,7 +356,17 @@ async def _check(
     if probe:
         from xrouter.entrypoints.cli.config_probe import probe_all
 
-        probes = await probe_all(loaded, timeout_s, err)
+        # What the adapters log while probing (Redis refusing, a retry) is in the probes'
+        # results already: kept off the terminal, where it would cut through the report.
+        gateway_log = logging.getLogger("xrouter")
+        quiet = _Records()
+        gateway_log.addHandler(quiet)
+        gateway_log.propagate = False
+        try:
+            probes = await probe_all(loaded, timeout_s, err)
+        finally:
+            gateway_log.removeHandler(quiet)
+            gateway_log.propagate = True
     from xrouter.entrypoints.cli.config_report import report
     from xrouter.entrypoints.cli.terminal import render
 
