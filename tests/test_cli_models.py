@@ -142,3 +142,19 @@ def test_a_bad_provider_setting_is_a_configuration_error_naming_it(
     [line] = result.stderr.strip().splitlines()
     assert "XR_FAKE_" in line and "'protocol'" in line
     assert "Traceback" not in result.stderr
+
+
+def test_building_the_command_line_loads_neither_rich_nor_the_container() -> None:
+    """`xrouter --version` stays instant: models and config check import their heavy parts
+    when they run."""
+    probe = (
+        "import sys; from xrouter.entrypoints.cli.main import _parser; "
+        "from xrouter.entrypoints.config import Settings; _parser(Settings()); "
+        "heavy = [m for m in ('rich', 'dependency_injector', 'httpx', "
+        "'xrouter.entrypoints.container') if m in sys.modules]; print(heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
