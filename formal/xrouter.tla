@@ -11,6 +11,19 @@
 (* cancelled (Cancel), only in generate, and its usage is still recorded  *)
 (* once.                                                                   *)
 (*                                                                         *)
+(* An attempt is one upstream call that may answer the request: the first  *)
+(* model's (Tokenize starts attempt 1), then each fallback model's         *)
+(* (NextAttempt), tried only while no output chunk exists, so the client   *)
+(* sees one answer, from the model that served it. MaxAttempts bounds the  *)
+(* attempts for TLC, as MaxChunks bounds the chunks; in the runtime the    *)
+(* fallback chain does. The transport's own retries inside one provider   *)
+(* call (another deployment, a connect retry, a 429/5xx retry) are        *)
+(* attempts too, always made before that call yields anything, so before *)
+(* any chunk; the runtime does not record them as steps (they happen      *)
+(* inside one provider call), so in a trace they are stuttering of        *)
+(* generate, and attempts counts only the recorded ones: a NextAttempt is *)
+(* a fallback to the next model (reason fallback).                        *)
+(*                                                                         *)
 (* Every action is named exactly as a value of the runtime's Action enum   *)
 (* (src/xrouter/domain/lifecycle.py), so a recorded runtime trace maps     *)
 (* onto this spec one step per event (formal/trace-schema.md).             *)
@@ -23,9 +36,12 @@
 (***************************************************************************)
 EXTENDS Naturals, Sequences, FiniteSets, TLC
 
-CONSTANT MaxChunks  \* bound on the output chunks of one generation
+CONSTANTS
+    MaxChunks,   \* bound on the output chunks of one generation
+    MaxAttempts  \* bound on the attempts (upstream calls) of one generation
 
-ASSUME MaxChunks \in Nat /\ MaxChunks >= 1
+ASSUME /\ MaxChunks \in Nat /\ MaxChunks >= 1
+       /\ MaxAttempts \in Nat /\ MaxAttempts >= 1
 
 Stages == {"idle", "ingest", "tokenize", "generate", "done", "failed", "cancelled"}
 Terminal == {"done", "failed", "cancelled"}
@@ -55,10 +71,11 @@ VARIABLES
     enteredGenerate,  \* history: the request reached generate
     outcome,          \* the terminal signal: "completed", "cancelled" or a failure reason
     usageRecords,     \* how many times usage was recorded
-    background        \* the request is a background one (chosen at Receive)
+    background,       \* the request is a background one (chosen at Receive)
+    attempts          \* upstream attempts started: 0 before generate, 1 from Tokenize on
 
 vars == <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords,
-          background>>
+          background, attempts>>
 
 -----------------------------------------------------------------------------
 
@@ -71,6 +88,7 @@ Init ==
     /\ outcome = "none"
     /\ usageRecords = 0
     /\ background = FALSE
+    /\ attempts = 0
 
 \* idle -> ingest: a request arrived, background or not.
 Receive ==
@@ -79,14 +97,14 @@ Receive ==
         /\ stage' = "ingest"
         /\ background' = isBackground
         /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome,
-                       usageRecords>>
+                       usageRecords, attempts>>
 
 \* ingest -> tokenize: the request is valid and routed.
 Ingest ==
     /\ stage = "ingest"
     /\ stage' = "tokenize"
     /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, outcome, usageRecords,
-                   background>>
+                   background, attempts>>
 
 \* ingest | tokenize -> failed: bad input, unknown model, overload; and, in
 \* ingest only, an access refusal (no key, a model the key may not use, a key
@@ -98,13 +116,14 @@ Reject ==
         /\ stage' = "failed"
         /\ outcome' = reason
         /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords,
-                       background>>
+                       background, attempts>>
 
 \* tokenize -> generate: the input is counted, the provider is called.
 Tokenize ==
     /\ stage = "tokenize"
     /\ stage' = "generate"
     /\ enteredGenerate' = TRUE
+    /\ attempts' = 1
     /\ UNCHANGED <<chunks, delivered, clientConnected, outcome, usageRecords, background>>
 
 \* generate -> generate: the provider produced output; it reaches the client
@@ -114,28 +133,45 @@ EmitChunk ==
     /\ chunks < MaxChunks
     /\ chunks' = chunks + 1
     /\ delivered' = IF clientConnected THEN delivered + 1 ELSE delivered
-    /\ UNCHANGED <<stage, clientConnected, enteredGenerate, outcome, usageRecords, background>>
+    /\ UNCHANGED <<stage, clientConnected, enteredGenerate, outcome, usageRecords, background,
+                   attempts>>
+
+\* generate -> generate: the attempt in progress failed before any output (429,
+\* 5xx, timeout, connection error; a context-length 400 with a larger-context
+\* model configured) and the next model of the fallback chain is called. Only
+\* while no chunk exists: output of one model never precedes another's. Not a
+\* failure of the request: the last attempt's failure is ProviderFail or TimeOut.
+NextAttempt ==
+    /\ stage = "generate"
+    /\ chunks = 0
+    /\ attempts < MaxAttempts
+    /\ attempts' = attempts + 1
+    /\ UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome,
+                   usageRecords, background>>
 
 \* generate -> done, with or without output.
 Finish ==
     /\ stage = "generate"
     /\ stage' = "done"
     /\ outcome' = "completed"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background,
+                   attempts>>
 
 \* generate -> failed: the provider failed, before or after its first chunk.
 ProviderFail ==
     /\ stage = "generate"
     /\ stage' = "failed"
     /\ outcome' = "provider_error"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background,
+                   attempts>>
 
 \* generate -> failed: the provider sent nothing for too long.
 TimeOut ==
     /\ stage = "generate"
     /\ stage' = "failed"
     /\ outcome' = "timeout"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background,
+                   attempts>>
 
 \* ingest | tokenize -> failed: the client went away before generation; the
 \* stage in progress fails at once.
@@ -145,7 +181,7 @@ DisconnectEarly ==
     /\ stage' = "failed"
     /\ clientConnected' = FALSE
     /\ outcome' = "client_disconnect"
-    /\ UNCHANGED <<chunks, delivered, enteredGenerate, usageRecords, background>>
+    /\ UNCHANGED <<chunks, delivered, enteredGenerate, usageRecords, background, attempts>>
 
 \* generate -> generate: the client went away during generation; only the
 \* writes stop, generation goes on to its own terminal stage.
@@ -153,7 +189,8 @@ DisconnectLate ==
     /\ stage = "generate"
     /\ clientConnected
     /\ clientConnected' = FALSE
-    /\ UNCHANGED <<stage, chunks, delivered, enteredGenerate, outcome, usageRecords, background>>
+    /\ UNCHANGED <<stage, chunks, delivered, enteredGenerate, outcome, usageRecords, background,
+                   attempts>>
 
 \* done | failed -> same: usage is recorded, once, for a request that reached
 \* generate (a request refused before generate generated nothing).
@@ -162,7 +199,8 @@ RecordUsage ==
     /\ enteredGenerate
     /\ usageRecords = 0
     /\ usageRecords' = usageRecords + 1
-    /\ UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome, background>>
+    /\ UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome, background,
+                   attempts>>
 
 \* generate -> cancelled: the client cancelled a background response
 \* (POST /v1/responses/{id}/cancel); the usage of what was generated is still
@@ -172,7 +210,8 @@ Cancel ==
     /\ background
     /\ stage' = "cancelled"
     /\ outcome' = "cancelled"
-    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background>>
+    /\ UNCHANGED <<chunks, delivered, clientConnected, enteredGenerate, usageRecords, background,
+                   attempts>>
 
 \* Not a runtime step: the finished request stutters (no TLC deadlock).
 Terminating ==
@@ -186,6 +225,7 @@ Next ==
     \/ Reject
     \/ Tokenize
     \/ EmitChunk
+    \/ NextAttempt
     \/ Finish
     \/ ProviderFail
     \/ TimeOut
@@ -197,7 +237,7 @@ Next ==
 
 \* The gateway's own steps are weakly fair; the arrival of a request is not.
 Admission == Ingest \/ Reject \/ Tokenize \/ DisconnectEarly
-Generation == EmitChunk \/ Finish \/ ProviderFail \/ TimeOut \/ DisconnectLate
+Generation == EmitChunk \/ NextAttempt \/ Finish \/ ProviderFail \/ TimeOut \/ DisconnectLate
 
 Fairness ==
     /\ WF_vars(Admission)
@@ -218,6 +258,7 @@ TypeOK ==
     /\ outcome \in Outcomes
     /\ usageRecords \in Nat
     /\ background \in BOOLEAN
+    /\ attempts \in 0..MaxAttempts
 
 \* response.completed (or the final chat chunk) is signalled in done and only there.
 CompletionOnlyInDone == (outcome = "completed") <=> (stage = "done")
@@ -248,6 +289,12 @@ UsageOnceAtTerminal ==
     /\ usageRecords <= 1
     /\ usageRecords = 1 => (stage \in Terminal /\ enteredGenerate)
 
+\* An attempt is a call of generate: the first starts with it (Tokenize), none
+\* before it; and there are at most MaxAttempts of them.
+AttemptsCounted ==
+    /\ (attempts >= 1) <=> enteredGenerate
+    /\ attempts <= MaxAttempts
+
 \* A request refused by access control was refused in ingest: it was never
 \* tokenized, never reached the provider (no upstream call, no output), and
 \* no usage is recorded for it.
@@ -270,7 +317,12 @@ AccessCheckedInIngest ==
 TerminalIsFinal ==
     [][(stage \in Terminal) =>
          UNCHANGED <<stage, chunks, delivered, clientConnected, enteredGenerate, outcome,
-                    background>>]_vars
+                    background, attempts>>]_vars
+
+\* No attempt starts after a chunk was produced, let alone reached the client:
+\* a fallback happens before the first byte of the answer, never after.
+NoAttemptAfterChunk ==
+    [][attempts' > attempts => (chunks = 0 /\ delivered = 0)]_vars
 
 \* Whether a request is background is decided when it arrives, and never changes.
 BackgroundChosenAtReceive ==

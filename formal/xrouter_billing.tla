@@ -13,6 +13,12 @@
 (* counted (one credit per output chunk here) and the rest is refunded; in *)
 (* failed the reservation is released whole. The balance never goes       *)
 (* negative and no credit is created or lost.                              *)
+(*                                                                         *)
+(* Attempts (xrouter.tla's NextAttempt, a fallback to the next model      *)
+(* before any output) are left out: one is enabled only while used[r] = 0 *)
+(* and changes no variable here, so it would be a stuttering step. An     *)
+(* attempt that failed before output is charged no output; the one        *)
+(* reservation covers every attempt of the request.                        *)
 (***************************************************************************)
 EXTENDS Naturals, FiniteSets, TLC
 

@@ -52,6 +52,12 @@
 (* and instance). The engine's own limit (EngineSettings.max_inflight) is  *)
 (* the fail-fast case with a single pool. Python transcription:            *)
 (* tests/formal/inflight_model.py.                                         *)
+(*                                                                         *)
+(* Attempts (xrouter.tla's NextAttempt, a fallback to the next model) are  *)
+(* left out: a request's key lease covers all its attempts (taken at       *)
+(* admission, given back at the terminal stage), and each attempt's        *)
+(* provider call takes and gives back a slot of its own provider's pool,   *)
+(* which for that pool is a request of its own; formal/README.md says why. *)
 (***************************************************************************)
 EXTENDS Naturals, Sequences, FiniteSets, TLC
 

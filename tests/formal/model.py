@@ -5,8 +5,10 @@ function per TLA+ action with the same name, the same invariants and properties.
 suite explores it exhaustively (tests/formal/test_lifecycle_model.py) and replays runtime
 traces against it (tests/formal/trace_check.py). A change to one side changes the other.
 
-`max_chunks=None` lifts the MaxChunks bound: runtime traces have as many chunks as the
-provider produced, the bound only keeps the state space finite for exhaustive checking.
+`max_chunks=None` lifts the spec's bounds, MaxChunks and MaxAttempts: runtime traces have as many
+chunks as the provider produced and as many attempts as the fallback chain allowed; the bounds
+only keep the state space finite for exhaustive checking (with a bound given, MaxAttempts is
+MAX_ATTEMPTS).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ OUTCOMES = frozenset({"none", "completed", "cancelled"}) | FAILURE_OUTCOMES
 
 MAX_CHUNKS = 3
 """MaxChunks in formal/xrouter.cfg."""
+MAX_ATTEMPTS = 3
+"""MaxAttempts in formal/xrouter.cfg."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class State:
     outcome: str
     usage_records: int
     background: bool = False
+    attempts: int = 0
 
 
 TLA_VARIABLES = {
@@ -49,6 +54,7 @@ TLA_VARIABLES = {
     "outcome": "outcome",
     "usageRecords": "usage_records",
     "background": "background",
+    "attempts": "attempts",
 }
 
 INIT = State(
@@ -60,9 +66,11 @@ INIT = State(
     outcome="none",
     usage_records=0,
     background=False,
+    attempts=0,
 )
 
 Bound = int | None
+"""MaxChunks (MaxAttempts is then MAX_ATTEMPTS), or None: both bounds lifted."""
 ActionFn = Callable[[State, Bound], State | None]
 
 
@@ -120,7 +128,7 @@ the choice enabled wherever any choice is, in ingest and tokenize."""
 def tokenize(s: State, max_chunks: Bound) -> State | None:
     if s.stage != "tokenize":
         return None
-    return replace(s, stage="generate", entered_generate=True)
+    return replace(s, stage="generate", entered_generate=True, attempts=1)
 
 
 def emit_chunk(s: State, max_chunks: Bound) -> State | None:
@@ -128,6 +136,15 @@ def emit_chunk(s: State, max_chunks: Bound) -> State | None:
         return None
     delivered = s.delivered + 1 if s.client_connected else s.delivered
     return replace(s, chunks=s.chunks + 1, delivered=delivered)
+
+
+def next_attempt(s: State, max_chunks: Bound) -> State | None:
+    """The next model of the fallback chain, only while no chunk exists."""
+    if s.stage != "generate" or s.chunks != 0:
+        return None
+    if max_chunks is not None and s.attempts >= MAX_ATTEMPTS:
+        return None
+    return replace(s, attempts=s.attempts + 1)
 
 
 def finish(s: State, max_chunks: Bound) -> State | None:
@@ -185,6 +202,7 @@ ACTIONS: dict[str, ActionFn] = {
     "Reject": reject,
     "Tokenize": tokenize,
     "EmitChunk": emit_chunk,
+    "NextAttempt": next_attempt,
     "Finish": finish,
     "ProviderFail": provider_fail,
     "TimeOut": time_out,
@@ -200,7 +218,9 @@ NEXT: dict[str, ActionFn] = {**ACTIONS, "Terminating": terminating}
 
 FAIRNESS: dict[str, frozenset[str]] = {
     "Admission": frozenset({"Ingest", "Reject", "Tokenize", "DisconnectEarly"}),
-    "Generation": frozenset({"EmitChunk", "Finish", "ProviderFail", "TimeOut", "DisconnectLate"}),
+    "Generation": frozenset(
+        {"EmitChunk", "NextAttempt", "Finish", "ProviderFail", "TimeOut", "DisconnectLate"}
+    ),
     "RecordUsage": frozenset({"RecordUsage"}),
 }
 """Each group is weakly fair: WF_vars(group)."""
@@ -239,6 +259,7 @@ def type_ok(s: State, max_chunks: Bound = MAX_CHUNKS) -> bool:
         and s.outcome in OUTCOMES
         and s.usage_records >= 0
         and isinstance(s.background, bool)
+        and 0 <= s.attempts <= (MAX_ATTEMPTS if max_chunks is not None else s.attempts)
     )
 
 
@@ -281,6 +302,11 @@ def usage_once_at_terminal(s: State) -> bool:
     )
 
 
+def attempts_counted(s: State, max_chunks: Bound = MAX_CHUNKS) -> bool:
+    limit = MAX_ATTEMPTS if max_chunks is not None else s.attempts
+    return (s.attempts >= 1) == s.entered_generate and s.attempts <= limit
+
+
 def access_refused_before_tokenize(s: State) -> bool:
     return s.outcome not in ACCESS_REFUSALS or (
         s.stage == "failed" and not s.entered_generate and s.chunks == 0 and s.usage_records == 0
@@ -298,6 +324,7 @@ def invariants(max_chunks: Bound = MAX_CHUNKS) -> dict[str, Callable[[State], bo
         "UsageOnceAtTerminal": usage_once_at_terminal,
         "AccessRefusedBeforeTokenize": access_refused_before_tokenize,
         "CancelOnlyBackground": cancel_only_background,
+        "AttemptsCounted": lambda s: attempts_counted(s, max_chunks),
     }
 
 
@@ -318,6 +345,10 @@ def access_checked_in_ingest(s: State, t: State) -> bool:
     return t.outcome not in ACCESS_REFUSALS or t.outcome == s.outcome or s.stage == "ingest"
 
 
+def no_attempt_after_chunk(s: State, t: State) -> bool:
+    return t.attempts <= s.attempts or (s.chunks == 0 and s.delivered == 0)
+
+
 def background_chosen_at_receive(s: State, t: State) -> bool:
     return s.stage == "idle" or t.background == s.background
 
@@ -327,6 +358,7 @@ ACTION_PROPERTIES: dict[str, Callable[[State, State], bool]] = {
     "WritesStopOnDisconnect": writes_stop_on_disconnect,
     "AccessCheckedInIngest": access_checked_in_ingest,
     "BackgroundChosenAtReceive": background_chosen_at_receive,
+    "NoAttemptAfterChunk": no_attempt_after_chunk,
 }
 """[][A]_vars properties: checked on every step."""
 

@@ -35,10 +35,11 @@ def test_distinct_state_count_is_the_one_formal_readme_records(
     assert len(graph) == recorded_state_count("xrouter")
     # The same count by hand: idle; then, for a request that is background or not, ingest,
     # tokenize, five early failures (invalid_request, client_disconnect and the three access
-    # refusals) and 14 generate states (chunks 0..3, delivered <= chunks once the client is
-    # gone); each generate state x 3 terminal outcomes (4 for a background request: cancelled)
-    # x usage recorded or not.
-    assert len(graph) == 1 + 2 * (1 + 1 + 5 + 14) + 14 * 3 * 2 + 14 * 4 * 2
+    # refusals) and 42 generate states (chunks 0..3, delivered <= chunks once the client is
+    # gone: 14, times attempts 1..3, all started before the first chunk); each generate state
+    # x 3 terminal outcomes (4 for a background request: cancelled) x usage recorded or not.
+    generating = 14 * model.MAX_ATTEMPTS
+    assert len(graph) == 1 + 2 * (1 + 1 + 5 + generating) + generating * 3 * 2 + generating * 4 * 2
 
 
 def test_every_invariant_holds_in_every_reachable_state(graph: StateGraph[model.State]) -> None:
@@ -70,7 +71,7 @@ def test_from_every_generate_state_a_terminal_state_is_reachable(
     graph: StateGraph[model.State],
 ) -> None:
     generating = [s for s in graph.states if s.stage == "generate"]
-    assert len(generating) == 2 * 14
+    assert len(generating) == 2 * 14 * model.MAX_ATTEMPTS
     for state in generating:
         assert reachable(graph, state, lambda s: s.stage in model.TERMINAL)
         assert reachable(graph, state, lambda s: s.stage in model.TERMINAL and s.usage_records == 1)
@@ -79,16 +80,16 @@ def test_from_every_generate_state_a_terminal_state_is_reachable(
 
 
 def test_no_cycle_stays_in_generate(graph: StateGraph[model.State]) -> None:
-    """Every step in generate changes the state for good (chunks grow, the client leaves once):
-    apart from stuttering, generate cannot be occupied forever."""
+    """Every step in generate changes the state for good (chunks grow, attempts grow, the
+    client leaves once): apart from stuttering, generate cannot be occupied forever."""
     for state in graph.states:
         if state.stage != "generate":
             continue
         for action, after in graph.edges[state]:
             assert after != state, f"{action} stutters in generate"
             if after.stage == "generate":
-                rank = (after.chunks, not after.client_connected)
-                assert rank > (state.chunks, not state.client_connected), action
+                rank = (after.chunks, after.attempts, not after.client_connected)
+                assert rank > (state.chunks, state.attempts, not state.client_connected), action
 
 
 def test_a_disconnect_in_generate_never_fails_the_request(
@@ -150,6 +151,58 @@ def test_access_refusals_are_steps_from_ingest_and_end_the_request(
     for state in graph.states:
         if state.outcome in model.ACCESS_REFUSALS:
             assert [after for _, after in graph.edges[state]] == [state]
+
+
+def test_no_attempt_starts_after_a_chunk(graph: StateGraph[model.State]) -> None:
+    """NextAttempt (a fallback to the next model) is taken only from generate states with no
+    chunk produced and none delivered; it is taken there whether the client is still connected
+    or not and for background requests too; and no step out of a state with a chunk adds an
+    attempt. The bound is reached, so the property is not vacuous."""
+    attempted_from = [
+        state
+        for state, steps in graph.edges.items()
+        for action, _ in steps
+        if action == "NextAttempt"
+    ]
+    assert attempted_from
+    assert all(s.stage == "generate" and s.chunks == 0 and s.delivered == 0 for s in attempted_from)
+    assert {(s.client_connected, s.background) for s in attempted_from} == {
+        (True, False),
+        (True, True),
+        (False, False),
+        (False, True),
+    }
+    for state in graph.states:
+        if state.chunks > 0:
+            assert all(after.attempts == state.attempts for _, after in graph.edges[state])
+    assert max(s.attempts for s in graph.states) == model.MAX_ATTEMPTS
+    # Output after a fallback is reachable: the model that served answers in full.
+    assert any(
+        s.attempts == model.MAX_ATTEMPTS and s.stage == "done" and s.chunks for s in graph.states
+    )
+
+
+def test_the_runtime_lifecycle_refuses_another_attempt_once_a_chunk_was_produced() -> None:
+    """`Lifecycle.step(NextAttempt)` is allowed in generate before any EmitChunk, as often as
+    the chain asks; after an EmitChunk it raises IllegalTransition and leaves the lifecycle as
+    it was, so the request still finishes with the output it has."""
+    lifecycle = Lifecycle("req_attempts")
+    for action in (Action.RECEIVE, Action.INGEST, Action.TOKENIZE):
+        lifecycle.step(action)
+    assert lifecycle.step(Action.NEXT_ATTEMPT) == (Stage.GENERATE, Stage.GENERATE)
+    assert lifecycle.step(Action.NEXT_ATTEMPT) == (Stage.GENERATE, Stage.GENERATE)
+    lifecycle.step(Action.EMIT_CHUNK)
+    with pytest.raises(IllegalTransition, match="no other attempt"):
+        lifecycle.step(Action.NEXT_ATTEMPT)
+    assert (lifecycle.stage, lifecycle.chunks) == (Stage.GENERATE, 1)
+    assert lifecycle.step(Action.FINISH) == (Stage.GENERATE, Stage.DONE)
+    # Not before generate either, nor after the terminal stage.
+    early = Lifecycle("req_early")
+    early.step(Action.RECEIVE)
+    with pytest.raises(IllegalTransition):
+        early.step(Action.NEXT_ATTEMPT)
+    with pytest.raises(IllegalTransition):
+        lifecycle.step(Action.NEXT_ATTEMPT)
 
 
 # --- the checker can fail: broken variants of the model are caught ---------------------------
@@ -248,6 +301,24 @@ def test_a_model_that_bills_a_refused_request_is_rejected() -> None:
         )
 
 
+def test_a_model_that_falls_back_after_a_chunk_is_rejected() -> None:
+    """A fallback started once output exists (the client would see two models' answers) is
+    caught by NoAttemptAfterChunk."""
+
+    def late_fallback(s: model.State, bound: model.Bound) -> model.State | None:
+        if s.stage != "generate" or s.attempts >= model.MAX_ATTEMPTS:
+            return None
+        return replace(s, attempts=s.attempts + 1)
+
+    with pytest.raises(ModelCheckFailure, match="NoAttemptAfterChunk"):
+        explore(
+            [model.INIT],
+            _successors_with("NextAttempt", late_fallback),
+            model.invariants(),
+            model.ACTION_PROPERTIES,
+        )
+
+
 def test_a_model_that_leaves_a_terminal_stage_is_rejected() -> None:
     def revive(s: model.State, bound: model.Bound) -> model.State | None:
         if s.stage not in ("tokenize", "failed"):
@@ -308,13 +379,14 @@ def test_transitions_table_matches_the_model(graph: StateGraph[model.State]) -> 
 
 
 def _lifecycle(
-    stage: str, connected: bool, entered: bool, recorded: bool, background: bool
+    stage: str, connected: bool, entered: bool, recorded: bool, background: bool, chunks: int
 ) -> Lifecycle:
     lifecycle = Lifecycle("req_model", background=background)
     lifecycle.stage = Stage(stage)
     lifecycle.client_connected = connected
     lifecycle.entered_generate = entered
     lifecycle.usage_recorded = recorded
+    lifecycle.chunks = chunks
     return lifecycle
 
 
@@ -322,8 +394,8 @@ def test_lifecycle_refuses_exactly_the_steps_the_model_forbids() -> None:
     """Explore the runtime `Lifecycle` and the model side by side: from every pair of states,
     every action is accepted by both or refused by both, and they land on the same stage."""
     starts = [
-        (model.INIT, ("idle", True, False, False, False)),
-        (replace(model.INIT, background=True), ("idle", True, False, False, True)),
+        (model.INIT, ("idle", True, False, False, False, 0)),
+        (replace(model.INIT, background=True), ("idle", True, False, False, True, 0)),
     ]
     seen = set(starts)
     queue = deque(starts)
@@ -346,6 +418,7 @@ def test_lifecycle_refuses_exactly_the_steps_the_model_forbids() -> None:
             assert lifecycle.client_connected == expected.client_connected
             assert lifecycle.usage_recorded == (expected.usage_records == 1)
             assert lifecycle.terminal == (expected.stage in model.TERMINAL)
+            assert lifecycle.chunks == expected.chunks
             checked += 1
             following = (
                 expected,
@@ -355,9 +428,15 @@ def test_lifecycle_refuses_exactly_the_steps_the_model_forbids() -> None:
                     lifecycle.entered_generate,
                     lifecycle.usage_recorded,
                     lifecycle.background,
+                    lifecycle.chunks,
                 ),
             )
-            if expected.chunks <= model.MAX_CHUNKS and following not in seen:
+            # The runtime has no MaxChunks or MaxAttempts (the model's are lifted here): the
+            # exploration stops at the .cfg's bounds.
+            bounded = (
+                expected.chunks <= model.MAX_CHUNKS and expected.attempts <= model.MAX_ATTEMPTS
+            )
+            if bounded and following not in seen:
                 seen.add(following)
                 queue.append(following)
     assert checked > 100

@@ -78,7 +78,7 @@ def test_constants_are_the_transcriptions(name: str) -> None:
     config = read_config(name)
     assert sorted(config.constants) == sorted(module.constants)
     expected = {
-        "xrouter": {"MaxChunks": str(model.MAX_CHUNKS)},
+        "xrouter": {"MaxChunks": str(model.MAX_CHUNKS), "MaxAttempts": str(model.MAX_ATTEMPTS)},
         "xrouter_inflight": {
             "Requests": "{" + ", ".join(inflight_model.REQUESTS) + "}",
             "Providers": "{" + ", ".join(inflight_model.PROVIDERS) + "}",

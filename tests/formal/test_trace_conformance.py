@@ -358,6 +358,35 @@ def test_the_checker_accepts_a_right_trace() -> None:
             "Cancel is not enabled",
             id="cancel-after-done",
         ),
+        pytest.param(
+            _events(*HAPPY, Action.EMIT_CHUNK, Action.NEXT_ATTEMPT),
+            "NextAttempt is not enabled",
+            id="fallback-after-a-chunk",
+        ),
+        pytest.param(
+            _events(
+                *HAPPY,
+                Action.NEXT_ATTEMPT,
+                Action.EMIT_CHUNK,
+                Action.DISCONNECT_LATE,
+                Action.NEXT_ATTEMPT,
+            ),
+            "NextAttempt is not enabled",
+            id="fallback-after-a-chunk-and-a-disconnect",
+        ),
+        pytest.param(
+            _events(Action.RECEIVE, Action.INGEST, Action.NEXT_ATTEMPT),
+            "NextAttempt is not enabled",
+            id="fallback-before-generate",
+        ),
+        pytest.param(
+            _events(
+                *HAPPY,
+                (Action.NEXT_ATTEMPT, Stage.GENERATE, Stage.GENERATE, Reason.PROVIDER_ERROR),
+            ),
+            "reason provider_error does not belong to NextAttempt",
+            id="fallback-with-another-reason",
+        ),
     ],
 )
 def test_the_checker_rejects_wrong_traces(trace: list[LifecycleEvent], complaint: str) -> None:
@@ -397,6 +426,32 @@ def test_the_checker_accepts_background_traces() -> None:
     assert any(
         "usage was never recorded" in p for p in check_trace(unbilled, require_complete=True)
     )
+
+
+def test_the_checker_accepts_fallback_traces() -> None:
+    """Attempts before the first chunk, as many as the chain has (the model's MaxAttempts is
+    lifted for traces), then the served model's answer; or every attempt failing, the last one
+    as the request's ProviderFail; or a client gone while the next model is tried."""
+    served = _events(
+        *HAPPY,
+        *[Action.NEXT_ATTEMPT] * 4,
+        Action.EMIT_CHUNK,
+        Action.EMIT_CHUNK,
+        Action.FINISH,
+        Action.RECORD_USAGE,
+    )
+    assert all(e.reason == Reason.FALLBACK for e in served if e.action == Action.NEXT_ATTEMPT)
+    assert check_trace(served, require_complete=True) == []
+    exhausted = _events(*HAPPY, Action.NEXT_ATTEMPT, Action.PROVIDER_FAIL, Action.RECORD_USAGE)
+    assert check_trace(exhausted, require_complete=True) == []
+    gone = _events(
+        *HAPPY,
+        Action.DISCONNECT_LATE,
+        Action.NEXT_ATTEMPT,
+        Action.TIME_OUT,
+        Action.RECORD_USAGE,
+    )
+    assert check_trace(gone, require_complete=True) == []
 
 
 def test_background_traces_conform(serve_with: ServeWith) -> None:

@@ -3,8 +3,9 @@
 Every event (formal/trace-schema.md) must be a step of formal/xrouter.tla, as transcribed in
 tests/formal/model.py: its action enabled in the model's current state, its from/to stages
 the model's, its reason the one the action carries, its clock not going back; and every
-invariant and action property must hold after it. The chunk bound is lifted (MaxChunks only
-keeps the exhaustive check finite).
+invariant and action property must hold after it. The chunk and attempt bounds are lifted
+(MaxChunks and MaxAttempts only keep the exhaustive check finite). A NextAttempt after an
+EmitChunk is refused: the model's NextAttempt needs `chunks = 0` (NoAttemptAfterChunk).
 
 `check_all_traces(conftest.ALL_TRACES)` is meant for the end of the test session (see
 formal/README.md); it returns the problems found, one line each.
@@ -35,6 +36,7 @@ REASONS: dict[Action, frozenset[Reason]] = {
     ),
     Action.TOKENIZE: frozenset({Reason.TOKENIZED}),
     Action.EMIT_CHUNK: frozenset({Reason.CHUNK}),
+    Action.NEXT_ATTEMPT: frozenset({Reason.FALLBACK}),
     Action.FINISH: frozenset({Reason.DONE}),
     Action.PROVIDER_FAIL: frozenset({Reason.PROVIDER_ERROR}),
     Action.TIME_OUT: frozenset({Reason.TIMEOUT}),
