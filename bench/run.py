@@ -12,10 +12,13 @@
   (issue 11; not in `all`, it adds about 2 minutes);
 - auth: XR_AUTH=keys with limits on against XR_AUTH=none, both on Redis (issue 12; not in
   `all`, it adds about 1 minute);
+- peers: XRouter side by side with the Portkey gateway and the LiteLLM proxy, installed into
+  throwaway environments under ~/.cache/xrouter-bench (issue 16; not in `all`, about 6
+  minutes, more on the first run, which installs them);
 - upstream: relay and memory; all: every suite.
 
     .venv/bin/python bench/run.py [--suite local|chat|relay|memory|store|storefill|telemetry|
-                                           auth|upstream|all]
+                                           auth|peers|upstream|all]
                                   [--server uvicorn|granian|both] [--duration S]
                                   [--out docs/benchmarks.md] [--rev REV] [--no-pin]
 
@@ -43,6 +46,8 @@ import loadgen
 import memory_bench
 import memory_report
 import msgspec
+import peers
+import peers_report
 import relay_bench
 import relay_report
 import report
@@ -66,6 +71,7 @@ SUITES = {
     "storefill": ("storefill",),
     "telemetry": ("telemetry",),
     "auth": ("auth",),
+    "peers": ("peers",),
     "upstream": ("relay", "memory"),
     "all": ("local", "chat", "relay", "memory", "store", "storefill"),
 }
@@ -371,6 +377,29 @@ async def auth_suite(args: argparse.Namespace) -> str:
     return sections.wrap(auth_report.NAME, auth_report.render(result, lines))
 
 
+async def peers_suite(args: argparse.Namespace) -> str:
+    before = _loadavg()
+    gateway_cpus, other_cpus = _cpus(args)
+    result = await peers.measure(gateway_cpus, other_cpus, args.src, args.duration, args.warmup)
+    placement = (
+        _placement(args, True)
+        .replace("the gateway (`xrouter serve`, one worker) alone", "the gateway under test "
+                 "(one worker, one gateway running at a time) alone")
+        .replace("fake upstream", "fake upstream, redis-server, the stream client")
+    )  # fmt: skip
+    lines = report.run_lines(_command(), args.source, (before, _loadavg()), placement)
+    at = next(i for i, line in enumerate(lines) if line.startswith("- Code measured")) + 1
+    lines.insert(at, f"- Commit: {_git('rev-parse', 'HEAD')} (`git rev-parse HEAD`)")
+    lines.append(
+        f"- Per gateway and repetition: {args.warmup:g} s warm-up (c={peers.WARMUP_CONCURRENCY}),"
+        f" {args.duration * 0.6:g} s at c=1 per request kind, {args.duration:g} s at "
+        f"c={peers.CONCURRENCY}, {args.duration * 0.5:g} s of long streams."
+    )
+    for line in peers_report.targets(result):
+        print("peers:", line, flush=True)
+    return sections.wrap(peers_report.NAME, peers_report.render(result, lines))
+
+
 def _run_local(args: argparse.Namespace) -> tuple[str, report.Report]:
     baseline_file = Path(tempfile.mkstemp(prefix="bench-baseline-", suffix=".json")[1])
     try:
@@ -426,6 +455,8 @@ def main() -> int:
                 written.append((telemetry_report.NAME, uvloop.run(telemetry_suite(args))))
             elif suite == "auth":
                 written.append((auth_report.NAME, uvloop.run(auth_suite(args))))
+            elif suite == "peers":
+                written.append((peers_report.NAME, uvloop.run(peers_suite(args))))
     for name, markdown in written:
         if args.out:
             sections.write(args.out, name, markdown)
