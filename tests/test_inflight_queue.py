@@ -258,10 +258,17 @@ def test_calls_over_the_limit_reach_the_upstream_one_at_a_time_in_arrival_order(
     )
     server = gateway(serve_with, fake_upstream)
     results: dict[str, httpx.Response] = {}
-    threads = []
-    for n in range(4):
+    threads = [post_in_thread(server, "q0", results)]
+    assert fake_upstream.wait_until(lambda up: up.hits(CHAT) == 1)
+    limiter = next(lim for name, lim in server.container.inflight().limiters if name == "fake")
+    for n in range(1, 4):
         threads.append(post_in_thread(server, f"q{n}", results))
-        time.sleep(0.05)  # a definite arrival order
+        # A definite arrival order: each call is in the queue before the next is sent (a
+        # fixed sleep was not enough on a loaded machine).
+        deadline = time.monotonic() + 5
+        while limiter.waiting < n:
+            assert time.monotonic() < deadline, f"q{n} never queued"
+            time.sleep(0.005)
     for thread in threads:
         thread.join(30)
     assert [results[f"q{n}"].status_code for n in range(4)] == [200] * 4
