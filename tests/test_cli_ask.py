@@ -44,14 +44,20 @@ def upstream_env(upstream: FakeUpstream, **extra: str) -> dict[str, str]:
 def run_cli(
     *argv: str, env: Mapping[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [XROUTER, *argv],
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        env=dict(env) if env is not None else cli_env(),
-        timeout=TIMEOUT_S,
-    )
+    try:
+        return subprocess.run(
+            [XROUTER, *argv],
+            input=stdin if stdin is not None else "",
+            capture_output=True,
+            text=True,
+            env=dict(env) if env is not None else cli_env(),
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as expired:  # what it printed says where it stopped
+        raise AssertionError(
+            f"xrouter {' '.join(argv)} still running after {TIMEOUT_S} s; "
+            f"stdout: {expired.stdout!r}; stderr: {expired.stderr!r}"
+        ) from None
 
 
 def one_line_failure(result: subprocess.CompletedProcess[str], command: str) -> str:
