@@ -102,6 +102,9 @@ def test_catalog_limits_and_configured_models_listed_once() -> None:
     )
     listed = [m.id for m in DeepSeekProvider(spec).static_models()]
     assert listed.count("ds/deepseek-v4-pro") == 1 and "ds/mine" in listed
+    contexts = {m.id: m.context_length for m in DeepSeekProvider(spec).static_models()}
+    assert contexts["ds/deepseek-chat"] == 131_072  # from the catalog, for GET /v1/models
+    assert contexts["ds/mine"] is None  # configured by the operator: not known
 
 
 def test_the_responses_protocol_is_refused() -> None:

@@ -8,7 +8,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -1039,6 +1039,8 @@ def test_the_builder_keeps_what_the_upstream_named_and_outputs_nothing_for_it() 
 
 
 class FakeTransport:
+    model_entries: ClassVar[list[JSON]] = [{"id": "gpt-4o", "owned_by": "openai", "created": 5}]
+    """What GET /models answers (set on an instance to change it)."""
     """Records calls; answers with canned bodies or SSE data."""
 
     def __init__(self, *, content: bytes = b"", events: list[str] | None = None) -> None:
@@ -1073,7 +1075,7 @@ class FakeTransport:
 
     async def get_json(self, path: str, headers: Mapping[str, str], *, byok: bool = False) -> Any:
         self.calls.append(("GET", path, {}, dict(headers), byok))
-        return {"object": "list", "data": [{"id": "gpt-4o", "owned_by": "openai", "created": 5}]}
+        return {"object": "list", "data": self.model_entries}
 
 
 def provider_over(transport: FakeTransport, **kwargs: Any) -> OpenAICompatibleProvider:
@@ -1174,6 +1176,23 @@ async def test_discovery_prefixes_ids_and_static_models_are_separate() -> None:
     assert transport.calls[0][1] == "/models"
     assert transport.calls[0][3]["Authorization"] == "Bearer sk-test"
     assert provider.knows_model("anything/at-all")
+
+
+async def test_discovery_keeps_a_context_length_the_upstream_gives_in_any_of_its_names() -> None:
+    """OpenRouter says `context_length`, vLLM `max_model_len`; an odd value is left out, never
+    a failed discovery."""
+    transport = FakeTransport()
+    entries = [
+        {"id": "a", "context_length": 200_000},
+        {"id": "b", "max_model_len": 32_768},
+        {"id": "c", "context_length": "lots", "max_model_len": True},
+        {"id": "d"},
+    ]
+    transport.model_entries = entries
+    models = await provider_over(transport).list_models()
+    assert [(m.id, m.context_length) for m in models] == [
+        ("up/a", 200_000), ("up/b", 32_768), ("up/c", None), ("up/d", None),
+    ]  # fmt: skip
 
 
 def test_events_type_is_exhaustive() -> None:

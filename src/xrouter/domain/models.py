@@ -22,6 +22,9 @@ class ModelInfo(Struct, frozen=True):
     owned_by: str
     created: int = 0
     object: Literal["model"] = "model"
+    context_length: int | None = None
+    """The model's context window in tokens, where a catalog or the upstream's `/models`
+    says (OpenRouter's `context_length`, vLLM's `max_model_len`); null otherwise."""
 
 
 class ModelList(Struct):

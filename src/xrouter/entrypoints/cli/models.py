@@ -16,7 +16,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
@@ -193,9 +193,6 @@ def _row(info: ModelInfo, static: set[str], aliases: Mapping[str, str]) -> Model
             source = "built-in"
         else:
             source = "configured" if info.id in static else "discovered"
-    # Not every catalog entry knows its context length (ModelInfo has no such field yet):
-    # read it where an entry carries one, so the column fills when the catalog learns it.
-    context: Any = getattr(info, "context_length", None)
     return ModelRow(
         id=info.id,
         object=info.object,
@@ -203,7 +200,7 @@ def _row(info: ModelInfo, static: set[str], aliases: Mapping[str, str]) -> Model
         owned_by=info.owned_by,
         provider=provider,
         source=source,
-        context_length=context if isinstance(context, int) else None,
+        context_length=info.context_length,
     )
 
 

@@ -116,7 +116,11 @@ class DeepSeekProvider(OpenAICompatibleProvider):
         )
         configured = {info.id for info in super().static_models()}
         self._catalog = [
-            ModelInfo(id=f"{spec.name}/{model.id}", owned_by=spec.name)
+            ModelInfo(
+                id=f"{spec.name}/{model.id}",
+                owned_by=spec.name,
+                context_length=model.context_window,
+            )
             for model in CATALOG
             if f"{spec.name}/{model.id}" not in configured
         ]

@@ -47,6 +47,16 @@ class _Model(msgspec.Struct):
     id: str
     owned_by: str | None = None
     created: int | None = None
+    # Not every server says, nor in one type: kept only when a positive integer, so an odd
+    # value never fails discovery.
+    context_length: Any = None  # OpenRouter
+    max_model_len: Any = None  # vLLM
+
+    def context(self) -> int | None:
+        for value in (self.context_length, self.max_model_len):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
 
 
 class _ModelList(msgspec.Struct):
@@ -134,6 +144,7 @@ class OpenAICompatibleProvider:
                 id=f"{self._name}/{model.id}",
                 owned_by=model.owned_by or self._name,
                 created=model.created or 0,
+                context_length=model.context(),
             )
             for model in models.data
         ]
