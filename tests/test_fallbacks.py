@@ -18,6 +18,8 @@ from dependency_injector import providers
 
 from tests.conftest import LiveServer, make_container
 from tests.helpers import captured_log, sse_events, trace, usage_records, wait_for
+from tests.test_access_control import SECRET as ACCESS_SECRET
+from tests.test_access_control import Keys
 from tests.test_openai_sdk import make_client
 from tests.test_telemetry import events, one, traced, wait_spans
 from tests.upstreams import FakeUpstream, Reply, sse_frame
@@ -385,3 +387,31 @@ def test_a_background_response_falls_back_too(
         final = http.get(f"/v1/responses/{accepted['id']}").json()
     assert final["model"] == "beta/backup"
     assert final["output"][0]["content"][0]["text"] == "late"
+
+
+def test_a_gateway_key_cannot_reach_a_model_through_a_fallback(
+    serve_with: Any, tmp_path: Path, alpha: FakeUpstream, beta: FakeUpstream
+) -> None:
+    """A key for alpha's models only: naming beta in `models` is a 403 before any call, and
+    beta in a configured chain is left out of this key's chain (the failure stands)."""
+    toml = '[fallbacks]\n"alpha/big" = ["beta/backup", "alpha/small"]\n'
+    server = _gateway(
+        serve_with, tmp_path, alpha, beta, toml, auth="keys", auth_secret=ACCESS_SECRET
+    )
+    key = Keys(server).add("alpha-only", models=("alpha/*",))
+    auth = {"authorization": f"Bearer {key}"}
+    with server.client() as http:
+        refused = http.post(
+            "/v1/responses",
+            json={"model": "alpha/big", "input": "x", "models": ["beta/backup"]},
+            headers=auth,
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"]["param"] == "models[0]"
+        assert _generations(alpha) == [] and _generations(beta) == []
+        alpha.script(CHAT, Reply.error(503, "Down.", type="server_error"))
+        served = http.post("/v1/responses", json={"model": "alpha/big", "input": "y"}, headers=auth)
+    assert served.status_code == 200
+    assert served.json()["model"] == "alpha/small"  # beta/backup skipped: not for this key
+    assert served.headers["x-xrouter-fallback"] == "alpha/big;status=503;reason=upstream_error"
+    assert _generations(beta) == []
