@@ -7,6 +7,7 @@ route names its request and response types here instead, and the component schem
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,20 +104,22 @@ class WireTypesJsonPlugin(JsonRenderPlugin):
     """Serves /openapi.json with the msgspec wire types added as component schemas.
 
     Litestar regenerates `components.schemas` from handler signatures, so the wire types are
-    merged into the rendered document instead (computed once, at startup).
+    merged into the rendered document instead (computed once, when first asked for: about
+    30 ms that the gateway's start no longer pays, docs/benchmarks.md, issue 16).
     """
 
-    def __init__(self, path: str = "/openapi.json") -> None:
-        super().__init__(path=path)
-        roots, self._schemas = msgspec.json.schema_components(_TYPES, ref_template=_REF)
-        self._schemas["StreamEvent"] = roots[_TYPES.index(StreamEvent)]
+    @functools.cached_property
+    def _schemas(self) -> dict[str, Any]:
+        roots, schemas = msgspec.json.schema_components(_TYPES, ref_template=_REF)
+        schemas["StreamEvent"] = roots[_TYPES.index(StreamEvent)]
         # A union of untagged structs has no msgspec schema; the chunk-or-error is spelled out.
-        self._schemas["ChatStreamItem"] = {
+        schemas["ChatStreamItem"] = {
             "anyOf": [
                 {"$ref": _REF.format(name=t.__name__)}
                 for t in (ChatCompletionChunk, ChatStreamError)
             ]
         }
+        return schemas
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         schemas = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
