@@ -55,6 +55,8 @@ from xrouter.adapters.providers.http1 import (
     ResponseHeadTooLarge,
     environment_proxy_mounts,
 )
+from xrouter.adapters.providers.http1.direct import DirectSend
+from xrouter.adapters.providers.http1.proxies import environment_proxies
 from xrouter.adapters.providers.inflight import InflightLimiter, LocalInflight
 from xrouter.adapters.providers.response_body import BodyReader, read_prefix
 from xrouter.adapters.providers.sse_reader import SSEEvent, SSEParser
@@ -163,7 +165,17 @@ class HttpTransport:
         self._jitter = jitter
         self._limiter: InflightLimiter = limiter or LocalInflight(provider, settings)
         self._owns_client = client is None
-        self._client = client or _pooled_client(provider, settings)
+        self._timeout = call_timeout(settings)
+        # The client built here sends through DirectSend (httpx's client work per request
+        # costs more than the connection's); a client given from outside goes through httpx.
+        self._direct: DirectSend | None = None
+        if client is None:
+            tls = _tls(provider, settings)
+            lean = lean_transport(settings, tls)
+            client = pooled_client(settings, tls=tls, transport=lean)
+            if not settings.trust_env or DirectSend.usable(environment_proxies()):
+                self._direct = DirectSend(client, lean, self._timeout)
+        self._client = client
         self._failures = TransportFailures(
             provider, settings, proxy_for(settings.base_url, trust_env=settings.trust_env)
         )
@@ -187,7 +199,6 @@ class HttpTransport:
             )
             for d in settings.deployments
         )
-        self._timeout = call_timeout(settings)
         # The connection's read timeout is the larger of the first-byte and idle timeouts;
         # the transport times the smaller one itself (none when they are equal).
         read = self._timeout.read
@@ -481,10 +492,7 @@ class HttpTransport:
             return await self._send_deployed(
                 self._deployments, target, call, method, path, body, headers, byok
             )
-        request = self._client.build_request(
-            method, path, content=body, headers=headers, timeout=self._timeout
-        )
-        return await self._send_request(request, self._failures)
+        return await self._send_request(self._build(method, path, body, headers), self._failures)
 
     async def _send_deployed(
         self,
@@ -504,13 +512,7 @@ class HttpTransport:
         if deployment.api_key and not byok:
             scheme = headers.get("authorization", "Bearer ").split(" ", 1)[0] or "Bearer"
             headers = {**headers, "authorization": f"{scheme} {deployment.api_key}"}
-        request = self._client.build_request(
-            method,
-            deployment.base_url.rstrip("/") + path,
-            content=body,
-            headers=headers,
-            timeout=self._timeout,
-        )
+        request = self._build(method, deployment.base_url.rstrip("/") + path, body, headers)
         selector.started(index)
         began = time.monotonic()
         try:
@@ -533,16 +535,30 @@ class HttpTransport:
         response.stream = _CountedStream(response.stream, lambda: selector.ended(index))
         return response
 
+    def _build(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str]
+    ) -> httpx.Request:
+        if self._direct is not None:
+            return self._direct.build(method, url, body, headers)
+        return self._client.build_request(
+            method, url, content=body, headers=headers, timeout=self._timeout
+        )
+
+    async def _dispatch(self, request: httpx.Request) -> httpx.Response:
+        if self._direct is not None:
+            return await self._direct.send(request)
+        return await self._client.send(request, stream=True)
+
     async def _send_request(
         self, request: httpx.Request, failures: TransportFailures
     ) -> httpx.Response:
         """Send `request` and wait for its head; `failures` names the host it went to."""
         try:
             if self._head_timer_s is None:
-                return await self._client.send(request, stream=True)
+                return await self._dispatch(request)
             try:
                 async with asyncio.timeout(self._head_timer_s):
-                    return await self._client.send(request, stream=True)
+                    return await self._dispatch(request)
             except TimeoutError:
                 raise failures.timeout("first_byte") from None
         except httpx.ConnectTimeout:
@@ -675,28 +691,37 @@ def _tls(provider: str, settings: TransportSettings) -> ssl.SSLContext | bool:
     )
 
 
-def _pooled_client(provider: str, settings: TransportSettings) -> httpx.AsyncClient:
-    return pooled_client(settings, tls=_tls(provider, settings))
-
-
-def pooled_client(
-    settings: TransportSettings, *, tls: ssl.SSLContext | bool, auth: httpx.Auth | None = None
-) -> httpx.AsyncClient:
-    """An upstream's client: httpx's API on the lean HTTP/1.1 transport (`http1/`), sized and
-    timed from `settings`; `tls` is a context or the verify flag; `auth` an httpx auth flow
-    (GigaChat's token refresh)."""
-    limits = httpx.Limits(
+def _limits(settings: TransportSettings) -> httpx.Limits:
+    return httpx.Limits(
         max_connections=settings.max_inflight,
         max_keepalive_connections=settings.max_inflight,
     )
+
+
+def lean_transport(settings: TransportSettings, tls: ssl.SSLContext | bool) -> Http1Transport:
+    """The lean HTTP/1.1 transport (`http1/`) an upstream's client sends through."""
+    return Http1Transport(
+        ssl_context=_ssl_context(tls, settings),
+        limits=_limits(settings),
+        max_response_head_bytes=settings.max_head_bytes,
+    )
+
+
+def pooled_client(
+    settings: TransportSettings,
+    *,
+    tls: ssl.SSLContext | bool,
+    auth: httpx.Auth | None = None,
+    transport: Http1Transport | None = None,
+) -> httpx.AsyncClient:
+    """An upstream's client: httpx's API on the lean HTTP/1.1 transport (`transport`, else a
+    new `lean_transport`), sized and timed from `settings`; `tls` is a context or the verify
+    flag; `auth` an httpx auth flow (GigaChat's token refresh)."""
+    limits = _limits(settings)
     return httpx.AsyncClient(
         base_url=settings.base_url,
         auth=auth,
-        transport=Http1Transport(
-            ssl_context=_ssl_context(tls, settings),
-            limits=limits,
-            max_response_head_bytes=settings.max_head_bytes,
-        ),
+        transport=transport or lean_transport(settings, tls),
         mounts=environment_proxy_mounts(verify=tls, limits=limits) if settings.trust_env else None,
         timeout=call_timeout(settings),
         http2=False,
