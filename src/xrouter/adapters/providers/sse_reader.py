@@ -79,6 +79,8 @@ class SSEParser:
             self._skip_lf = False
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]
+        if b"\r" not in chunk:
+            return self._feed_lf(chunk, events)
         start = 0
         for match in _LINE_BREAK.finditer(chunk):
             end = match.start()
@@ -100,6 +102,26 @@ class SSEParser:
             self._partial_size = size
         elif chunk.endswith(b"\r"):
             self._skip_lf = True
+        return events
+
+    def _feed_lf(self, chunk: bytes, events: list[SSEEvent]) -> list[SSEEvent]:
+        """`feed` for a chunk without CR (what every upstream we know sends): a split at C
+        speed instead of a regex scan, which was the parser's largest cost on long streams."""
+        lines = chunk.split(b"\n")
+        tail = lines.pop()  # after the last LF: the start of a line (b"" when none)
+        if lines and self._partial:
+            self._partial.append(lines[0])
+            lines[0] = b"".join(self._partial)
+            self._partial.clear()
+            self._partial_size = 0
+        for line in lines:
+            self._check(len(line))
+            self._line(line, events)
+        if tail:
+            size = self._partial_size + len(tail)
+            self._check(size)
+            self._partial.append(tail)
+            self._partial_size = size
         return events
 
     def close(self) -> list[SSEEvent]:
@@ -130,6 +152,11 @@ class SSEParser:
             self._data.clear()
             self._has_data = False
             self._event_size = 0
+            return
+        if line.startswith(b"data: "):  # nearly every line: no partition, one copy
+            self._data.append(line[6:])
+            self._has_data = True
+            self._event_size += len(line)
             return
         if line.startswith(b":"):
             return
