@@ -35,6 +35,17 @@ class ChatExecution:
             for chunk in self._mapper.map(event):
                 yield chunk
 
+    async def chunk_batches(self) -> AsyncIterator[list[ChatStreamItem]]:
+        """The same chunks as `chunks()`, as lists: those of each `Execution.batches()` list,
+        for one write each (a list whose events map to no chunk is skipped)."""
+        mapper = self._mapper
+        async for batch in self.execution.batches():
+            chunks: list[ChatStreamItem] = []
+            for event in batch:
+                chunks += mapper.map(event)
+            if chunks:
+                yield chunks
+
     def detach(self) -> None:
         self.execution.detach()
 

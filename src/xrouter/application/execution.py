@@ -171,6 +171,37 @@ class Execution:
                     return
                 yield event
 
+    async def batches(self) -> AsyncIterator[list[StreamEvent]]:
+        """The same events as `events()`, as lists: each is everything queued by the time the
+        reader wakes (what the provider's last reads produced), so that a writer can send it
+        in one write. Never holds an event back waiting for another: a list is yielded as soon
+        as there is anything to read. Raises as `events()` does."""
+        batches = self._batches
+        while True:
+            while not batches:
+                if self._closed or self._detached:
+                    return
+                self._readable.clear()
+                await self._readable.wait()
+            first = batches.popleft()
+            if isinstance(first, GatewayError):
+                self._writable.set()
+                raise first
+            joined = first
+            while batches:
+                following = batches[0]
+                if isinstance(following, GatewayError):
+                    break  # raised on the next turn, after what came before it
+                if joined is first:
+                    joined = list(first)  # a new list: the producer's may be kept elsewhere
+                joined += following
+                batches.popleft()
+            self._writable.set()
+            if self._detached:
+                return
+            if joined:
+                yield joined
+
     async def result(self) -> Response:
         """The final response. Raises the GatewayError when generation failed, and
         ClientDisconnected once the client is gone. Cancelling the wait cancels only the wait:

@@ -128,7 +128,7 @@ def build_api_routes(
             )
             if not payload.stream:
                 return json(await execution.result())
-            events = execution.events()
+            events = execution.batches()
             first = await _first(events)
         return _event_stream(sse.responses(first, events, execution.detach))
 
@@ -152,7 +152,7 @@ def build_api_routes(
             )
             if not payload.stream:
                 return json(await execution.completion())
-            chunks = execution.chunks()
+            chunks = execution.chunk_batches()
             first = await _first(chunks)
         return _event_stream(sse.chat(first, chunks, execution.detach))
 

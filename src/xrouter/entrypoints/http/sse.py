@@ -1,4 +1,5 @@
-"""Server-sent events: one write per event, JSON on one line, `data: [DONE]` last.
+"""Server-sent events: JSON on one line, `data: [DONE]` last; one write per batch of events
+(those ready together, see `Execution.batches`), never an event held back for another.
 
 Responses frames are `event: <type>\\ndata: <json>\\n\\n`, where `<type>` is the event's tag, so
 `event:` always equals the JSON `type`. Chat Completions frames are `data: <json>\\n\\n` only.
@@ -55,15 +56,30 @@ class SSEWriter:
     def chat_frame(self, chunk: ChatStreamItem) -> bytes:
         return b"data: " + self._encode(chunk) + b"\n\n"
 
+    def frames(self, events: list[StreamEvent]) -> bytes:
+        """A batch of events as one write (the frames one after another)."""
+        prefixes, encode = self._prefixes, self._encode
+        return b"".join([prefixes[type(e)] + encode(e) + b"\n\n" for e in events])
+
+    def chat_frames(self, chunks: list[ChatStreamItem]) -> bytes:
+        """A batch of chat chunks as one write."""
+        encode = self._encode
+        return b"".join([b"data: " + encode(c) + b"\n\n" for c in chunks])
+
     def responses(
-        self, first: StreamEvent, rest: AsyncIterator[StreamEvent], detach: Callable[[], None]
+        self,
+        first: list[StreamEvent],
+        rest: AsyncIterator[list[StreamEvent]],
+        detach: Callable[[], None],
     ) -> AsyncIterator[bytes]:
-        return relay(first, rest, self.frame, detach)
+        """Batches of events (`Execution.batches()`), one write each."""
+        return relay(first, rest, self.frames, detach)
 
     def chat(
         self,
-        first: ChatStreamItem,
-        rest: AsyncIterator[ChatStreamItem],
+        first: list[ChatStreamItem],
+        rest: AsyncIterator[list[ChatStreamItem]],
         detach: Callable[[], None],
     ) -> AsyncIterator[bytes]:
-        return relay(first, rest, self.chat_frame, detach)
+        """Batches of chat chunks (`ChatExecution.chunk_batches()`), one write each."""
+        return relay(first, rest, self.chat_frames, detach)

@@ -1,0 +1,85 @@
+"""A stream read in batches (`Execution.batches`, `ChatExecution.chunk_batches`): what is ready
+together goes out together, nothing waits for what is not ready yet, and the events are the
+same, in the same order, as read one by one (issue 16: one write per batch, not per chunk)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from tests.fakes import ScriptedProvider, Wait, build_harness
+from xrouter.application.chat_completions import ChatCompletions
+from xrouter.domain import events as ev
+from xrouter.domain.chat import ChatCompletionChunk, ChatRequest
+from xrouter.domain.errors import ProviderError
+from xrouter.domain.provider_events import Finish, ProviderEvent, TextDelta
+from xrouter.domain.responses import ResponseRequest
+
+WORDS = [TextDelta(f"w{i} ") for i in range(20)]
+
+
+def _request() -> ResponseRequest:
+    return ResponseRequest(model="fake/model", input="say it", stream=True)
+
+
+async def test_events_ready_together_come_as_one_batch_in_the_same_order() -> None:
+    one_by_one = build_harness(ScriptedProvider([*WORDS, Finish()]))
+    events = [e async for e in (await one_by_one.create.start(_request())).events()]
+    batched = build_harness(ScriptedProvider([*WORDS, Finish()]))
+    execution = await batched.create.start(_request())
+    batches = [b async for b in execution.batches()]
+    flat = [e for batch in batches for e in batch]
+    assert [type(e) for e in flat] == [type(e) for e in events]
+    assert [e.sequence_number for e in flat] == list(range(len(flat)))
+    deltas = [e.delta for e in flat if isinstance(e, ev.OutputTextDelta)]
+    assert deltas == [w.text for w in WORDS]
+    # The provider yielded every delta without pausing: far fewer batches than events.
+    assert all(batches) and len(batches) < len(flat) / 4
+    assert isinstance(flat[-1], ev.ResponseCompleted)
+
+
+async def test_a_delta_is_never_held_back_for_the_next_one() -> None:
+    script: list[ProviderEvent | Exception | Wait] = [
+        TextDelta("a"),
+        Wait(0.05),
+        TextDelta("b"),
+        Wait(0.05),
+        TextDelta("c"),
+        Finish(),
+    ]
+    harness = build_harness(ScriptedProvider(script))
+    execution = await harness.create.start(_request())
+    texts = []
+    async for batch in execution.batches():
+        texts.append("".join(e.delta for e in batch if isinstance(e, ev.OutputTextDelta)))
+    # The first batch carries the opening events with "a", sent before "b" existed.
+    assert texts[:3] == ["a", "b", "c"]
+
+
+async def test_a_failure_before_output_is_raised_by_the_first_batch() -> None:
+    harness = build_harness(ScriptedProvider([ProviderError("upstream said no")]))
+    execution = await harness.create.start(_request())
+    with pytest.raises(ProviderError, match="upstream said no"):
+        await anext(execution.batches())
+
+
+async def test_chat_chunk_batches_map_each_batch_and_skip_chunkless_ones() -> None:
+    harness = build_harness(ScriptedProvider([*WORDS, Finish()]))
+    chat = msgspec.convert(
+        {
+            "model": "fake/model",
+            "messages": [{"role": "user", "content": "say it"}],
+            "stream": True,
+        },
+        ChatRequest,
+    )
+    execution = await ChatCompletions(harness.create).start(chat)
+    batches = [b async for b in execution.chunk_batches()]
+    chunks = [c for batch in batches for c in batch]
+    assert all(batches)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    first, *middle, last = chunks
+    assert isinstance(first, ChatCompletionChunk) and first.choices[0].delta.role == "assistant"
+    assert [c.choices[0].delta.content for c in middle] == [w.text for w in WORDS]  # type: ignore[union-attr]
+    assert last.choices[0].finish_reason == "stop"  # type: ignore[union-attr]
+    assert len({c.id for c in chunks}) == 1  # type: ignore[union-attr]
