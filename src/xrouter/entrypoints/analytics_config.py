@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from xrouter.adapters.redis.connection import SharedRedis
 from xrouter.adapters.telemetry.analytics import AnalyticsSink, MemoryRing, RedisStream
 from xrouter.entrypoints.config import Settings, env_name
+
+if TYPE_CHECKING:
+    # The Redis adapters (and redis-py, about 0.1 s to import) are imported where a Redis
+    # variant is built: a gateway without XR_REDIS_URL never loads them.
+    from xrouter.adapters.redis.connection import SharedRedis
 
 AnalyticsKind = Literal["memory", "redis", "off"]
 

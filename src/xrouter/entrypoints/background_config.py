@@ -4,12 +4,18 @@ container."""
 
 from __future__ import annotations
 
-from xrouter.adapters.redis.connection import SharedRedis
-from xrouter.adapters.redis.event_log import RedisEventLog
+from typing import TYPE_CHECKING
+
 from xrouter.adapters.storage.event_log_memory import MemoryEventLog
 from xrouter.application.background import Background, BackgroundSettings
 from xrouter.application.ports import IdGenerator, ResponseStore
 from xrouter.entrypoints.config import Settings, env_name
+
+if TYPE_CHECKING:
+    # The Redis adapters (and redis-py, about 0.1 s to import) are imported where a Redis
+    # variant is built: a gateway without XR_REDIS_URL never loads them.
+    from xrouter.adapters.redis.connection import SharedRedis
+    from xrouter.adapters.redis.event_log import RedisEventLog
 
 _FOLLOW_GRACE_S = 60.0
 """A replay follows live events for the generation deadline plus this."""
@@ -23,6 +29,8 @@ def build_event_log(
     if settings.storage == "redis":
         if redis is None:
             raise ValueError("XR_STORAGE=redis needs the process's Redis client (XR_REDIS_URL)")
+        from xrouter.adapters.redis.event_log import RedisEventLog
+
         return RedisEventLog(
             redis,
             max_events=settings.background_events_max,

@@ -12,8 +12,6 @@ from dependency_injector import containers, providers
 
 from xrouter.adapters.providers.inflight import TrackedLimiters
 from xrouter.adapters.providers.local import LocalProvider
-from xrouter.adapters.redis.catalog_cache import build_catalog_cache
-from xrouter.adapters.redis.inflight import build_inflight_factory
 from xrouter.adapters.system import RandomIds, SystemClock
 from xrouter.adapters.telemetry.lifecycle import NullLifecycleListener
 from xrouter.adapters.telemetry.outcomes import TelemetryOutcomes
@@ -51,7 +49,12 @@ from xrouter.entrypoints.limits_config import build_key_limiter
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
 from xrouter.entrypoints.secret_sources import configured_secrets
-from xrouter.entrypoints.storage_config import build_response_store, build_shared_redis
+from xrouter.entrypoints.storage_config import (
+    build_catalog_cache,
+    build_inflight_factory,
+    build_response_store,
+    build_shared_redis,
+)
 from xrouter.entrypoints.telemetry_config import telemetry_choice
 from xrouter.entrypoints.telemetry_runtime import Telemetry
 

@@ -3,12 +3,17 @@ built from Settings for the container."""
 
 from __future__ import annotations
 
-from xrouter.adapters.redis.connection import SharedRedis
+from typing import TYPE_CHECKING
+
 from xrouter.adapters.storage.conversation_memory import InMemoryConversationStore
-from xrouter.adapters.storage.conversation_redis import RedisConversationStore
 from xrouter.application.conversations import ConversationLimits
 from xrouter.application.ports import ConversationStore
 from xrouter.entrypoints.config import Settings, env_name
+
+if TYPE_CHECKING:
+    # The Redis adapters (and redis-py, about 0.1 s to import) are imported where a Redis
+    # variant is built: a gateway without XR_REDIS_URL never loads them.
+    from xrouter.adapters.redis.connection import SharedRedis
 
 
 def build_conversation_store(settings: Settings, redis: SharedRedis | None) -> ConversationStore:
@@ -17,6 +22,8 @@ def build_conversation_store(settings: Settings, redis: SharedRedis | None) -> C
     if settings.storage == "redis":
         if redis is None:
             raise ValueError("XR_STORAGE=redis needs the process's Redis client (XR_REDIS_URL)")
+        from xrouter.adapters.storage.conversation_redis import RedisConversationStore
+
         return RedisConversationStore(redis, ttl_s=settings.store_ttl_s)
     return InMemoryConversationStore(
         settings.conversations_max,

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xrouter.adapters.keys.hashing import HmacKeyHasher, new_key_id, new_secret
 from xrouter.adapters.keys.memory import MemoryKeyStore
 from xrouter.adapters.keys.toml_file import TomlKeyFile, TomlKeyStore
-from xrouter.adapters.redis.connection import SharedRedis
-from xrouter.adapters.redis.key_cache import CachedKeyStore
-from xrouter.adapters.redis.key_store import RedisKeyStore
 from xrouter.application.key_admin import KeyAdmin
 from xrouter.application.ports import KeyStore
 from xrouter.entrypoints.config import ConfigError, Settings, env_name
+
+if TYPE_CHECKING:
+    # The Redis adapters (and redis-py, about 0.1 s to import) are imported where a Redis
+    # variant is built: a gateway without XR_REDIS_URL never loads them.
+    from xrouter.adapters.redis.connection import SharedRedis
 
 
 def build_key_hasher(settings: Settings) -> HmacKeyHasher:
@@ -32,6 +35,9 @@ def build_key_store(settings: Settings, redis: SharedRedis | None) -> KeyStore:
     if settings.redis_url:
         if redis is None:
             raise ValueError("the Redis key store needs the process's Redis client")
+        from xrouter.adapters.redis.key_cache import CachedKeyStore
+        from xrouter.adapters.redis.key_store import RedisKeyStore
+
         store = RedisKeyStore(redis)
         # Cached per process, dropped through the store's change channel (key_cache.py); a
         # cluster reads Redis on every request (its pub/sub is not wired here).
@@ -47,6 +53,8 @@ def build_admin_key_store(settings: Settings, redis: SharedRedis | None) -> KeyS
     if settings.redis_url:
         if redis is None:
             raise ValueError("the Redis key store needs the process's Redis client")
+        from xrouter.adapters.redis.key_store import RedisKeyStore
+
         return RedisKeyStore(redis)
     if settings.keys_file:
         return TomlKeyFile(Path(settings.keys_file))

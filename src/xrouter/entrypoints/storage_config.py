@@ -1,15 +1,23 @@
-"""Where state lives: the response store (memory or Redis) and the process's Redis client,
-built from Settings for the container."""
+"""Where state lives: the response store (memory or Redis), the process's Redis client and what
+shares state through it (the discovery cache, the in-flight leases), built from Settings for
+the container."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from xrouter.adapters.redis.connection import RedisSettings, SharedRedis
+from xrouter.adapters.providers.inflight import InflightFactory, local_inflight
 from xrouter.adapters.storage.memory import InMemoryResponseStore
-from xrouter.adapters.storage.redis_store import TOMBSTONE_S, RedisResponseStore
-from xrouter.application.ports import ResponseStore
+from xrouter.application.ports import DiscoveryCache, ResponseStore
+from xrouter.application.registry import LocalDiscovery
 from xrouter.entrypoints.config import Settings, env_name
+
+if TYPE_CHECKING:
+    # The Redis adapters (and redis-py, about 0.1 s to import) are imported where a Redis
+    # variant is built: a gateway without XR_REDIS_URL never loads them.
+    from xrouter.adapters.redis.connection import SharedRedis
 
 log = logging.getLogger("xrouter.storage")
 
@@ -19,6 +27,8 @@ def build_shared_redis(settings: Settings) -> SharedRedis | None:
     catalog cache, the in-flight leases), else None."""
     if not settings.redis_url:
         return None
+    from xrouter.adapters.redis.connection import RedisSettings, SharedRedis
+
     return SharedRedis(
         RedisSettings(
             url=settings.redis_url,
@@ -38,6 +48,8 @@ def build_response_store(settings: Settings, redis: SharedRedis | None) -> Respo
     if settings.storage == "redis":
         if redis is None:
             raise ValueError("XR_STORAGE=redis needs the process's Redis client (XR_REDIS_URL)")
+        from xrouter.adapters.storage.redis_store import TOMBSTONE_S, RedisResponseStore
+
         return RedisResponseStore(
             redis,
             ttl_s=settings.store_ttl_s,
@@ -54,3 +66,24 @@ def build_response_store(settings: Settings, redis: SharedRedis | None) -> Respo
         ttl_s=settings.store_ttl_s,
         setting_names=env_name,
     )
+
+
+def build_catalog_cache(redis: SharedRedis | None) -> DiscoveryCache:
+    """Discovery shared by every worker and instance through `redis`, else this process's."""
+    if redis is None:
+        return LocalDiscovery()
+    from xrouter.adapters.redis.catalog_cache import build_catalog_cache as on_redis
+
+    return on_redis(redis)
+
+
+def build_inflight_factory(
+    redis: SharedRedis | None, lease_s: float, setting_names: Callable[[str], str]
+) -> InflightFactory:
+    """Each provider's in-flight limiter: leases on `redis` shared by every worker and
+    instance, else this process's own."""
+    if redis is None:
+        return local_inflight
+    from xrouter.adapters.redis.inflight import build_inflight_factory as on_redis
+
+    return on_redis(redis, lease_s, setting_names)

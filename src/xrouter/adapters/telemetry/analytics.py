@@ -21,14 +21,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
-from xrouter.adapters.redis.connection import RedisClient, RedisUnavailable, SharedRedis
-from xrouter.adapters.redis.resp import Arg
-from xrouter.adapters.redis.scripts import RedisScript
 from xrouter.application.outcome import RequestOutcome
+
+if TYPE_CHECKING:
+    # The Redis adapters (and redis-py, about 0.1 s to import) are imported where a Redis
+    # stream is built or has failed: a gateway without Redis never loads them.
+    from xrouter.adapters.redis.connection import RedisClient, SharedRedis
+    from xrouter.adapters.redis.resp import Arg
 
 log = logging.getLogger("xrouter.analytics")
 
@@ -107,6 +110,8 @@ class RedisStream:
         self.key = key
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(RequestOutcome).decode
+        from xrouter.adapters.redis.scripts import RedisScript
+
         self._script = RedisScript(redis, _XADD_ALL)
 
     def __repr__(self) -> str:
@@ -315,6 +320,8 @@ class AnalyticsSink:
             self.failed += len(batch)
             raise
         except Exception as exc:  # the drain must outlive any store failure
+            from xrouter.adapters.redis.connection import RedisUnavailable
+
             self.failed += len(batch)
             reason = str(exc) if isinstance(exc, RedisUnavailable) else repr(exc)
             self._warn_failed(
