@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import LiveServer, make_container
 from tests.test_access_control import SECRET, Keys
-from xrouter.adapters.crypto.sealer import MARKER, AeadSealer
+from xrouter.adapters.crypto.sealer import MARKER, AeadSealer, hkdf_sha256
 from xrouter.application.compaction_items import CompactionItems, SealedSummary
 from xrouter.application.ports import ItemSealer
 from xrouter.domain.errors import InvalidRequest
@@ -124,3 +124,15 @@ def test_without_a_compaction_key_the_auth_secret_gives_every_process_one_key() 
     assert opened[0].type == "message" and "the gist" in msgspec.json.encode(opened[0]).decode()
     with pytest.raises(InvalidRequest, match="could not be verified"):
         built().expand(item(built().seal(summary)), own_from=0, owner=None, provider=None)
+
+
+@pytest.mark.parametrize("secret", ["one secret of enough length", "ключ", "x" * 200])
+def test_the_key_is_cryptographys_hkdf_of_the_secret(secret: str) -> None:
+    # Derived with the standard library (cryptography is imported at the first seal only):
+    # the same key as cryptography's HKDF, so tokens sealed before still open.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = b"xrouter compaction item key v1"
+    expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
+    assert hkdf_sha256(secret.encode(), info) == expected.derive(secret.encode())

@@ -6,18 +6,23 @@ label), so a token cannot be replayed under another format version or for anothe
 and a change to any byte makes `open` fail. The key is derived from the operator's secret
 with HKDF-SHA256, so any long random text will do as the secret and the AES key is never the
 secret itself.
+
+`cryptography` (about 7 MiB and 12 ms to import) is imported at the first seal or open, not at
+startup: most gateways never compact. HKDF is two HMACs, done with the standard library
+(tests/test_compaction_sealing.py checks it against `cryptography`'s HKDF).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MARKER = "xrc_"
 """What every token of this sealer starts with: how a foreign opaque item is told apart."""
@@ -32,25 +37,33 @@ class AeadSealer:
     """Seals and opens with one AES-256-GCM key. Random 96-bit nonces: safe for far more
     items than a gateway ever seals under one key (NIST's 2^32 bound)."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_cipher", "_key")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise ValueError("an AES-256 key is 32 bytes")
-        self._aead = AESGCM(key)
+        self._key = key
+        self._cipher: AESGCM | None = None
 
     @classmethod
     def from_secret(cls, secret: str) -> AeadSealer:
         """The sealer of an operator's secret: every process given the same secret opens
         what any of them sealed."""
-        kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KDF_INFO)
-        return cls(kdf.derive(secret.encode()))
+        return cls(hkdf_sha256(secret.encode(), _KDF_INFO))
 
     @classmethod
     def ephemeral(cls) -> AeadSealer:
         """A sealer with a random key of this process only: what it seals does not open after
         a restart or in another worker."""
-        return cls(AESGCM.generate_key(bit_length=256))
+        return cls(os.urandom(32))
+
+    @property
+    def _aead(self) -> AESGCM:
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._key)
+        return self._cipher
 
     def seal(self, plaintext: bytes) -> str:
         version = bytes([VERSION])
@@ -72,7 +85,16 @@ class AeadSealer:
         if len(raw) < 1 + _NONCE_BYTES + _TAG_BYTES or raw[0] != VERSION:
             return None
         version, nonce, sealed = raw[:1], raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
+        aead = self._aead
+        from cryptography.exceptions import InvalidTag
+
         try:
-            return self._aead.decrypt(nonce, sealed, _PURPOSE + version)
+            return aead.decrypt(nonce, sealed, _PURPOSE + version)
         except InvalidTag:
             return None
+
+
+def hkdf_sha256(secret: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) without a salt, one 32-byte block: extract, then expand."""
+    key = hmac.digest(bytes(32), secret, hashlib.sha256)
+    return hmac.digest(key, info + b"\x01", hashlib.sha256)
