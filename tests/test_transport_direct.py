@@ -17,6 +17,7 @@ from tests.transport_harness import (
 from tests.upstreams import Reply
 from xrouter.adapters.providers.http1 import Http1Transport
 from xrouter.adapters.providers.http1.direct import DirectSend
+from xrouter.adapters.providers.http1.request_head import encode_head
 from xrouter.adapters.providers.transport import (
     HttpTransport,
     TransportSettings,
@@ -90,3 +91,40 @@ def test_a_proxy_in_front_keeps_the_client_path() -> None:
     assert DirectSend.usable(None)
     assert DirectSend.usable({"all://localhost": None})
     assert not DirectSend.usable({"http://": object(), "all://localhost": None})
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "headers"),
+    [
+        ("POST", b'{"a": 1}', {"authorization": "Bearer k", "x-title": "XRouter"}),
+        ("POST", b"", {}),
+        ("POST", None, {"accept": "text/event-stream"}),
+        ("GET", None, {"accept": "application/json"}),
+        ("PUT", b"x", {"content-length": "1"}),
+    ],
+)
+def test_the_request_head_is_the_one_httpx_builds(
+    method: str, body: bytes | None, headers: dict[str, str]
+) -> None:
+    settings = TransportSettings(base_url="http://127.0.0.1:9/v1", trust_env=False)
+    lean = Http1Transport()
+    client = pooled_client(settings, tls=True, transport=lean)
+    direct = DirectSend(client, lean, call_timeout(settings))
+    ours = direct.build(method, "/chat/completions", body, headers)
+    theirs = client.build_request(
+        method, "/chat/completions", content=body, headers=headers, timeout=call_timeout(settings)
+    )
+    assert encode_head(ours) == encode_head(theirs)
+    assert ours.extensions == theirs.extensions
+    assert str(ours.url) == str(theirs.url)
+
+
+def test_a_header_value_httpx_refuses_is_refused() -> None:
+    settings = TransportSettings(base_url="http://127.0.0.1:9/v1", trust_env=False)
+    lean = Http1Transport()
+    client = pooled_client(settings, tls=True, transport=lean)
+    direct = DirectSend(client, lean, call_timeout(settings))
+    with pytest.raises(UnicodeEncodeError):
+        client.build_request("POST", "/x", content=b"{}", headers={"x-title": "é"})
+    with pytest.raises(UnicodeEncodeError):
+        direct.build("POST", "/x", b"{}", {"x-title": "é"})

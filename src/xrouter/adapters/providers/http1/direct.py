@@ -25,6 +25,8 @@ __all__ = ["DirectSend"]
 MAX_URLS = 64
 """Merged URLs kept (paths seen; a provider uses a handful); past it a URL is merged each time."""
 _COOKIE_HEADERS = (b"set-cookie", b"set-cookie2")
+_EMPTY_BODY_LENGTH = frozenset({"POST", "PUT", "PATCH"})
+"""Methods httpx gives `Content-Length: 0` when they have no body."""
 # httpx's own logger, so that its request line is logged as the client logs it.
 _httpx_log = logging.getLogger("httpx")
 
@@ -45,8 +47,10 @@ class DirectSend:
         self._client = client
         self._transport = transport
         self._timeouts = timeout.as_dict()
-        # Insertion order (then the caller's new names) is the order Headers.update keeps.
-        self._defaults = {name.lower(): value for name, value in client.headers.items()}
+        # The client's headers as sent (name as spelled, value), by lower-case name.
+        self._defaults = {
+            name.lower().decode("ascii"): (name, value) for name, value in client.headers.raw
+        }
         self._urls: dict[str, httpx.URL] = {}
 
     @staticmethod
@@ -67,13 +71,27 @@ class DirectSend:
             merged = self._client.build_request(method, url).url
             if len(self._urls) < MAX_URLS:
                 self._urls[url] = merged
-        return httpx.Request(
+        # The head httpx.Request(content=body) would prepare (Host first; the length of a
+        # body last, an empty body's after Host), encoded as httpx encodes it (ASCII), built
+        # in one pass instead of three Headers copies and a scan per default.
+        raw = [] if "host" in headers else [(b"Host", merged.netloc)]
+        sized = "content-length" in headers or "transfer-encoding" in headers
+        if not sized and not body and method in _EMPTY_BODY_LENGTH:
+            raw.append((b"Content-Length", b"0"))
+        # Headers.update: the client's headers the caller does not set, then the caller's.
+        raw += [pair for name, pair in self._defaults.items() if name not in headers]
+        raw += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]
+        if not sized and body:
+            raw.append((b"Content-Length", b"%d" % len(body)))
+        request = httpx.Request(
             method,
             merged,
-            content=body,
-            headers={**self._defaults, **headers},
+            headers=raw,
+            stream=httpx.ByteStream(body or b""),
             extensions={"timeout": self._timeouts},
         )
+        request.read()  # a bytes body is read at once, as with content=
+        return request
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         """The response head, as `client.send(request, stream=True)` returns it."""
