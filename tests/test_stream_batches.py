@@ -4,16 +4,21 @@ same, in the same order, as read one by one (issue 16: one write per batch, not 
 
 from __future__ import annotations
 
+from typing import get_args
+
 import msgspec
 import pytest
 
 from tests.fakes import ScriptedProvider, Wait, build_harness
 from xrouter.application.chat_completions import ChatCompletions
+from xrouter.application.chat_mapping import ChunkMapper
 from xrouter.domain import events as ev
 from xrouter.domain.chat import ChatCompletionChunk, ChatRequest
 from xrouter.domain.errors import ProviderError
 from xrouter.domain.provider_events import Finish, ProviderEvent, TextDelta
 from xrouter.domain.responses import ResponseRequest
+from xrouter.entrypoints.http.codec import Codec
+from xrouter.entrypoints.http.sse import SSEWriter
 
 WORDS = [TextDelta(f"w{i} ") for i in range(20)]
 
@@ -83,3 +88,15 @@ async def test_chat_chunk_batches_map_each_batch_and_skip_chunkless_ones() -> No
     assert [c.choices[0].delta.content for c in middle] == [w.text for w in WORDS]  # type: ignore[union-attr]
     assert last.choices[0].finish_reason == "stop"  # type: ignore[union-attr]
     assert len({c.id for c in chunks}) == 1  # type: ignore[union-attr]
+
+
+async def test_a_batch_is_written_as_the_frames_one_by_one_would_be() -> None:
+    harness = build_harness(ScriptedProvider([*WORDS, Finish()]))
+    events = [e async for e in (await harness.create.start(_request())).events()]
+    codec = Codec()
+    sse = SSEWriter(codec, get_args(ev.StreamEvent))
+    assert sse.frames(events) == b"".join(sse.frame(e) for e in events)
+    chunks = [c for e in events for c in ChunkMapper(include_usage=True).map(e)]
+    assert sse.chat_frames(chunks) == b"".join(
+        b"data: " + codec.encode(c) + b"\n\n" for c in chunks
+    )

@@ -351,6 +351,8 @@ class ChunkMapper:
 
     def map(self, event: ev.StreamEvent) -> list[ChatCompletionChunk | ChatStreamError]:
         """The chunks for one event (often none). A failure becomes one error frame."""
+        if isinstance(event, ev.OutputTextDelta):  # nearly every event of a stream: first
+            return [self._chunk(ChatDelta(content=event.delta))]
         if isinstance(event, ev.ErrorEvent):
             return [ChatStreamError(error=event.error)]
         if isinstance(event, ev.ResponseCreated):
@@ -361,8 +363,6 @@ class ChunkMapper:
                 response.model,
             )
             return [self._chunk(ChatDelta(role="assistant", content=""))]
-        if isinstance(event, ev.OutputTextDelta):
-            return [self._chunk(ChatDelta(content=event.delta))]
         if isinstance(event, ev.OutputItemAdded) and isinstance(event.item, FunctionCallItem):
             index = len(self._tool_index)
             self._tool_index[event.item.id] = index

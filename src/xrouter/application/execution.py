@@ -107,6 +107,18 @@ class Execution:
             self._writable.clear()
             await self._writable.wait()
 
+    def offer(self, batch: list[StreamEvent]) -> bool:
+        """`send` without waiting, for the producer's hot path (no coroutine per delta):
+        True when the batch is queued (or dropped: the reader is gone); False when the
+        channel is full, and then the producer awaits `send`."""
+        if not self._open():
+            return True
+        if len(self._batches) < self._capacity:
+            self._batches.append(batch)
+            self._readable.set()
+            return True
+        return False
+
     def _open(self) -> bool:
         return self._streaming and not self._detached and not self._closed
 

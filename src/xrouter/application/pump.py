@@ -217,7 +217,8 @@ class Pump:
                     pending = None
                 if events:
                     generation.output_sent = generation.answer_sent = True
-                    await self._emit(generation, events)
+                    if generation.background or not generation.execution.offer(events):
+                        await self._emit(generation, events)
         finally:
             await _aclose(stream)
         if builder.finish_reason is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import msgspec
+
 from xrouter.application.chat_completions import ChatStreamItem
 from xrouter.domain.events import StreamEvent
 from xrouter.entrypoints.http.codec import Codec
@@ -48,6 +50,9 @@ class SSEWriter:
 
     def __init__(self, codec: Codec, event_types: tuple[type, ...]) -> None:
         self._encode = codec.encode
+        # For batches: frames encoded into one buffer, no bytes object per frame. Built as the
+        # codec's is (msgspec's defaults), so a frame's JSON is byte for byte the codec's.
+        self._encode_into = msgspec.json.Encoder().encode_into
         self._prefixes = {t: _prefix(t) for t in event_types}
 
     def frame(self, event: StreamEvent) -> bytes:
@@ -58,13 +63,23 @@ class SSEWriter:
 
     def frames(self, events: list[StreamEvent]) -> bytes:
         """A batch of events as one write (the frames one after another)."""
-        prefixes, encode = self._prefixes, self._encode
-        return b"".join([prefixes[type(e)] + encode(e) + b"\n\n" for e in events])
+        prefixes, encode_into = self._prefixes, self._encode_into
+        out = bytearray()
+        for event in events:
+            out += prefixes[type(event)]
+            encode_into(event, out, -1)
+            out += b"\n\n"
+        return bytes(out)
 
     def chat_frames(self, chunks: list[ChatStreamItem]) -> bytes:
         """A batch of chat chunks as one write."""
-        encode = self._encode
-        return b"".join([b"data: " + encode(c) + b"\n\n" for c in chunks])
+        encode_into = self._encode_into
+        out = bytearray()
+        for chunk in chunks:
+            out += b"data: "
+            encode_into(chunk, out, -1)
+            out += b"\n\n"
+        return bytes(out)
 
     def responses(
         self,
