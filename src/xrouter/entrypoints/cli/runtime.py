@@ -2,9 +2,9 @@
 
 `ask`, `chat` (and any command that needs models, the store or the catalog) run the same
 container as `xrouter serve` in the command's own process, so a model, an alias, a provider's
-key or the storage behaves on the command line exactly as it does behind the HTTP API. What
-the HTTP app does at startup and shutdown (entrypoints/http/app.py) is done here in the same
-order, minus what only a server needs (readiness, the HTTP routes, periodic metrics files).
+key or the storage behaves on the command line exactly as it does behind the HTTP API. The
+start and stop are the HTTP app's own (entrypoints/runtime.py), minus what only a server needs
+(readiness, the HTTP routes, periodic metrics files).
 
 Two differences from the server, both because the person at the terminal already holds the
 environment (every upstream key is in it):
@@ -59,21 +59,11 @@ class Gateway:
         """Stop as the server's shutdown does: generations first (given `grace_s`, default
         XR_SHUTDOWN_GRACE_S, to finish), then discovery, providers, stores, analytics,
         telemetry and Redis. `grace_s=STOP_NOW_S` after an interrupt."""
-        container = self.container
+        from xrouter.entrypoints.runtime import stop_services
+
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        await container.engine().shutdown(grace)
-        catalog = container.catalog()
-        await catalog.aclose()
-        for provider in catalog.providers:
-            await provider.aclose()
-        await container.response_store().aclose()
-        await container.conversation_store().aclose()
-        # After the engine (its last outcomes are queued), before Redis (the queue drains there).
-        await container.analytics().aclose(max(grace, 1.0))
-        await container.telemetry().aclose()
-        redis = container.shared_redis()
-        if redis is not None:
-            await redis.aclose()
+        # The analytics queue still gets a moment after an interrupt: it holds this run's usage.
+        await stop_services(self.container, grace, max(grace, 1.0))
 
 
 def cli_logging(debug: bool) -> None:
@@ -93,10 +83,12 @@ async def start_gateway(settings: Settings) -> Gateway:
     """Build the container from `settings` and start what the server starts: discovery
     (waiting up to XR_DISCOVERY_STARTUP_TIMEOUT_S, as the server does) and the analytics
     queue. A configuration the server would refuse raises CommandFailed with exit code 2."""
+    # The container first: it imports dependency-injector without its optional extras.
+    from xrouter.entrypoints.container import Container  # isort: skip
     from dependency_injector import providers
 
-    from xrouter.entrypoints.container import Container
     from xrouter.entrypoints.logging_setup import install_secret_filter
+    from xrouter.entrypoints.runtime import start_services
 
     container = Container()
     container.settings.override(providers.Object(settings))
@@ -106,17 +98,12 @@ async def start_gateway(settings: Settings) -> Gateway:
         # the server's does at startup, not in the middle of the first answer.
         container.engine()
         container.create_response()
-        catalog = container.catalog()
-        analytics = container.analytics()
+        container.analytics()
         masker = container.secret_masker()
     except ConfigError as exc:
         raise CommandFailed(f"configuration error: {exc}", EXIT_BAD_ARGUMENTS) from None
     install_secret_filter(masker)
-    if settings.discovery:
-        await catalog.start_discovery(
-            settings.discovery_ttl_s, settings.discovery_startup_timeout_s
-        )
-    await analytics.start()
+    await start_services(container, periodic_telemetry=False)
     return Gateway(container, settings)
 
 

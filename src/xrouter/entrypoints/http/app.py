@@ -42,6 +42,7 @@ from xrouter.entrypoints.http.sse import SSEWriter
 from xrouter.entrypoints.http.uploads import abandoned_upload_middleware
 from xrouter.entrypoints.http.websocket_routes import SocketLimits, build_websocket_routes
 from xrouter.entrypoints.logging_setup import install_secret_filter
+from xrouter.entrypoints.runtime import start_services, stop_services
 from xrouter.entrypoints.telemetry_runtime import observe_gateway_state
 
 log = logging.getLogger("xrouter")
@@ -113,7 +114,6 @@ def create_litestar(container: Container | None = None) -> Litestar:
     quiet_http_client_logs()
     masker = container.secret_masker()
     engine = container.engine()  # resolves the token counter etc. now, not on first request
-    catalog = container.catalog()
     store = container.response_store()
     redis = container.shared_redis()
     telemetry = container.telemetry()
@@ -170,14 +170,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
     ]
 
     async def on_startup() -> None:
-        if settings.discovery:
-            await catalog.start_discovery(
-                settings.discovery_ttl_s, settings.discovery_startup_timeout_s
-            )
-        await telemetry.start()
-        await analytics.start()
-        if access is not None:
-            await access.start()
+        await start_services(container, periodic_telemetry=True)
         state["ready"] = True
         # Objects built at startup live forever: keep the GC from rescanning them.
         gc.collect()
@@ -197,19 +190,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
 
     async def on_shutdown() -> None:
         state["ready"] = False
-        await engine.shutdown(settings.shutdown_grace_s)
-        await catalog.aclose()
-        for provider in catalog.providers:
-            await provider.aclose()
-        await store.aclose()
-        await container.conversation_store().aclose()
-        # After the engine (its last outcomes are queued), before Redis (the queue drains there).
-        await analytics.aclose(settings.shutdown_grace_s)
-        await telemetry.aclose()
-        if access is not None:
-            await access.aclose()
-        if redis is not None:
-            await redis.aclose()
+        await stop_services(container, settings.shutdown_grace_s, settings.shutdown_grace_s)
 
     swagger_ui = installed_swagger_ui() if settings.docs_enabled else None
     openapi = (
