@@ -196,6 +196,7 @@ class Pump:
         # The opening events wait for the first output: until then a failure is still a
         # plain JSON error with its own status.
         pending: list[StreamEvent] | None = None if generation.output_sent else builder.start()
+        first_output = False
         stream = generation.provider.stream(generation.call)
         try:
             async for delta in stream:
@@ -215,10 +216,16 @@ class Pump:
                         continue
                     events = pending + events
                     pending = None
+                    first_output = True
                 if events:
                     generation.output_sent = generation.answer_sent = True
                     if generation.background or not generation.execution.offer(events):
                         await self._emit(generation, events)
+                    if first_output:
+                        # The reader sends the head and the first frame now, not after the
+                        # rest of this read (a whole stream, from a fast upstream) is built.
+                        first_output = False
+                        await asyncio.sleep(0)
         finally:
             await _aclose(stream)
         if builder.finish_reason is None:
