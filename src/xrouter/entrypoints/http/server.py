@@ -14,6 +14,7 @@ drain then starts when uvicorn asks each connection to finish (`connections.py`)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import socket
@@ -82,7 +83,10 @@ class GatewayServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        finally:
+            gc.enable()  # paused by `serve` while the app was built; the app froze its objects
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self.should_exit or self._loop is None or not self.started:
@@ -115,6 +119,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, **options: Any
     if workers > 1:
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
+    # Building the app makes tens of thousands of objects that live as long as the process:
+    # the collector would scan them again and again on the way (and twice in full) only to
+    # find them alive. Paused until the app's startup has collected once and frozen them:
+    # 0.97 -> 0.90 s CPU from importing the app to frozen (median of 12, issue 16).
+    gc.disable()
     server = GatewayServer(config)
     server.run()
     if not server.started:
