@@ -2,6 +2,10 @@
 
 The `type` tag is the SSE `event:` name, so the writer can frame an event without a lookup
 table. `sequence_number` is stamped by the builder that creates the events, starting at 0.
+
+The deltas, one per streamed chunk, are `gc=False`: they hold only strings and numbers (and an
+empty `logprobs`), never anything that refers back to them, so the collector need not track
+them; the wire form is the same.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class ContentPartDone(Struct, tag_field="type", tag="response.content_part.done"
     part: OutputText | Refusal
 
 
-class OutputTextDelta(Struct, tag_field="type", tag="response.output_text.delta"):
+class OutputTextDelta(Struct, gc=False, tag_field="type", tag="response.output_text.delta"):
     sequence_number: int
     item_id: str
     output_index: int
@@ -90,7 +94,7 @@ class OutputTextDone(Struct, tag_field="type", tag="response.output_text.done"):
 
 
 class FunctionCallArgumentsDelta(
-    Struct, tag_field="type", tag="response.function_call_arguments.delta"
+    Struct, gc=False, tag_field="type", tag="response.function_call_arguments.delta"
 ):
     sequence_number: int
     item_id: str
@@ -129,7 +133,7 @@ class ReasoningSummaryPartDone(
 
 
 class ReasoningSummaryTextDelta(
-    Struct, tag_field="type", tag="response.reasoning_summary_text.delta"
+    Struct, gc=False, tag_field="type", tag="response.reasoning_summary_text.delta"
 ):
     sequence_number: int
     item_id: str

@@ -24,7 +24,8 @@ complete as the upstream meant it; some upstreams omit the last blank line.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+
+from msgspec import Struct
 
 from xrouter.adapters.providers.body_limits import DEFAULT_MAX_EVENT_BYTES, LimitExceeded
 
@@ -32,8 +33,10 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
 
 
-class SSEEvent(NamedTuple):
-    """One server-sent event: its `event:` name (None when absent) and its joined data."""
+class SSEEvent(Struct, frozen=True, gc=False):
+    """One server-sent event: its `event:` name (None when absent) and its joined data.
+    (A Struct, not a NamedTuple: made once per upstream chunk, and a NamedTuple's Python-level
+    constructor was a visible share of the relay's CPU.)"""
 
     event: str | None
     data: str

@@ -40,20 +40,22 @@ log = logging.getLogger(__name__)
 
 
 # --- upstream wire shapes (every field optional: servers differ) ---------------------------------
+# gc=False: decoded once per stream chunk and dropped at once; they hold only decoded JSON, which
+# cannot refer back to them, so the collector need not track them (it halves the decode's cost).
 
 
-class _Function(Struct):
+class _Function(Struct, gc=False):
     name: str | None = None
     arguments: str | None = None
 
 
-class _ToolCall(Struct):
+class _ToolCall(Struct, gc=False):
     index: int | None = None
     id: str | None = None
     function: _Function | None = None
 
 
-class _Message(Struct):
+class _Message(Struct, gc=False):
     content: str | None = None
     refusal: str | None = None
     reasoning: str | None = None
@@ -62,7 +64,7 @@ class _Message(Struct):
     tool_calls: list[_ToolCall] | None = None
 
 
-class _Choice(Struct):
+class _Choice(Struct, gc=False):
     index: int = 0
     message: _Message | None = None
     delta: _Message | None = None
@@ -70,7 +72,7 @@ class _Choice(Struct):
     error: Any = None
 
 
-class _Usage(Struct):
+class _Usage(Struct, gc=False):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int | None = None
@@ -79,7 +81,7 @@ class _Usage(Struct):
     cost: float | None = None  # OpenRouter: credits spent on this call
 
 
-class _Completion(Struct):
+class _Completion(Struct, gc=False):
     # Any, not str: an odd id or model is not reported (upstream_info), never a failure.
     id: Any = None
     model: Any = None
