@@ -240,11 +240,13 @@ class ChatStreamParser:
         for choice in chunk.choices or []:
             if choice.index != 0:
                 continue  # we ask for one choice; a server sending more is ignored
-            _raise_choice_error(choice, self._map_error)
+            finish = choice.finish_reason
+            if choice.error is not None or finish == "error":
+                _raise_choice_error(choice, self._map_error)
             if choice.delta is not None:
                 self._delta(choice.delta, events)
-            if choice.finish_reason is not None:
-                self._finish = choice.finish_reason
+            if finish is not None:
+                self._finish = finish
         return events
 
     def _delta(self, delta: _Message, events: list[ProviderEvent]) -> None:
@@ -253,16 +255,17 @@ class ChatStreamParser:
             events.append(ReasoningDelta(reasoning))
         if delta.reasoning_details:
             self._details.extend(delta.reasoning_details)
-        answer = bool(delta.content or delta.refusal or delta.tool_calls)
-        if answer:
+        content = delta.content
+        if self._details and (content or delta.refusal or delta.tool_calls):
             # Hand reasoning state over before the answer closes the reasoning item.
             events.extend(self._flush_details())
-        if delta.content:
-            events.append(TextDelta(delta.content))
+        if content:
+            events.append(TextDelta(content))
         if delta.refusal:
             events.append(TextDelta(delta.refusal))
-        for call in delta.tool_calls or []:
-            events.append(self._tool_call(call))
+        if delta.tool_calls:
+            for call in delta.tool_calls:
+                events.append(self._tool_call(call))
 
     def _tool_call(self, call: _ToolCall) -> ToolCallDelta:
         function = call.function or _Function()
