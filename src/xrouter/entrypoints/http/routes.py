@@ -40,6 +40,7 @@ from xrouter.domain.responses import (
 from xrouter.entrypoints.http.background_routes import replay_stream, wants_stream
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.credentials import call_context, credentials
+from xrouter.entrypoints.http.json_answer import JsonAnswer
 from xrouter.entrypoints.http.openapi import documented
 from xrouter.entrypoints.http.paging import page_query
 from xrouter.entrypoints.http.request_id import request_id_of
@@ -106,7 +107,7 @@ def build_api_routes(
         return credentials(request.headers, gateway_keys)[0] if gateway_keys else None
 
     def json(value: object, status: int = 200) -> HTTPResponse[bytes]:
-        return HTTPResponse(codec.encode(value), status_code=status, media_type=JSON)
+        return JsonAnswer(codec.encode(value), status)
 
     @post(
         "/responses",
