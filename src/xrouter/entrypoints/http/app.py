@@ -172,8 +172,9 @@ def create_litestar(container: Container | None = None) -> Litestar:
     async def on_startup() -> None:
         await start_services(container, periodic_telemetry=True)
         state["ready"] = True
-        # Objects built at startup live forever: keep the GC from rescanning them.
-        gc.collect()
+        # Objects built at startup live forever: keep the GC from rescanning them. Frozen
+        # without a collection first: that full pass cost about 45 ms of the start to find
+        # some 240 unreachable objects (31 KiB) that now stay (issue 16, docs/benchmarks.md).
         gc.freeze()
         if redis is not None and not await redis.ping():
             log.warning(
