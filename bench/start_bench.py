@@ -2,6 +2,10 @@
 on) timed from process spawn to its first relayed chat completion answered 200, as the peers
 suite times it (bench/peer_gateways.py), and measured after that answer.
 
+XRouter's modules are byte-compiled first, as an installed package is: with
+PYTHONDONTWRITEBYTECODE set (as in this project's sessions) every module edited since its .pyc
+was written would otherwise be compiled again at every start (tenths of a second).
+
 Per run: start to first 200 (wall), the CPU the gateway's process tree used until then (less
 noisy than wall time on a shared machine), and its idle RSS once settled (the whole tree).
 Several runs, one after another; medians.
@@ -17,6 +21,7 @@ With several `--src` (a `src` directory of another revision, e.g. from
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import sys
@@ -52,6 +57,9 @@ def main() -> None:
     gateway_cpus, upstream_cpus = (None, None) if args.no_pin else ({0}, {1})
     upstream = servers.start("uvicorn", upstream_env.FAKE_UPSTREAM, cpus=upstream_cpus)
     sources: list[Path | None] = list(args.src) or [None]
+    for src in sources:
+        package = (src or Path(__file__).resolve().parents[1] / "src") / "xrouter"
+        compileall.compile_dir(package, quiet=1)
     figures: dict[Path | None, list[tuple[float, float, float]]] = {src: [] for src in sources}
     try:
         for run in range(args.runs):
