@@ -253,21 +253,22 @@ def post_in_thread(server: LiveServer, text: str, results: dict[str, httpx.Respo
 def test_calls_over_the_limit_reach_the_upstream_one_at_a_time_in_arrival_order(
     serve_with: Callable[..., LiveServer], fake_upstream: FakeUpstream
 ) -> None:
-    fake_upstream.script(
-        CHAT, [Reply.json(chat_completion(f"r{n}"), delay_s=0.2) for n in range(4)]
-    )
+    # q0 holds the one slot long enough for the others to queue behind it.
+    replies = [Reply.json(chat_completion("r0"), delay_s=1.0)]
+    replies += [Reply.json(chat_completion(f"r{n}"), delay_s=0.05) for n in range(1, 4)]
+    fake_upstream.script(CHAT, replies)
     server = gateway(serve_with, fake_upstream)
     results: dict[str, httpx.Response] = {}
-    threads = [post_in_thread(server, "q0", results)]
-    assert fake_upstream.wait_until(lambda up: up.hits(CHAT) == 1)
     limiter = next(lim for name, lim in server.container.inflight().limiters if name == "fake")
-    for n in range(1, 4):
+    threads = []
+    for n in range(4):
         threads.append(post_in_thread(server, f"q{n}", results))
-        # A definite arrival order: each call is in the queue before the next is sent (a
-        # fixed sleep was not enough on a loaded machine).
-        deadline = time.monotonic() + 5
-        while limiter.waiting < n:
-            assert time.monotonic() < deadline, f"q{n} never queued"
+        # A definite arrival order: each call has reached the queue (or the upstream) before
+        # the next is sent; a fixed sleep was outrun on a loaded machine. A call moving from
+        # the queue to the upstream only makes the sum dip for a moment, never overshoot.
+        deadline = time.monotonic() + 10
+        while limiter.waiting + fake_upstream.hits(CHAT) < n + 1:
+            assert time.monotonic() < deadline, f"q{n} never reached the queue"
             time.sleep(0.005)
     for thread in threads:
         thread.join(30)
