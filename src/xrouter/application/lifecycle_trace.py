@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xrouter.application.ports import Clock, LifecycleListener
-from xrouter.domain.lifecycle import Action, Lifecycle, LifecycleEvent, Reason
+from xrouter.domain.lifecycle import Action, Lifecycle, LifecycleEvent, Reason, Stage
 
 
 class LifecycleTracer:
@@ -26,6 +26,21 @@ class LifecycleTracer:
                     from_stage=before,
                     to_stage=after,
                     reason=reason,
+                    at_ns=self._clock.monotonic_ns(),
+                )
+            )
+
+    def chunk(self, lifecycle: Lifecycle) -> None:
+        """The EmitChunk step, on the per-chunk fast path (`Lifecycle.emit_chunk`)."""
+        lifecycle.emit_chunk()
+        if self._listener is not None:
+            self._listener.on_event(
+                LifecycleEvent(
+                    request_id=lifecycle.request_id,
+                    action=Action.EMIT_CHUNK,
+                    from_stage=Stage.GENERATE,
+                    to_stage=Stage.GENERATE,
+                    reason=Reason.CHUNK,
                     at_ns=self._clock.monotonic_ns(),
                 )
             )

@@ -209,7 +209,7 @@ class Pump:
                 if builder.chunks != chunks_before:
                     if generation.first_chunk_ns is None:
                         generation.first_chunk_ns = self._clock.monotonic_ns()
-                    self._tracer.step(generation.lifecycle, Action.EMIT_CHUNK, Reason.CHUNK)
+                    self._tracer.chunk(generation.lifecycle)
                 if pending is not None:
                     if builder.chunks == 0:
                         pending.extend(events)
