@@ -176,6 +176,11 @@ def create_litestar(container: Container | None = None) -> Litestar:
         # without a collection first: that full pass cost about 45 ms of the start to find
         # some 240 unreachable objects (31 KiB) that now stay (issue 16, docs/benchmarks.md).
         gc.freeze()
+        # Requests leave almost no cyclic garbage, but the default first threshold (700
+        # allocations) ran a young collection every request or so: about a tenth of a
+        # worker's CPU at c=32. 10,000 keeps the collector for what cycles there are
+        # (issue 16, docs/benchmarks.md "the request path").
+        gc.set_threshold(10_000, 10, 10)
         if redis is not None and not await redis.ping():
             log.warning(
                 "starting without Redis at %s: requests that need no stored state are served, "
