@@ -32,7 +32,7 @@ from xrouter.adapters.providers.openai_compatible.responses_protocol import (
     parse_response,
 )
 from xrouter.adapters.providers.provider_spec import Protocol, ProviderSpec
-from xrouter.adapters.providers.transport import HttpTransport, SSEEvent
+from xrouter.adapters.providers.transport import HttpTransport
 from xrouter.adapters.providers.upstream_errors import ErrorMapper, map_stream_error
 from xrouter.application.ports import CallContext, CompactCall, GenerationRequest
 from xrouter.domain.compaction import CompactionResource
@@ -170,12 +170,24 @@ class OpenAICompatibleProvider:
         events = self._transport.stream_events(
             path, body, headers, byok=self._byok, require_done=self._protocol != "responses"
         )
+        # The parsers run inline rather than in generators of their own: each upstream event
+        # then passes one `async for`/`yield` hop fewer on its way to the engine (issue 16).
         try:
             if self._protocol == "responses":
-                async for event in self._responses_stream(events):
+                responses = ResponsesStreamParser(provider=self._name, map_error=self._map_error)
+                async for sse in events:
+                    for event in responses.feed(sse.data):
+                        yield event
+                    if responses.done:
+                        return  # OpenAI sends no [DONE]: the terminal event ends the stream
+                for event in responses.finish():
                     yield event
             else:
-                async for event in self._chat_stream(events, call):
+                chat = ChatStreamParser(provider=self._name, map_error=self._map_error)
+                async for sse in events:
+                    for event in chat.feed(sse.data):
+                        yield event
+                for event in chat.finish():
                     yield event
         finally:
             # Frees the transport's in-flight slot and connection when we stop early.
@@ -233,25 +245,3 @@ class OpenAICompatibleProvider:
         return parse(
             content, provider=self._name, map_error=self._map_error, content_type=content_type
         )
-
-    async def _chat_stream(
-        self, events: AsyncIterator[SSEEvent], call: GenerationRequest
-    ) -> AsyncIterator[ProviderEvent]:
-        parser = ChatStreamParser(provider=self._name, map_error=self._map_error)
-        async for sse in events:
-            for event in parser.feed(sse.data):
-                yield event
-        for event in parser.finish():
-            yield event
-
-    async def _responses_stream(
-        self, events: AsyncIterator[SSEEvent]
-    ) -> AsyncIterator[ProviderEvent]:
-        parser = ResponsesStreamParser(provider=self._name, map_error=self._map_error)
-        async for sse in events:
-            for event in parser.feed(sse.data):
-                yield event
-            if parser.done:
-                return  # OpenAI sends no [DONE]: the terminal event ends the stream
-        for event in parser.finish():
-            yield event
