@@ -21,23 +21,29 @@ log = logging.getLogger("xrouter.providers")
 
 
 def build_provider(spec: ProviderSpec, inflight: InflightFactory | None = None) -> Provider:
-    # Imported here, not at the top: a gateway with no upstream configured never loads the
-    # HTTP stack, which is a third of the cold start.
-    from xrouter.adapters.providers.deepseek.provider import DeepSeekProvider
-    from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
-    from xrouter.adapters.providers.openrouter import OpenRouterProvider
-    from xrouter.adapters.providers.yandex.provider import YandexProvider
-    from xrouter.adapters.providers.zai import ZaiProvider
-
+    # Each kind's adapter is imported here, and only the kind this spec asks for: a gateway
+    # with no upstream configured never loads the HTTP stack (a third of the cold start), and
+    # one with an OpenAI-compatible upstream does not load DeepSeek's DSML parser, Yandex's
+    # answer readers and the rest (issue 16, start to first 200).
     limiter = inflight(spec.name, spec.transport) if inflight is not None else None
     if isinstance(spec, DeepSeekSpec):
+        from xrouter.adapters.providers.deepseek.provider import DeepSeekProvider
+
         return DeepSeekProvider(spec, limiter=limiter)
     if isinstance(spec, OpenRouterSpec):
+        from xrouter.adapters.providers.openrouter import OpenRouterProvider
+
         return OpenRouterProvider(spec, limiter=limiter)
     if isinstance(spec, YandexSpec):
+        from xrouter.adapters.providers.yandex.provider import YandexProvider
+
         return YandexProvider(spec, limiter=limiter)
     if isinstance(spec, ZaiSpec):
+        from xrouter.adapters.providers.zai import ZaiProvider
+
         return ZaiProvider(spec, limiter=limiter)
+    from xrouter.adapters.providers.openai_compatible.provider import OpenAICompatibleProvider
+
     return OpenAICompatibleProvider(spec, limiter=limiter)
 
 
