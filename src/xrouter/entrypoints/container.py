@@ -7,10 +7,6 @@ dependency-injector way: `container.lifecycle_listener.override(...)`.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib.abc import MetaPathFinder
 
 from xrouter.adapters.providers.inflight import TrackedLimiters
 from xrouter.adapters.providers.local import LocalProvider
@@ -48,6 +44,7 @@ from xrouter.entrypoints.conversation_config import (
 )
 from xrouter.entrypoints.keys_config import build_key_admin, build_key_hasher, build_key_store
 from xrouter.entrypoints.limits_config import build_key_limiter
+from xrouter.entrypoints.optional_imports import optional_imports_hidden
 from xrouter.entrypoints.provider_config import load_gateway_config
 from xrouter.entrypoints.provider_factory import build_providers
 from xrouter.entrypoints.secret_sources import configured_secrets
@@ -60,40 +57,15 @@ from xrouter.entrypoints.storage_config import (
 from xrouter.entrypoints.telemetry_config import telemetry_choice
 from xrouter.entrypoints.telemetry_runtime import Telemetry
 
-
-class _Hidden(MetaPathFinder):
-    """Finds `names` (and their submodules) nowhere: importing them raises ImportError."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self._names = names
-
-    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
-        if fullname.partition(".")[0] in self._names:
-            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
-
-
-@contextmanager
-def _optional_imports_hidden(*names: str) -> Iterator[None]:
-    """While the block runs, importing one of `names` that is not imported yet fails as if it
-    were not installed; afterwards it imports as usual. (A finder rather than None entries in
-    sys.modules: Cython-compiled modules take those as the module itself.)"""
-    finder = _Hidden(tuple(name for name in names if name not in sys.modules))
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
-
-
 # Two libraries import optional extras whenever those are installed, for features this gateway
 # never uses (issue 16, docs/benchmarks.md: about 0.15 s of every start):
 # - dependency-injector: werkzeug (Flask's LocalProxy, for `wire`) and pydantic
 #   (`Configuration.from_pydantic`); werkzeug comes with flask-swagger-ui, pydantic with the
 #   OpenAI SDK;
 # - httpx: its command line (click, pygments, rich); imported here first, for the providers.
-with _optional_imports_hidden("werkzeug", "pydantic", "pydantic_settings"):
+with optional_imports_hidden("werkzeug", "pydantic", "pydantic_settings"):
     from dependency_injector import containers, providers
-with _optional_imports_hidden("pygments"):
+with optional_imports_hidden("pygments"):
     import httpx  # noqa: F401
 
 

@@ -54,8 +54,11 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     # imported here so `xrouter --version` stays instant
-    from xrouter.entrypoints.http.server import serve as run_server
     from xrouter.entrypoints.logging_setup import serve_log_config
+    from xrouter.entrypoints.optional_imports import litestar_extras_hidden
+
+    with litestar_extras_hidden():  # the server's modules import Litestar first
+        from xrouter.entrypoints.http.server import serve as run_server
 
     with shared_metrics_dir(settings, workers) as settings:
         run_server(
