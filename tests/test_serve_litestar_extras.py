@@ -1,6 +1,7 @@
-"""`xrouter serve` imports Litestar without annotated_types (issue 16, start time:
+"""`xrouter serve` imports Litestar without annotated_types and PyYAML (issue 16, start time:
 entrypoints/optional_imports.py), and the gateway it builds documents the same API either way:
-Litestar only reads annotated_types constraints, which the gateway's handlers do not use."""
+Litestar only reads annotated_types constraints, which the gateway's handlers do not use, and
+PyYAML loads when Litestar first uses it."""
 
 from __future__ import annotations
 
@@ -30,17 +31,21 @@ from litestar.testing import TestClient
 from xrouter.entrypoints.http.app import create_litestar
 with TestClient(create_litestar()) as client:
     document = client.get("/openapi.json").json()
-print(json.dumps({"loaded": "annotated_types" in sys.modules, "document": document}))
+loaded = [name for name in ("annotated_types", "yaml") if name in sys.modules]
+import litestar.openapi.plugins
+dumped = litestar.openapi.plugins.yaml.dump({"a": 1})  # the stand-in loads PyYAML now
+print(json.dumps({"loaded": loaded, "document": document, "dumped": dumped}))
 """
 
 PLAIN = """
 import json, sys
-import annotated_types  # as when the OpenAI SDK (pydantic) was imported first
+import annotated_types, yaml  # as when a library that uses them was imported first
 from litestar.testing import TestClient
 from xrouter.entrypoints.http.app import create_litestar
 with TestClient(create_litestar()) as client:
     document = client.get("/openapi.json").json()
-print(json.dumps({"loaded": "annotated_types" in sys.modules, "document": document}))
+loaded = [name for name in ("annotated_types", "yaml") if name in sys.modules]
+print(json.dumps({"loaded": loaded, "document": document}))
 """
 
 
@@ -55,9 +60,10 @@ def _run(script: str) -> dict[str, object]:
     return result
 
 
-def test_serve_leaves_annotated_types_out_and_documents_the_same_api() -> None:
+def test_serve_leaves_litestar_extras_out_and_documents_the_same_api() -> None:
     served = _run(SERVE)
     plain = _run(PLAIN)
-    assert served["loaded"] is False
-    assert plain["loaded"] is True
+    assert served["loaded"] == []
+    assert plain["loaded"] == ["annotated_types", "yaml"]
     assert served["document"] == plain["document"]
+    assert served["dumped"] == "a: 1\n"

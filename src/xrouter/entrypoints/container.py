@@ -63,7 +63,8 @@ from xrouter.entrypoints.telemetry_runtime import Telemetry
 #   (`Configuration.from_pydantic`); werkzeug comes with flask-swagger-ui, pydantic with the
 #   OpenAI SDK;
 # - httpx: its command line (click, pygments, rich); imported here first, for the providers.
-with optional_imports_hidden("werkzeug", "pydantic", "pydantic_settings"):
+# dependency-injector also imports PyYAML for `Configuration.from_yaml`, unused here too.
+with optional_imports_hidden("werkzeug", "pydantic", "pydantic_settings", "yaml"):
     from dependency_injector import containers, providers
 with optional_imports_hidden("pygments"):
     import httpx  # noqa: F401
