@@ -16,6 +16,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from xrouter.entrypoints.cli.arguments import positive_int
 from xrouter.entrypoints.cli.failure import EXIT_BAD_ARGUMENTS, EXIT_FAILED, EXIT_OK, CommandFailed
 from xrouter.entrypoints.cli.runtime import EXIT_INTERRUPTED
 from xrouter.entrypoints.config import Settings, env_name
@@ -29,17 +30,6 @@ if TYPE_CHECKING:
 
 # rich, the container and the domain types are imported when the command runs: the `xrouter`
 # script builds this parser on every run, and `xrouter --version` must stay instant.
-
-
-def positive_int(raw: str) -> int:
-    """An argparse `type`: a whole number of at least 1."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{raw!r} must be at least 1")
-    return value
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

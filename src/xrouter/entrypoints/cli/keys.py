@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
+from xrouter.entrypoints.cli.arguments import positive_int
 from xrouter.entrypoints.cli.failure import (
     EXIT_BAD_ARGUMENTS,
     EXIT_FAILED,
@@ -64,16 +65,6 @@ def expires_parser(now: Callable[[], float] = time.time) -> Callable[[str], floa
     return parse
 
 
-def _at_least_one(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{raw!r} must be at least 1")
-    return value
-
-
 def _patterns(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -107,9 +98,9 @@ def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="comma-separated globs over provider/model and aliases (openai/*,fast); "
         "default: every model",
     )
-    create.add_argument("--rpm", type=_at_least_one, help="requests per minute")
-    create.add_argument("--tpm", type=_at_least_one, help="tokens per minute")
-    create.add_argument("--concurrent", type=_at_least_one, help="requests at once")
+    create.add_argument("--rpm", type=positive_int, help="requests per minute")
+    create.add_argument("--tpm", type=positive_int, help="tokens per minute")
+    create.add_argument("--concurrent", type=positive_int, help="requests at once")
     actions.add_parser("list", parents=[output], help="every key (never a secret or a hash)")
     for name, text in (
         ("show", "one key"),
