@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 
 from xrouter.domain.errors import ClientDisconnected, GatewayError
 from xrouter.domain.events import StreamEvent
@@ -167,23 +168,14 @@ class Execution:
         """The stream's events until its end or until the client is gone, whichever comes
         first. Raises the GatewayError when generation failed before any output; the engine
         releases nothing before the first output, so the first event tells which it is."""
-        batches = self._batches
-        while True:
-            while not batches:
-                if self._closed or self._detached:
-                    return
-                self._readable.clear()
-                await self._readable.wait()
-            batch = batches.popleft()
-            self._writable.set()
-            if isinstance(batch, GatewayError):
-                raise batch
-            for event in batch:
-                if self._detached:
-                    return
-                yield event
+        async with aclosing(self.batches()) as batches:
+            async for batch in batches:
+                for event in batch:
+                    if self._detached:
+                        return
+                    yield event
 
-    async def batches(self) -> AsyncIterator[list[StreamEvent]]:
+    async def batches(self) -> AsyncGenerator[list[StreamEvent], None]:
         """The same events as `events()`, as lists: each is everything queued by the time the
         reader wakes (what the provider's last reads produced), so that a writer can send it
         in one write. Never holds an event back waiting for another: a list is yielded as soon
