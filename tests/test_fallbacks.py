@@ -295,6 +295,16 @@ def test_a_model_id_cannot_break_the_header(
     assert answer.headers["x-xrouter-fallback"] == (
         "alpha/b%2Cig%3Bx%3D1;status=503;reason=upstream_error"
     )
+    alpha.script(CHAT, Reply.error(503, "Down.", type="server_error"))
+    with server.client() as http:
+        long = http.post(
+            "/v1/responses",
+            json={"model": "alpha/" + "x" * 5000, "input": "x", "models": ["beta/backup"]},
+        )
+    assert long.status_code == 200
+    assert long.headers["x-xrouter-fallback"] == (
+        "alpha/" + "x" * 194 + "...;status=503;reason=upstream_error"
+    )
 
 
 def test_models_on_the_wire_is_not_sent_upstream(

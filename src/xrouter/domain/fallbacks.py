@@ -29,6 +29,10 @@ from xrouter.domain.errors import (
 MAX_REQUEST_MODELS = 8
 """Most entries of a request's `models` list: each is a full upstream attempt."""
 
+HEADER_MODEL_CHARS = 200
+"""Most characters of a model id in the header (ids are the client's text, of any length; the
+analytics record keeps the whole id)."""
+
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "token_limit_exceeded"})
 _CONTEXT_WORDS = ("context length", "context_length", "context window", "maximum context")
 
@@ -57,9 +61,13 @@ class SkippedAttempt(Struct, frozen=True, kw_only=True, gc=False):
 
     def header_value(self) -> str:
         """`model;status=429;reason=rate_limited`: one entry of the `x-xrouter-fallback`
-        response header. The model id is the client's text: percent-encoded beyond the
-        characters ids are made of, so it can neither break the header nor its list."""
-        return f"{quote(self.model, safe='/:._-@+')};status={self.status};reason={self.reason}"
+        response header. The model id is the client's text: cut at `HEADER_MODEL_CHARS` and
+        percent-encoded beyond the characters ids are made of, so it can neither break the
+        header nor its list, nor make it long."""
+        model = self.model
+        if len(model) > HEADER_MODEL_CHARS:
+            model = model[:HEADER_MODEL_CHARS] + "..."
+        return f"{quote(model, safe='/:._-@+')};status={self.status};reason={self.reason}"
 
 
 def fallback_header(skipped: list[SkippedAttempt]) -> str:
