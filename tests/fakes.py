@@ -96,7 +96,7 @@ class ScriptedProvider:
     async def aclose(self) -> None:
         self.closed = True
 
-    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
         self.calls.append(call)
         for step in self.script:
             if self.delay_s:
@@ -106,7 +106,7 @@ class ScriptedProvider:
             elif isinstance(step, Exception):
                 raise step
             else:
-                yield step
+                yield [step]
 
 
 class SlowCatalog:

@@ -384,4 +384,4 @@ def make_call(
 
 
 async def collect(provider: GigaChatProvider, call: GenerationRequest) -> list[Any]:
-    return [event async for event in provider.stream(call)]
+    return [event async for batch in provider.stream(call) for event in batch]

@@ -134,7 +134,7 @@ async def test_thinking_switch_as_received(
     body: JSON = {"input": "hi", "max_output_tokens": 50}
     if effort is not None:
         body["reasoning"] = {"effort": effort}
-    events = [e async for e in provider.stream(make_call(body, upstream_model=model))]
+    events = [e async for b in provider.stream(make_call(body, upstream_model=model)) for e in b]
     await provider.aclose()
     assert events
     (request,) = upstream.requests(CHAT_PATH)

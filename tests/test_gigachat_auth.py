@@ -335,7 +335,7 @@ async def test_concurrency_limit_follows_the_scope(
         Reply.sse([{"choices": [{"delta": {"content": "slow"}, "index": 0}]}], chunk_delay_s=0.3),
     )
     first = provider.stream(make_call({"input": "a", "stream": True}))
-    assert isinstance(await anext(first), TextDelta)  # the one allowed stream is open
+    assert isinstance((await anext(first))[0], TextDelta)  # the one allowed stream is open
     with pytest.raises(Overloaded) as caught:
         await collect(provider, make_call({"input": "b"}))
     assert caught.value.status == 429 and "XR_GIGACHAT_MAX_INFLIGHT" in caught.value.message

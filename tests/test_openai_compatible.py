@@ -1043,9 +1043,14 @@ class FakeTransport:
     """What GET /models answers (set on an instance to change it)."""
     """Records calls; answers with canned bodies or SSE data."""
 
-    def __init__(self, *, content: bytes = b"", events: list[str] | None = None) -> None:
+    def __init__(
+        self, *, content: bytes = b"", events: list[str] | None = None, one_read: bool = False
+    ) -> None:
+        """`one_read`: all `events` come in one read of the body (a fast upstream), not one
+        read each."""
         self.content = content
         self.events = events or []
+        self.one_read = one_read
         self.calls: list[tuple[str, str, JSON, dict[str, str], bool]] = []
         self.closed = False
         self.require_done: bool | None = None
@@ -1064,12 +1069,15 @@ class FakeTransport:
         *,
         byok: bool = False,
         require_done: bool = True,
-    ) -> AsyncIterator[SSEEvent]:
+    ) -> AsyncIterator[list[SSEEvent]]:
         self.calls.append(("STREAM", path, json.loads(body), dict(headers), byok))
         self.require_done = require_done
         try:
+            if self.one_read:
+                yield [SSEEvent(None, data) for data in self.events]
+                return
             for data in self.events:
-                yield SSEEvent(None, data)
+                yield [SSEEvent(None, data)]
         finally:
             self.closed = True
 
@@ -1090,7 +1098,7 @@ def provider_over(transport: FakeTransport, **kwargs: Any) -> OpenAICompatiblePr
 
 
 async def collect(provider: OpenAICompatibleProvider, call: GenerationRequest) -> list[Any]:
-    return [event async for event in provider.stream(call)]
+    return [event async for batch in provider.stream(call) for event in batch]
 
 
 COMPLETION = json.dumps(
@@ -1140,6 +1148,30 @@ async def test_provider_streams_chat_and_closes_the_upstream_stream() -> None:
     assert transport.closed
 
 
+async def test_provider_yields_one_batch_per_read_of_the_upstream() -> None:
+    transport = FakeTransport(
+        events=[chunk({"content": "a"}), chunk({"content": "b"}), chunk({}, "stop")],
+        one_read=True,
+    )
+    provider = provider_over(transport)
+    batches = [b async for b in provider.stream(make_call({"input": "hi", "stream": True}))]
+    assert batches == [
+        [UpstreamInfo(model="m", response_id="c1"), TextDelta("a"), TextDelta("b")],
+        [Finish("stop")],  # said once the stream ended
+    ]
+
+
+async def test_a_failure_inside_a_read_comes_after_the_events_before_it() -> None:
+    error = json.dumps({"error": {"message": "overloaded", "code": 529}})
+    transport = FakeTransport(events=[chunk({"content": "a"}), error], one_read=True)
+    provider = provider_over(transport)
+    stream = provider.stream(make_call({"input": "hi", "stream": True}))
+    assert await anext(stream) == [UpstreamInfo(model="m", response_id="c1"), TextDelta("a")]
+    with pytest.raises(ProviderError, match="overloaded"):
+        await anext(stream)
+    assert transport.closed
+
+
 async def test_provider_stops_reading_a_responses_stream_at_its_terminal_event() -> None:
     transport = FakeTransport(
         events=[
@@ -1160,7 +1192,9 @@ async def test_the_local_provider_names_its_model_as_an_upstream_would() -> None
     """No response id of its own; and `local/error` fails before naming anything, as an
     upstream that answers with an error status does."""
     local = LocalProvider()
-    events = [e async for e in local.stream(make_call({"input": "hi"}, upstream_model="echo"))]
+    events = [
+        e async for b in local.stream(make_call({"input": "hi"}, upstream_model="echo")) for e in b
+    ]
     assert events == [UpstreamInfo(model="echo"), TextDelta("hi"), Finish("stop")]
     failing = local.stream(make_call({"input": "hi"}, upstream_model="error"))
     with pytest.raises(ProviderError, match="before its first chunk"):

@@ -296,7 +296,7 @@ async def test_provider_sends_headers_and_passthrough_and_reports_cost(
     )  # fmt: skip
     provider = openrouter_over(upstream, referer="https://app.example", title="My App")
     call = or_call({"input": "hi"}, passthrough={"provider": {"sort": "price"}})
-    events = [event async for event in provider.stream(call)]
+    events = [event async for batch in provider.stream(call) for event in batch]
     await provider.aclose()
     assert events[:2] == [
         UpstreamInfo(model="anthropic/claude-4-sonnet-20250522", response_id="gen-1"),

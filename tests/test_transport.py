@@ -314,8 +314,8 @@ async def test_a_stream_dropped_midway_fails_and_is_never_retried(
     received: list[SSEEvent] = []
     with pytest.raises(ProviderError) as caught:
         async with aclosing(transport.stream_events("/chat/completions", b"{}", {})) as events:
-            async for event in events:
-                received.append(event)
+            async for batch in events:
+                received += batch
     assert STREAM_CLOSED_EARLY in caught.value.message
     assert caught.value.status == 502
     assert received == [SSEEvent(None, '{"n":1}'), SSEEvent(None, '{"n":2}')]
@@ -490,7 +490,7 @@ async def test_waiting_for_a_free_connection_is_the_pool_timeout(harness: Harnes
     harness.upstream.script(CHAT, Reply.sse([{"n": 1}], done=False, end="stall"))
     try:
         holding = transport.stream_events("/chat/completions", b"{}", {})
-        assert await anext(holding) == SSEEvent(None, '{"n":1}')
+        assert await anext(holding) == [SSEEvent(None, '{"n":1}')]
         with pytest.raises(ProviderTimeout) as caught:
             await transport.post_json("/chat/completions", chat_body(), {})
         await holding.aclose()
@@ -587,7 +587,7 @@ async def test_in_flight_limit_fails_fast_and_frees_the_slot_when_a_stream_ends(
     harness.upstream.script(CHAT, Reply.sse([{"n": 1}], done=False, end="stall"))
     transport = harness.transport(max_inflight=1, queue_timeout_s=0)
     first = transport.stream_events("/chat/completions", b"{}", {})
-    assert await anext(first) == SSEEvent(None, '{"n":1}')
+    assert await anext(first) == [SSEEvent(None, '{"n":1}')]
     assert transport.inflight == 1
 
     started = time.monotonic()

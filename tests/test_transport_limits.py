@@ -105,8 +105,8 @@ async def test_a_compressed_stream_is_bounded_in_total(harness: Harness) -> None
     transport = harness.transport(max_decompressed_bytes=100_000)
     received = 0
     with pytest.raises(ProviderError, match="XR_FAKE_MAX_DECOMPRESSED_BYTES"):
-        async for _ in transport.stream_events("/chat/completions", b"{}", {}):
-            received += 1
+        async for batch in transport.stream_events("/chat/completions", b"{}", {}):
+            received += len(batch)
     assert 0 < received < 50_000
 
 
@@ -276,8 +276,8 @@ async def test_one_endless_sse_line_fails_at_the_limit_without_waiting_for_its_e
     received: list[SSEEvent] = []
     started = time.monotonic()
     with pytest.raises(ProviderError) as caught:
-        async for event in transport.stream_events("/chat/completions", b"{}", {}):
-            received.append(event)
+        async for batch in transport.stream_events("/chat/completions", b"{}", {}):
+            received += batch
     assert time.monotonic() - started < 4.0
     assert received == [SSEEvent(None, '{"n":1}')]
     assert "fake sent one server-sent event larger than 262144 bytes" in caught.value.message
@@ -302,8 +302,8 @@ async def test_a_stream_that_ends_without_done_fails_after_its_events(harness: H
     transport = harness.transport()
     received: list[SSEEvent] = []
     with pytest.raises(ProviderError) as caught:
-        async for event in transport.stream_events("/chat/completions", b"{}", {}):
-            received.append(event)
+        async for batch in transport.stream_events("/chat/completions", b"{}", {}):
+            received += batch
     assert received == [SSEEvent(None, '{"n":1}'), SSEEvent(None, '{"n":2}')]
     assert caught.value.message == "fake closed the stream before `[DONE]`."
     assert caught.value.status == 502

@@ -184,7 +184,7 @@ async def test_provider_sends_the_key_and_the_zai_payload(upstream: FakeUpstream
         {"input": "weather?", "tools": [WEATHER], "stream": True, "reasoning": {"effort": "none"}},
         upstream_model="glm-4.6",
     )
-    events = [event async for event in provider.stream(call)]
+    events = [event async for batch in provider.stream(call) for event in batch]
     await provider.aclose()
     assert events
     (request,) = upstream.requests(CHAT_PATH)

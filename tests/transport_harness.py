@@ -68,9 +68,10 @@ async def harness_fixture(fake_upstream: FakeUpstream) -> AsyncIterator[Harness]
         await made.aclose()
 
 
-async def collect(events: AsyncGenerator[SSEEvent, None]) -> list[SSEEvent]:
-    async with aclosing(events) as iterator:
-        return [event async for event in iterator]
+async def collect(reads: AsyncGenerator[list[SSEEvent], None]) -> list[SSEEvent]:
+    """The events of a stream, its batches (one per read of the body) joined."""
+    async with aclosing(reads) as iterator:
+        return [event async for batch in iterator for event in batch]
 
 
 def closed_port() -> int:

@@ -74,11 +74,16 @@ class Provider(Protocol):
         """Discovery: the models the upstream lists now (may do I/O, may fail)."""
         ...
 
-    def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
-        """Generate, yielding canonical deltas, and `Finish` only when the upstream said it
-        finished (a stream that ends without one is a failure); raise ProviderError /
+    def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
+        """Generate, yielding canonical deltas in batches, and `Finish` only when the upstream
+        said it finished (a stream that ends without one is a failure); raise ProviderError /
         ProviderTimeout on failure. The engine may stop iterating early (then the stream's
-        `aclose` is called)."""
+        `aclose` is called).
+
+        Each yielded list is a batch of deltas in order, never empty: what one upstream read
+        produced (a fast upstream sends many events per read). One async step per batch, not
+        per delta: the step through a generator was a visible share of the relay's CPU (issue
+        16). The engine treats the deltas of a batch exactly as if they came one by one."""
         ...
 
     async def aclose(self) -> None:

@@ -199,33 +199,34 @@ class Pump:
         first_output = False
         stream = generation.provider.stream(generation.call)
         try:
-            async for delta in stream:
+            async for deltas in stream:
                 if generation.cancel_requested:
                     # The task was cancelled too; this catches a cancellation some library
                     # on the way swallowed (then the task is still marked cancelling).
                     raise _CancelAsked
-                chunks_before = builder.chunks
-                events = builder.feed(delta)
-                if builder.chunks != chunks_before:
-                    if generation.first_chunk_ns is None:
-                        generation.first_chunk_ns = self._clock.monotonic_ns()
-                    self._tracer.chunk(generation.lifecycle)
-                if pending is not None:
-                    if builder.chunks == 0:
-                        pending.extend(events)
-                        continue
-                    events = pending + events
-                    pending = None
-                    first_output = True
-                if events:
-                    generation.output_sent = generation.answer_sent = True
-                    if generation.background or not generation.execution.offer(events):
-                        await self._emit(generation, events)
-                    if first_output:
-                        # The reader sends the head and the first frame now, not after the
-                        # rest of this read (a whole stream, from a fast upstream) is built.
-                        first_output = False
-                        await asyncio.sleep(0)
+                for delta in deltas:
+                    chunks_before = builder.chunks
+                    events = builder.feed(delta)
+                    if builder.chunks != chunks_before:
+                        if generation.first_chunk_ns is None:
+                            generation.first_chunk_ns = self._clock.monotonic_ns()
+                        self._tracer.chunk(generation.lifecycle)
+                    if pending is not None:
+                        if builder.chunks == 0:
+                            pending.extend(events)
+                            continue
+                        events = pending + events
+                        pending = None
+                        first_output = True
+                    if events:
+                        generation.output_sent = generation.answer_sent = True
+                        if generation.background or not generation.execution.offer(events):
+                            await self._emit(generation, events)
+                        if first_output:
+                            # The reader sends the head and the first frame now, not after the
+                            # rest of this read (a whole stream, from a fast upstream) is built.
+                            first_output = False
+                            await asyncio.sleep(0)
         finally:
             await _aclose(stream)
         if builder.finish_reason is None:

@@ -76,27 +76,28 @@ class LocalProvider:
     async def aclose(self) -> None:
         """Nothing to release: no connections, no tasks."""
 
-    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
+        # One delta per batch: this provider has no reads to group them by.
         model = call.route.upstream_model
         if model == "error":
             raise ProviderError(
                 "The local provider failed before its first chunk, as model 'local/error' "
                 "always does.",
             )
-        yield UpstreamInfo(model=model)  # after the failure an upstream would answer instead
+        yield [UpstreamInfo(model=model)]  # after the failure an upstream would answer instead
         delay = self._slow_delay_s if model == "slow" else 0.0
         text = _last_user_text(call.items)
         tool_calls = _requested_calls(call, text)
         if model == "think":
             count = len(text.split())
-            yield ReasoningDelta(f"The user wrote {count} word{'s' if count != 1 else ''}; ")
-            yield ReasoningDelta("I will repeat them.")
+            yield [ReasoningDelta(f"The user wrote {count} word{'s' if count != 1 else ''}; ")]
+            yield [ReasoningDelta("I will repeat them.")]
         if tool_calls:
             for index, (name, arguments) in enumerate(tool_calls):
-                yield ToolCallDelta(index=index, call_id=f"call_local_{index}", name=name)
+                yield [ToolCallDelta(index=index, call_id=f"call_local_{index}", name=name)]
                 for fragment in _split(arguments, _ARGUMENT_FRAGMENTS):
-                    yield ToolCallDelta(index=index, arguments=fragment)
-            yield Finish("tool_calls")
+                    yield [ToolCallDelta(index=index, arguments=fragment)]
+            yield [Finish("tool_calls")]
             return
         answer = _answer(call.items, text)
         words = _WORDS.findall(answer)
@@ -112,10 +113,10 @@ class LocalProvider:
                 )
             if delay and index > 0:
                 await asyncio.sleep(delay)
-            yield TextDelta(word)
+            yield [TextDelta(word)]
         if model == "error-mid-stream":
             raise ProviderError("The local provider failed mid-stream (short input).")
-        yield Finish("length" if truncated else "stop")
+        yield [Finish("length" if truncated else "stop")]
 
 
 def _text_of(content: str | list[dict[str, Any]] | None) -> str:

@@ -271,9 +271,11 @@ class HttpTransport:
         *,
         byok: bool = False,
         require_done: bool = True,
-    ) -> AsyncGenerator[SSEEvent, None]:
+    ) -> AsyncGenerator[list[SSEEvent], None]:
         """POST `body` to `path` and yield the server-sent events of the answer, `[DONE]` ending
-        the iteration (it is not yielded).
+        the iteration (it is not yielded). Each yielded list holds the events one read of the
+        body completed, in order, never empty: one async step per read, not per event (a fast
+        upstream sends hundreds of events per read; issue 16).
 
         `require_done`: a body that ends cleanly without `data: [DONE]` is a ProviderError
         (the upstream stopped before it finished); False for upstreams that never send it
@@ -369,7 +371,7 @@ class HttpTransport:
 
     async def _stream(
         self, path: str, body: bytes, headers: dict[str, str], byok: bool, require_done: bool
-    ) -> AsyncGenerator[SSEEvent, None]:
+    ) -> AsyncGenerator[list[SSEEvent], None]:
         lease = await self._limiter.acquire()
         try:
             call = _Call()
@@ -393,12 +395,15 @@ class HttpTransport:
                         events = parser.feed(piece) if piece is not None else parser.close()
                     except LimitExceeded as exc:
                         raise self._failures.too_large(exc) from None
-                    for event in events:
+                    for index, event in enumerate(events):
                         if event.data == "[DONE]":
+                            if index:
+                                yield events[:index]
                             await reader.drain(ERROR_BODY_LIMIT, DRAIN_AFTER_DONE_S)
                             return
                         named.see(event.data)
-                        yield event
+                    if events:
+                        yield events
                     if piece is None:
                         if require_done:
                             raise self._failures.no_done()

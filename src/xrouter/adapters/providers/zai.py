@@ -134,23 +134,25 @@ class ZaiProvider(OpenAICompatibleProvider):
 
         self._map_error = map_error
 
-    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
         """The call's events; a transient failure inside a 200 before any output event (the
         upstream's identity aside) makes the call again, up to `max_retries` times."""
         retries = 0
         while True:
             held: list[ProviderEvent] | None = []  # None once output went out
             try:
-                async for event in super().stream(call):
+                async for batch in super().stream(call):
                     if held is None:
-                        yield event
-                    elif isinstance(event, UpstreamInfo):
-                        held.append(event)
-                    else:
-                        for early in held:
-                            yield early
-                        held = None
-                        yield event
+                        yield batch
+                        continue
+                    output = [event for event in batch if not isinstance(event, UpstreamInfo)]
+                    if not output:
+                        held += batch
+                        continue
+                    # The held identity, then the batch as it came (its own UpstreamInfo
+                    # events, if any, keep their places).
+                    early, held = held, None
+                    yield early + batch
             except ZaiTransientError as error:
                 if held is None or retries >= self._retry.max_retries:
                     raise
@@ -165,8 +167,8 @@ class ZaiProvider(OpenAICompatibleProvider):
                 )
                 await asyncio.sleep(wait)
                 continue
-            for early in held or ():
-                yield early
+            if held:
+                yield held
             return
 
     @property

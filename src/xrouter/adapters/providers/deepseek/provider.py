@@ -137,15 +137,18 @@ class DeepSeekProvider(OpenAICompatibleProvider):
         thinking_options(payload, call)
         return payload
 
-    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
         recovery = _Recovery()
-        events = super().stream(call)
+        batches = super().stream(call)
         try:
-            async for event in events:
-                for out in recovery.event(event):
+            async for batch in batches:
+                out: list[ProviderEvent] = []
+                for event in batch:
+                    out += recovery.event(event)
+                if out:
                     yield out
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await batches.aclose()  # type: ignore[attr-defined]
 
 
 def deepseek_settings(base_url: str = DEEPSEEK_BASE_URL, **overrides: Any) -> TransportSettings:

@@ -128,43 +128,53 @@ class GigaChatProvider:
             if model.type in (None, "chat")
         ]
 
-    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
         try:
             # aclosing: when the engine stops early, the upstream stream is closed now (its
             # in-flight slot and connection freed), not whenever the generator is collected.
-            async with aclosing(self._generate(call)) as events:
-                async for event in events:
-                    yield event
+            async with aclosing(self._generate(call)) as batches:
+                async for batch in batches:
+                    yield batch
         except GatewayError as exc:
             raise self._explained(exc) from None
 
     # --- internals ---------------------------------------------------------------------------
 
-    async def _generate(self, call: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
+    async def _generate(self, call: GenerationRequest) -> AsyncGenerator[list[ProviderEvent], None]:
         headers = self._headers(call)
         streaming = call.request.stream
         body = self._encoder.encode(build_payload(call, stream=streaming))
         if not streaming:
             reply = await self._transport.post_json(CHAT_PATH, body, headers, byok=self._byok)
-            for event in parse_completion(
+            whole = parse_completion(
                 reply.content,
                 provider=self._name,
                 map_error=self._map_error,
                 content_type=reply.headers.get("content-type"),
-            ):
-                yield event
+            )
+            if whole:
+                yield whole
             return
         headers["Cache-Control"] = "no-store"
         parser = StreamParser(provider=self._name, map_error=self._map_error)
         # aclosing: stopping early frees the transport's in-flight slot and connection.
         async with aclosing(
             self._transport.stream_events(CHAT_PATH, body, headers, byok=self._byok)
-        ) as events:
-            async for sse in events:
-                for event in parser.feed(sse.data):
-                    yield event
-        for event in parser.finish():
-            yield event
+        ) as reads:
+            async for read in reads:  # one batch per read of the body (the Provider port)
+                batch: list[ProviderEvent] = []
+                try:
+                    for sse in read:
+                        batch += parser.feed(sse.data)
+                except Exception:
+                    if batch:  # what came before the failure goes out first
+                        yield batch
+                    raise
+                if batch:
+                    yield batch
+        closing = parser.finish()
+        if closing:
+            yield closing
 
     def _headers(self, call: GenerationRequest) -> dict[str, str]:
         headers: dict[str, str] = {}

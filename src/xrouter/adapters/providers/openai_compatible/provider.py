@@ -149,7 +149,7 @@ class OpenAICompatibleProvider:
             for model in models.data
         ]
 
-    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
         headers = self._headers(call)
         streaming = call.request.stream
         if self._protocol == "responses":
@@ -162,36 +162,57 @@ class OpenAICompatibleProvider:
         body = self._encoder.encode(payload)
         if not streaming:
             reply = await self._transport.post_json(path, body, headers, byok=self._byok)
-            for event in self._parse_whole(reply.content, reply.headers.get("content-type")):
-                yield event
+            whole = self._parse_whole(reply.content, reply.headers.get("content-type"))
+            if whole:
+                yield whole
             return
         # A Responses upstream ends with its own terminal event, never `[DONE]` (OpenAI's
         # does not send it); a Chat Completions stream without `[DONE]` was cut short.
-        events = self._transport.stream_events(
+        reads = self._transport.stream_events(
             path, body, headers, byok=self._byok, require_done=self._protocol != "responses"
         )
-        # The parsers run inline rather than in generators of their own: each upstream event
-        # then passes one `async for`/`yield` hop fewer on its way to the engine (issue 16).
+        # The parsers run inline rather than in generators of their own, and each read of the
+        # upstream's body (many events from a fast upstream) is one batch: one `async for` /
+        # `yield` step per read, not per event, on the way to the engine (issue 16).
         try:
             if self._protocol == "responses":
                 responses = ResponsesStreamParser(provider=self._name, map_error=self._map_error)
-                async for sse in events:
-                    for event in responses.feed(sse.data):
-                        yield event
+                async for read in reads:
+                    batch: list[ProviderEvent] = []
+                    try:
+                        for sse in read:
+                            batch += responses.feed(sse.data)
+                            if responses.done:
+                                break  # OpenAI sends no [DONE]: its terminal event ends it
+                    except Exception:
+                        if batch:  # what came before the failure goes out first, as it did
+                            yield batch
+                        raise
+                    if batch:
+                        yield batch
                     if responses.done:
-                        return  # OpenAI sends no [DONE]: the terminal event ends the stream
-                for event in responses.finish():
-                    yield event
+                        return
+                closing = responses.finish()
             else:
                 chat = ChatStreamParser(provider=self._name, map_error=self._map_error)
-                async for sse in events:
-                    for event in chat.feed(sse.data):
-                        yield event
-                for event in chat.finish():
-                    yield event
+                feed = chat.feed
+                async for read in reads:
+                    batch = []
+                    try:
+                        for sse in read:
+                            batch += feed(sse.data)
+                    except Exception:
+                        if batch:  # what came before the failure goes out first, as it did
+                            yield batch
+                        raise
+                    if batch:
+                        yield batch
+                closing = chat.finish()
+            if closing:
+                yield closing
         finally:
             # Frees the transport's in-flight slot and connection when we stop early.
-            close = getattr(events, "aclose", None)
+            close = getattr(reads, "aclose", None)
             if close is not None:
                 await close()
 

@@ -71,14 +71,17 @@ class YandexProvider(OpenAICompatibleProvider):
         )
         return payload
 
-    async def stream(self, call: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, call: GenerationRequest) -> AsyncIterator[list[ProviderEvent]]:
         tools = frozenset(
             tool.name for tool in call.request.tools if tool.type == "function" and tool.name
         )
         repair = AnswerRepair(tools)
-        async for event in super().stream(call):
-            for repaired in repair.feed(event):
-                yield repaired
+        async for batch in super().stream(call):
+            out: list[ProviderEvent] = []
+            for event in batch:
+                out += repair.feed(event)
+            if out:
+                yield out
 
     async def list_models(self) -> list[ModelInfo]:
         prefix = self.name + "/"
