@@ -4,6 +4,7 @@ same, in the same order, as read one by one (issue 16: one write per batch, not 
 
 from __future__ import annotations
 
+import random
 from typing import get_args
 
 import msgspec
@@ -11,7 +12,7 @@ import pytest
 
 from tests.fakes import ScriptedProvider, Wait, build_harness
 from xrouter.application.chat_completions import ChatCompletions
-from xrouter.application.chat_mapping import ChunkMapper
+from xrouter.application.chat_mapping import ChatTextChunk, ChunkMapper
 from xrouter.domain import events as ev
 from xrouter.domain.chat import ChatCompletionChunk, ChatRequest
 from xrouter.domain.errors import ProviderError
@@ -80,8 +81,9 @@ async def test_chat_chunk_batches_map_each_batch_and_skip_chunkless_ones() -> No
     )
     execution = await ChatCompletions(harness.create).start(chat)
     batches = [b async for b in execution.chunk_batches()]
-    chunks = [c for batch in batches for c in batch]
     assert all(batches)
+    assert sum(isinstance(c, ChatTextChunk) for batch in batches for c in batch) == len(WORDS)
+    chunks = [c.chunk() if isinstance(c, ChatTextChunk) else c for b in batches for c in b]
     assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
     first, *middle, last = chunks
     assert isinstance(first, ChatCompletionChunk) and first.choices[0].delta.role == "assistant"
@@ -96,7 +98,41 @@ async def test_a_batch_is_written_as_the_frames_one_by_one_would_be() -> None:
     codec = Codec()
     sse = SSEWriter(codec, get_args(ev.StreamEvent))
     assert sse.frames(events) == b"".join(sse.frame(e) for e in events)
-    chunks = [c for e in events for c in ChunkMapper(include_usage=True).map(e)]
-    assert sse.chat_frames(chunks) == b"".join(
-        b"data: " + codec.encode(c) + b"\n\n" for c in chunks
-    )
+    mapper = ChunkMapper(include_usage=True)
+    chunks = [c for e in events for c in mapper.map(e)]
+    full = [c.chunk() if isinstance(c, ChatTextChunk) else c for c in chunks]
+    assert sse.chat_frames(chunks) == b"".join(b"data: " + codec.encode(c) + b"\n\n" for c in full)
+
+
+def _random_text(rng: random.Random) -> str:
+    """Text with what JSON must escape or may encode specially: quotes, backslashes, control
+    characters, non-ASCII, astral characters, lone surrogate-free unicode, and the empty."""
+    alphabet = ['"', "\\", "\n", "\r", "\t", "\x00", "\x1f", "\x7f", "/", "<", "é", "Ж", "世", "🌍"]
+    alphabet += ["a", " ", "{", "}", ":", ","]
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+
+
+def test_a_text_chunk_frame_is_the_encoding_of_its_full_chunk() -> None:
+    rng = random.Random(16)
+    codec = Codec()
+    sse = SSEWriter(codec, get_args(ev.StreamEvent))
+    for _ in range(300):
+        identity = (_random_text(rng) or "chatcmpl-x", rng.randrange(0, 2**40), _random_text(rng))
+        texts = [_random_text(rng) for _ in range(rng.randrange(1, 6))]
+        chunks: list[ChatTextChunk] = [ChatTextChunk(*identity, text) for text in texts]
+        expected = b"".join(b"data: " + codec.encode(c.chunk()) + b"\n\n" for c in chunks)
+        assert sse.chat_frames(list(chunks)) == expected
+        assert b"".join(sse.chat_frame(c) for c in chunks) == expected
+
+
+async def test_a_chat_stream_frames_text_chunks_of_another_identity_too() -> None:
+    sse = SSEWriter(Codec(), get_args(ev.StreamEvent))
+    first = [ChatTextChunk("a", 1, "m", "x")]
+    rest = [ChatTextChunk("b", 2, "n", '"y"'), ChatTextChunk("a", 1, "m", "")]
+
+    async def batches():  # type: ignore[no-untyped-def]
+        yield rest
+
+    written = b"".join([frame async for frame in sse.chat(first, batches(), lambda: None)])
+    assert written == sse.chat_frames([*first, *rest]) + b"data: [DONE]\n\n"
+    assert written.count(b'"id":"b"') == 1 and written.count(b'"content":""') == 1

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from xrouter.application.chat_mapping import ChunkMapper, to_canonical, to_chat_completion
+from xrouter.application.chat_mapping import (
+    ChatTextChunk,
+    ChunkMapper,
+    to_canonical,
+    to_chat_completion,
+)
 from xrouter.application.create_response import CreateResponse
 from xrouter.application.execution import DisconnectSignal, Execution
 from xrouter.application.ports import CallContext
 from xrouter.domain.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ChatStreamError
 
-ChatStreamItem = ChatCompletionChunk | ChatStreamError
+ChatStreamItem = ChatCompletionChunk | ChatTextChunk | ChatStreamError
 
 
 class ChatExecution:

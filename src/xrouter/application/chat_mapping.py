@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgspec import Struct
+
 from xrouter.domain import events as ev
 from xrouter.domain.chat import (
     ChatChoice,
@@ -329,6 +331,27 @@ def to_chat_completion(response: Response) -> ChatCompletion:
     )
 
 
+class ChatTextChunk(Struct, frozen=True, gc=False):
+    """A chat chunk whose delta is content text only (nearly every chunk of a stream), kept
+    as its parts: its wire form is exactly `chunk()`'s. A writer frames it from the stream's
+    constant fields, encoded once, plus the text, instead of building and encoding the four
+    Structs of a chunk per text delta (issue 16: ~0.8 µs of every relayed chunk)."""
+
+    id: str
+    created: int
+    model: str
+    text: str
+
+    def chunk(self) -> ChatCompletionChunk:
+        """The chunk this stands for, as it is encoded on the wire."""
+        return ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=[ChatChunkChoice(index=0, delta=ChatDelta(content=self.text))],
+        )
+
+
 class ChunkMapper:
     """Maps one response's stream events to chat chunks (one id for the whole stream)."""
 
@@ -349,10 +372,12 @@ class ChunkMapper:
             choices=[ChatChunkChoice(index=0, delta=delta, finish_reason=finish)],
         )
 
-    def map(self, event: ev.StreamEvent) -> list[ChatCompletionChunk | ChatStreamError]:
+    def map(
+        self, event: ev.StreamEvent
+    ) -> list[ChatCompletionChunk | ChatTextChunk | ChatStreamError]:
         """The chunks for one event (often none). A failure becomes one error frame."""
         if isinstance(event, ev.OutputTextDelta):  # nearly every event of a stream: first
-            return [self._chunk(ChatDelta(content=event.delta))]
+            return [ChatTextChunk(self._id, self._created, self._model, event.delta)]
         if isinstance(event, ev.ErrorEvent):
             return [ChatStreamError(error=event.error)]
         if isinstance(event, ev.ResponseCreated):
@@ -380,7 +405,7 @@ class ChunkMapper:
             )
             return [self._chunk(ChatDelta(tool_calls=[call]))]
         if isinstance(event, ev.ResponseCompleted | ev.ResponseIncomplete):
-            chunks: list[ChatCompletionChunk | ChatStreamError] = [
+            chunks: list[ChatCompletionChunk | ChatTextChunk | ChatStreamError] = [
                 self._chunk(ChatDelta(), finish_reason(event.response))
             ]
             if self._include_usage and event.response.usage is not None:
