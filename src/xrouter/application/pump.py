@@ -196,7 +196,6 @@ class Pump:
         # The opening events wait for the first output: until then a failure is still a
         # plain JSON error with its own status.
         pending: list[StreamEvent] | None = None if generation.output_sent else builder.start()
-        first_output = False
         stream = generation.provider.stream(generation.call)
         try:
             async for deltas in stream:
@@ -204,29 +203,36 @@ class Pump:
                     # The task was cancelled too; this catches a cancellation some library
                     # on the way swallowed (then the task is still marked cancelling).
                     raise _CancelAsked
-                for delta in deltas:
-                    chunks_before = builder.chunks
-                    events = builder.feed(delta)
-                    if builder.chunks != chunks_before:
-                        if generation.first_chunk_ns is None:
-                            generation.first_chunk_ns = self._clock.monotonic_ns()
-                        self._tracer.chunk(generation.lifecycle)
-                    if pending is not None:
-                        if builder.chunks == 0:
-                            pending.extend(events)
-                            continue
-                        events = pending + events
-                        pending = None
-                        first_output = True
-                    if events:
-                        generation.output_sent = generation.answer_sent = True
-                        if generation.background or not generation.execution.offer(events):
-                            await self._emit(generation, events)
-                        if first_output:
-                            # The reader sends the head and the first frame now, not after the
-                            # rest of this read (a whole stream, from a fast upstream) is built.
-                            first_output = False
+                # The events of one batch (one upstream read) are queued together: one offer
+                # per read, not per delta (issue 16); the reader takes what is ready anyway.
+                ready: list[StreamEvent] = []
+                try:
+                    for delta in deltas:
+                        chunks_before = builder.chunks
+                        events = builder.feed(delta)
+                        if builder.chunks != chunks_before:
+                            if generation.first_chunk_ns is None:
+                                generation.first_chunk_ns = self._clock.monotonic_ns()
+                            self._tracer.chunk(generation.lifecycle)
+                        if pending is None:
+                            ready += events
+                        elif builder.chunks:
+                            # The first output, with the opening events, goes out now and the
+                            # reader sends the head and the first frame before the rest of
+                            # this read (a whole stream, from a fast upstream) is built.
+                            first = pending + events
+                            pending = None
+                            if not self._offered(generation, first):
+                                await self._emit(generation, first)
                             await asyncio.sleep(0)
+                        else:
+                            pending.extend(events)
+                except Exception:
+                    if ready and not self._offered(generation, ready):
+                        await self._emit(generation, ready)  # what came before the failure
+                    raise
+                if ready and not self._offered(generation, ready):
+                    await self._emit(generation, ready)
         finally:
             await _aclose(stream)
         if builder.finish_reason is None:
@@ -240,6 +246,13 @@ class Pump:
             # Finished without output: still a valid stream (created ... completed).
             generation.output_sent = generation.answer_sent = True
             await self._emit(generation, pending)
+
+    def _offered(self, generation: Generation, events: list[StreamEvent]) -> bool:
+        """Output for the client, marked sent, and queued without a coroutine when the
+        channel has room (`Execution.offer`). False: the caller awaits `_emit` (a full
+        channel, backpressure; or a background response, logged first)."""
+        generation.output_sent = generation.answer_sent = True
+        return not generation.background and generation.execution.offer(events)
 
     async def _emit(self, generation: Generation, events: list[StreamEvent]) -> None:
         """Events to the client, and first to the event log of a background response."""
