@@ -45,9 +45,7 @@ class ChatExecution:
         for one write each (a list whose events map to no chunk is skipped)."""
         mapper = self._mapper
         async for batch in self.execution.batches():
-            chunks: list[ChatStreamItem] = []
-            for event in batch:
-                chunks += mapper.map(event)
+            chunks = mapper.map_batch(batch)
             if chunks:
                 yield chunks
 

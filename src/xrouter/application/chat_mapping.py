@@ -372,6 +372,20 @@ class ChunkMapper:
             choices=[ChatChunkChoice(index=0, delta=delta, finish_reason=finish)],
         )
 
+    def map_batch(
+        self, events: list[ev.StreamEvent]
+    ) -> list[ChatCompletionChunk | ChatTextChunk | ChatStreamError]:
+        """The chunks of a batch of events, in order: those of `map` for each, joined (text
+        deltas, nearly all of them, mapped inline: no list per event)."""
+        out: list[ChatCompletionChunk | ChatTextChunk | ChatStreamError] = []
+        text_delta = ev.OutputTextDelta
+        for event in events:
+            if type(event) is text_delta:
+                out.append(ChatTextChunk(self._id, self._created, self._model, event.delta))
+            else:
+                out += self.map(event)
+        return out
+
     def map(
         self, event: ev.StreamEvent
     ) -> list[ChatCompletionChunk | ChatTextChunk | ChatStreamError]:

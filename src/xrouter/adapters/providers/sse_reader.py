@@ -140,7 +140,7 @@ class SSEParser:
                 if has_data:
                     name = None if self._event is None else _text(self._event)
                     raw = data[0] if len(data) == 1 else b"\n".join(data)
-                    events.append(SSEEvent(name, _text(raw)))
+                    events.append(SSEEvent(name, raw.decode("utf-8", "replace")))
                     data.clear()
                     has_data = False
                 self._event = None
