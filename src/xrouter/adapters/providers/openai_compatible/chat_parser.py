@@ -226,7 +226,11 @@ class ChatStreamParser:
         self._named = False  # UpstreamInfo sent: every chunk repeats id and model
 
     def feed(self, data: str) -> list[ProviderEvent]:
-        chunk = _decode(data, self._provider)
+        try:  # `_decode`, inline: once per upstream chunk
+            chunk: _Completion = _decoder.decode(data)
+        except msgspec.DecodeError:
+            _decode(data, self._provider)  # raises its ProviderError
+            raise
         if chunk.error is not None:
             raise self._map_error(chunk.error)
         if chunk.usage is not None:
@@ -250,7 +254,7 @@ class ChatStreamParser:
         return events
 
     def _delta(self, delta: _Message, events: list[ProviderEvent]) -> None:
-        reasoning = _reasoning_text(delta)
+        reasoning = delta.reasoning_content or delta.reasoning  # `_reasoning_text`, inline
         if reasoning:
             events.append(ReasoningDelta(reasoning))
         if delta.reasoning_details:
