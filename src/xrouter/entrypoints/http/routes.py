@@ -17,7 +17,6 @@ from litestar import Request, delete, get, post
 from litestar import Response as HTTPResponse
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
-from litestar.response import Stream
 from litestar.types import Receive
 
 from xrouter.application.background_responses import BackgroundResponses
@@ -40,6 +39,7 @@ from xrouter.domain.responses import (
 from xrouter.entrypoints.http.background_routes import replay_stream, wants_stream
 from xrouter.entrypoints.http.codec import Codec
 from xrouter.entrypoints.http.credentials import call_context, credentials
+from xrouter.entrypoints.http.event_stream import EventStream
 from xrouter.entrypoints.http.json_answer import JsonAnswer
 from xrouter.entrypoints.http.openapi import documented
 from xrouter.entrypoints.http.paging import page_query
@@ -93,8 +93,8 @@ async def _first(items: AsyncIterator[T]) -> T:
     return first
 
 
-def _event_stream(frames: AsyncIterator[bytes]) -> Stream:
-    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+def _event_stream(frames: AsyncIterator[bytes]) -> EventStream:
+    return EventStream(frames, SSE_HEADERS)
 
 
 def build_api_routes(
