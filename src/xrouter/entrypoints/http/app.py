@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
+from litestar.events import BaseEventEmitterBackend
+from litestar.exceptions import ImproperlyConfiguredException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import PluginProtocol
@@ -84,6 +86,25 @@ class GatewayLitestar(Litestar):
         ImportError where opentelemetry-instrumentation is not installed. The gateway never
         adds that middleware (its HTTP telemetry is `HttpTelemetry`): nothing to move."""
         return config
+
+
+class NoEventListeners(BaseEventEmitterBackend):
+    """Litestar's event emitter for an app with no event listeners, as the gateway's is.
+
+    Litestar's default one starts an anyio task group for its listeners at every startup,
+    which imports anyio's asyncio backend: about 15 ms of the start, for nothing else the
+    gateway uses (its event streams run on asyncio; issue 16, docs/benchmarks.md). Emitting
+    an event raises as the default emitter does for an event no listener is registered for."""
+
+    __slots__ = ()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def emit(self, event_id: str, *args: Any, **kwargs: Any) -> None:
+        raise ImproperlyConfiguredException(
+            f"no event listeners are registered for event ID: {event_id}"
+        )
 
 
 def under_prefix(prefix: str, handlers: list[Handler]) -> list[Handler]:
@@ -272,6 +293,7 @@ def create_litestar(container: Container | None = None) -> Litestar:
             *([swagger_assets_router(swagger_ui)] if swagger_ui is not None else []),
         ],
         exception_handlers=exception_handlers(masker),
+        event_emitter_backend=NoEventListeners,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         openapi_config=openapi,
