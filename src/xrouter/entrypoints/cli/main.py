@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import shutil
 import sys
@@ -57,8 +58,16 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     from xrouter.entrypoints.logging_setup import serve_log_config
     from xrouter.entrypoints.optional_imports import litestar_extras_hidden
 
-    with litestar_extras_hidden():  # the server's modules import Litestar first
-        from xrouter.entrypoints.http.server import serve as run_server
+    # The server's modules (Litestar, uvicorn, the container's) make tens of thousands of
+    # objects that live as long as the process: the collector would scan them some 50 times on
+    # the way only to find them alive, about 10 ms of the start (issue 16, docs/benchmarks.md).
+    # Paused while they load; `run_server` pauses it again while the app is built.
+    gc.disable()
+    try:
+        with litestar_extras_hidden():  # the server's modules import Litestar first
+            from xrouter.entrypoints.http.server import serve as run_server
+    finally:
+        gc.enable()
 
     with shared_metrics_dir(settings, workers) as settings:
         run_server(
