@@ -73,6 +73,7 @@ from xrouter.adapters.providers.upstream_errors import (
     parse_retry_after,
 )
 from xrouter.adapters.providers.upstream_spans import (
+    PEEKED_EVENTS,
     AttemptSpan,
     AttemptSpans,
     StreamModel,
@@ -395,15 +396,17 @@ class HttpTransport:
                         events = parser.feed(piece) if piece is not None else parser.close()
                     except LimitExceeded as exc:
                         raise self._failures.too_large(exc) from None
-                    for index, event in enumerate(events):
-                        if event.data == "[DONE]":
-                            if index:
-                                yield events[:index]
-                            await reader.drain(ERROR_BODY_LIMIT, DRAIN_AFTER_DONE_S)
-                            return
-                        named.see(event.data)
-                    if events:
-                        yield events
+                    # One pass at C speed for `[DONE]`; the model is watched for in the
+                    # first few events only (StreamModel's own limit): no Python step per event.
+                    datas = [event.data for event in events]
+                    cut = datas.index("[DONE]") if "[DONE]" in datas else len(datas)
+                    for data in datas[: min(cut, PEEKED_EVENTS)]:
+                        named.see(data)
+                    if cut:
+                        yield events if cut == len(events) else events[:cut]
+                    if cut < len(events):
+                        await reader.drain(ERROR_BODY_LIMIT, DRAIN_AFTER_DONE_S)
+                        return
                     if piece is None:
                         if require_done:
                             raise self._failures.no_done()
