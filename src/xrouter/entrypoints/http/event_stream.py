@@ -19,7 +19,9 @@ from typing import Any
 
 from litestar import Response
 from litestar.response import Stream
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from xrouter.entrypoints.http.ready_response import ReadyResponse
 
 __all__ = ["EventStream"]
 
@@ -27,31 +29,19 @@ MEDIA_TYPE = "text/event-stream"
 _LAST: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
-class EventStream(Response[bytes]):
+class EventStream(ReadyResponse):
     """`Stream(frames, media_type="text/event-stream", headers=headers)`, sent directly."""
 
     __slots__ = ("_frames", "_headers")
 
     def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str]) -> None:
-        # Response.__init__ is skipped on purpose: its containers are what this avoids.
         self._frames = frames
         self._headers = headers
 
-    def to_asgi_response(
-        self,
-        app: Any,
-        request: Any,
-        *,
-        background: Any = None,
-        cookies: Any = None,
-        headers: dict[str, str] | None = None,
-        **others: Any,
-    ) -> Any:
-        if background or cookies or headers:
-            full = Stream(self._frames, media_type=MEDIA_TYPE, headers=self._headers)
-            return full.to_asgi_response(
-                app, request, background=background, cookies=cookies, headers=headers, **others
-            )
+    def as_litestar(self) -> Response[Any]:
+        return Stream(self._frames, media_type=MEDIA_TYPE, headers=self._headers)
+
+    def ready(self) -> ASGIApp:
         # Litestar's order: the response's own headers, then its content type.
         encoded = [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self._headers.items()

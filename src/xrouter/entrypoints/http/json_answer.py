@@ -17,40 +17,28 @@ from typing import Any
 
 from litestar import Response
 from litestar.response.base import ASGIResponse
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from xrouter.entrypoints.http.ready_response import ReadyResponse
 
 JSON = "application/json"
 
 __all__ = ["JsonAnswer"]
 
 
-class JsonAnswer(Response[bytes]):
+class JsonAnswer(ReadyResponse):
     """`Response(body, status_code=status, media_type="application/json")`, sent as is."""
 
-    __slots__ = ("_answer", "_body", "_status")
+    __slots__ = ("_body", "_status")
 
     def __init__(self, body: bytes, status: int = 200) -> None:
-        # Response.__init__ is skipped on purpose: its containers are what this avoids.
         self._body = body
         self._status = status
 
-    def to_asgi_response(
-        self,
-        app: Any,
-        request: Any,
-        *,
-        background: Any = None,
-        cookies: Any = None,
-        headers: dict[str, str] | None = None,
-        **others: Any,
-    ) -> ASGIResponse:
-        # Litestar also passes the route's media type and status code: ours win, as they do
-        # in Response.to_asgi_response.
-        if background or cookies or headers:
-            full = Response(self._body, status_code=self._status, media_type=JSON)
-            return full.to_asgi_response(
-                app, request, background=background, cookies=cookies, headers=headers, **others
-            )
+    def as_litestar(self) -> Response[Any]:
+        return Response(self._body, status_code=self._status, media_type=JSON)
+
+    def ready(self) -> ASGIApp:
         if self._status < 200 or self._status in (204, 304):
             # No body allowed: Litestar's own checks (it refuses a body there).
             return ASGIResponse(body=self._body, status_code=self._status, media_type=JSON)
