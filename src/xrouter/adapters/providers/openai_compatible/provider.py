@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -32,6 +32,7 @@ from xrouter.adapters.providers.openai_compatible.responses_protocol import (
     parse_response,
 )
 from xrouter.adapters.providers.provider_spec import Protocol, ProviderSpec
+from xrouter.adapters.providers.sse_reader import SSEEvent
 from xrouter.adapters.providers.transport import HttpTransport
 from xrouter.adapters.providers.upstream_errors import ErrorMapper, map_stream_error
 from xrouter.application.ports import CallContext, CompactCall, GenerationRequest
@@ -178,35 +179,23 @@ class OpenAICompatibleProvider:
             if self._protocol == "responses":
                 responses = ResponsesStreamParser(provider=self._name, map_error=self._map_error)
                 async for read in reads:
-                    batch: list[ProviderEvent] = []
-                    try:
-                        for sse in read:
-                            batch += responses.feed(sse.data)
-                            if responses.done:
-                                break  # OpenAI sends no [DONE]: its terminal event ends it
-                    except Exception:
-                        if batch:  # what came before the failure goes out first, as it did
-                            yield batch
-                        raise
+                    # OpenAI sends no [DONE]: its terminal event ends the stream.
+                    batch, failure = _parse_read(read, responses.feed, lambda: responses.done)
                     if batch:
                         yield batch
+                    if failure is not None:
+                        raise failure
                     if responses.done:
                         return
                 closing = responses.finish()
             else:
                 chat = ChatStreamParser(provider=self._name, map_error=self._map_error)
-                feed = chat.feed
                 async for read in reads:
-                    batch = []
-                    try:
-                        for sse in read:
-                            batch += feed(sse.data)
-                    except Exception:
-                        if batch:  # what came before the failure goes out first, as it did
-                            yield batch
-                        raise
+                    batch, failure = _parse_read(read, chat.feed)
                     if batch:
                         yield batch
+                    if failure is not None:
+                        raise failure
                 closing = chat.finish()
             if closing:
                 yield closing
@@ -266,3 +255,23 @@ class OpenAICompatibleProvider:
         return parse(
             content, provider=self._name, map_error=self._map_error, content_type=content_type
         )
+
+
+def _parse_read(
+    read: list[SSEEvent],
+    feed: Callable[[str], list[ProviderEvent]],
+    stop: Callable[[], bool] | None = None,
+) -> tuple[list[ProviderEvent], Exception | None]:
+    """The events of one upstream read, parsed by `feed`, and the failure that cut it short
+    (None when it did not): what came before a failure still goes out first, then the
+    failure, as when events went one by one. `stop()` true after an event: the rest of the
+    read is not parsed. A plain function, not a generator: it adds no step per event."""
+    batch: list[ProviderEvent] = []
+    try:
+        for sse in read:
+            batch += feed(sse.data)
+            if stop is not None and stop():
+                break
+    except Exception as failure:  # a parser's failure, raised by the caller after the batch
+        return batch, failure
+    return batch, None
