@@ -15,11 +15,7 @@ Every gateway answers `POST /v1/chat/completions` with a model that reaches the 
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,29 +132,9 @@ def start(spec: GatewaySpec, cpus: set[int] | None) -> servers.Server:
     """Spawn the gateway (pinned to `cpus`, like every process it forks) and wait for the first
     200 to a relayed chat completion; `startup_s` is the time from spawn to that answer."""
     port = servers.free_port()
-    fd, log_name = tempfile.mkstemp(prefix=f"bench-peer-{spec.name.split(',')[0]}-", suffix=".log")
-    env = {**os.environ, **spec.env}
-    path = os.pathsep.join(str(p) for p in (spec.src, servers.BENCH_DIR) if p is not None)
-    env["PYTHONPATH"] = path
+    env = {**spec.env, "PYTHONPATH": servers.bench_path(spec.src)}
     request = chat_request(port, spec, UPSTREAM_MODEL, stream=False)
-    mine = os.sched_getaffinity(0)
-    if cpus:
-        os.sched_setaffinity(0, cpus)  # inherited by the child at fork
-    try:
-        started = time.perf_counter()
-        with os.fdopen(fd, "wb") as log:
-            process = subprocess.Popen(
-                spec.command(port), stdout=log, stderr=subprocess.STDOUT, env=env
-            )
-    finally:
-        os.sched_setaffinity(0, mine)
-    running = servers.Server(spec.name, port, process, 0.0, Path(log_name))
-    while time.perf_counter() - started < START_TIMEOUT_S:
-        if probe(port, request):
-            running.startup_s = time.perf_counter() - started
-            return running
-        if process.poll() is not None:
-            break
-        time.sleep(0.005)
-    running.stop(keep_log=True)
-    raise RuntimeError(f"{spec.name} did not answer a chat completion with 200; see {log_name}")
+    return servers.launch(
+        spec.name, port, spec.command(port), env, cpus, lambda: probe(port, request),
+        START_TIMEOUT_S, f"{spec.name} did not answer a chat completion with 200",
+    )  # fmt: skip

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,9 +151,33 @@ def start(
     pinned to those CPUs. With `src`, xrouter is imported from that directory instead of the
     installed (editable) package."""
     port = free_port()
-    fd, log_name = tempfile.mkstemp(prefix=f"bench-{server}-", suffix=".log")
-    path = os.pathsep.join(str(p) for p in (src, BENCH_DIR) if p is not None)
-    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+    env = {**(env or {}), "PYTHONPATH": bench_path(src)}
+    return launch(
+        server, port, command(server, target, port), env, cpus, lambda: _health_ok(port),
+        timeout_s, f"{server} {target} did not answer /health",
+    )  # fmt: skip
+
+
+def bench_path(src: Path | None) -> str:
+    """PYTHONPATH for a spawned server: `src` (xrouter from there, when given), then bench/."""
+    return os.pathsep.join(str(p) for p in (src, BENCH_DIR) if p is not None)
+
+
+def launch(
+    name: str,
+    port: int,
+    argv: list[str],
+    env: dict[str, str],
+    cpus: set[int] | None,
+    ready: Callable[[], bool],
+    timeout_s: float,
+    failure: str,
+) -> Server:
+    """Spawn `argv` (our environment updated with `env`; pinned to `cpus`, like every process
+    it forks), its output to a temporary log, and wait until `ready()`: `startup_s` is the
+    time from spawn to then. Not ready within `timeout_s`, or exited: stopped, log kept,
+    RuntimeError(`failure`, naming the log)."""
+    fd, log_name = tempfile.mkstemp(prefix=f"bench-{name.split(',')[0]}-", suffix=".log")
     mine = os.sched_getaffinity(0)
     if cpus:
         os.sched_setaffinity(0, cpus)  # inherited by the child at fork
@@ -160,17 +185,17 @@ def start(
         started = time.perf_counter()
         with os.fdopen(fd, "wb") as log:
             process = subprocess.Popen(
-                command(server, target, port), stdout=log, stderr=subprocess.STDOUT, env=full_env
+                argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
             )
     finally:
         os.sched_setaffinity(0, mine)
-    running = Server(server, port, process, 0.0, Path(log_name))
+    running = Server(name, port, process, 0.0, Path(log_name))
     while time.perf_counter() - started < timeout_s:
-        if _health_ok(port):
+        if ready():
             running.startup_s = time.perf_counter() - started
             return running
         if process.poll() is not None:
             break
         time.sleep(0.005)
     running.stop(keep_log=True)
-    raise RuntimeError(f"{server} {target} did not answer /health; see {log_name}")
+    raise RuntimeError(f"{failure}; see {log_name}")
